@@ -1,0 +1,66 @@
+"""create_app(): stores opened in the lifespan, routers, error handlers, /health and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from garagebook import __version__
+from garagebook.bookings.routes import router as bookings_router
+from garagebook.config import Settings, get_settings
+from garagebook.db import Database, create_engine
+from garagebook.deps import DatabaseDep, ReservationsDep
+from garagebook.http import BodySizeLimit, install_error_handlers, json_response
+from garagebook.logs import configure_logging
+from garagebook.reservations import RedisReservations, create_reservations
+from garagebook.slots.routes import router as slots_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.db = Database(create_engine(settings))
+        app.state.reservations = create_reservations(
+            settings.redis_url,
+            timeout_ms=settings.redis_timeout_ms,
+            key_prefix=settings.redis_key_prefix,
+            retry_seconds=settings.redis_retry_seconds,
+        )
+        try:
+            yield
+        finally:
+            await app.state.reservations.close()
+            await app.state.db.dispose()
+
+    app = FastAPI(title="garagebook", version=__version__, lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(bookings_router)
+    app.include_router(slots_router)
+
+    @app.get("/health", tags=["operations"])
+    async def health(db: DatabaseDep, reservations: ReservationsDep) -> Response:
+        """200 while the database answers (reservations may be `degraded`), else 503."""
+        if isinstance(reservations, RedisReservations) and reservations.status == "ok":
+            await reservations.ping()
+        database_ok = await db.ping()
+        body = {
+            "status": "ok" if database_ok else "unavailable",
+            "database": "ok" if database_ok else "unreachable",
+            "reservations": reservations.status,
+        }
+        return json_response(body, 200 if database_ok else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,91 @@
+"""What a booking request may contain. Strict: JSON types must match, unknown fields are
+refused, and text is checked for what the database or a mail would choke on."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+_DB_INT_MAX = 2**31 - 1
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{5,24}$")
+_REGISTRATION = re.compile(r"^[A-Z0-9]{1,8}( [A-Z0-9]{1,8})?$")
+
+
+def _printable(value: str, *, allow_newlines: bool = False) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode") from None
+    allowed = {"\n", "\t", "\r"} if allow_newlines else set()
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs") and char not in allowed:
+            raise ValueError("text must not contain control characters")
+    return value
+
+
+def _one_line(value: str) -> str:
+    return _printable(value)
+
+
+def _multi_line(value: str) -> str:
+    return _printable(value, allow_newlines=True)
+
+
+def _phone(value: str) -> str:
+    if not _PHONE.match(value):
+        raise ValueError("phone must be digits, spaces, brackets or dashes, optionally after '+'")
+    return value
+
+
+def _registration(value: str) -> str:
+    normalised = " ".join(value.upper().split())
+    if not _REGISTRATION.match(normalised):
+        raise ValueError("registration must be letters and digits, e.g. 'AB12 CDE'")
+    return normalised
+
+
+def _lowercase_email(value: str) -> str:
+    return value.lower()
+
+
+Id = Annotated[int, Field(ge=1, le=_DB_INT_MAX)]
+OneLine = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_one_line)
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CustomerIn(_Strict):
+    name: Annotated[OneLine, Field(max_length=100)]
+    email: Annotated[EmailStr, Field(max_length=254), AfterValidator(_lowercase_email)]
+    phone: Annotated[OneLine, Field(max_length=32), AfterValidator(_phone)] | None = None
+
+
+class VehicleIn(_Strict):
+    registration: Annotated[OneLine, Field(max_length=16), AfterValidator(_registration)]
+    make: Annotated[OneLine, Field(max_length=50)] | None = None
+    model: Annotated[OneLine, Field(max_length=50)] | None = None
+
+
+class BookingIn(_Strict):
+    slot_id: Id
+    service_id: Id
+    customer: CustomerIn
+    vehicle: VehicleIn
+    notes: (
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, max_length=1000),
+            AfterValidator(_multi_line),
+        ]
+        | None
+    ) = None
+
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")

@@ -1,0 +1,321 @@
+"""The booking path, top to bottom. Three layers stand between a request and a double booking:
+
+1. the reservation layer (`reservations.py`): the first request for a slot takes its keys,
+   every other request is turned away at once, without touching the database;
+2. one database transaction writing booking, claims, customer, vehicle, outbox row and
+   idempotency record: all or nothing;
+3. the partial unique indexes on `bookings(slot_id)` and `booking_slots(slot_id)`: the final
+   word. Our inserts say `ON CONFLICT DO NOTHING`, so a lost race is "no row came back",
+   rolled back and answered 409, never an exception and never a 500.
+
+Correctness rests on layer 3 alone; layers 1 and 2 make it fast and tidy.
+
+Round trips per successful booking, no Idempotency-Key (PostgreSQL + Redis):
+  database 8 = 1 plan read (autocommit SELECT) + BEGIN, INSERT booking, INSERT claims,
+  upsert customer, upsert vehicle, INSERT outbox, COMMIT;  Redis 1 (EVALSHA reserve).
+A request turned away by the reservation layer: database 1 (plan read), Redis 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.bookings.schemas import BookingIn
+from garagebook.config import Settings
+from garagebook.db import Database, insert_ignoring_conflicts, upsert
+from garagebook.errors import (
+    AlreadyCancelled,
+    BookingNotFound,
+    IdempotencyKeyReused,
+    SlotInPast,
+    SlotUnavailable,
+)
+from garagebook.reservations import Outcome, ReservationStore
+from garagebook.schema import (
+    booking_slots,
+    bookings,
+    customers,
+    idempotency_keys,
+    outbox,
+    slots,
+    vehicles,
+)
+from garagebook.slots.service import Plan, plan_booking
+from garagebook.timeutil import to_local_iso, utcnow
+
+# Crockford's base32: no I, L, O or U, so a reference read over the phone is unambiguous.
+_REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_booking_id() -> str:
+    """128 random bits: the id is what `GET /api/bookings/{id}` needs, so it must be unguessable."""
+    return secrets.token_urlsafe(16)
+
+
+def new_reference() -> str:
+    """Short, for people: 8 characters of base32 (40 random bits), e.g. `A1-7KQ2M9`."""
+    chars = "".join(secrets.choice(_REFERENCE_ALPHABET) for _ in range(8))
+    return f"{chars[:2]}-{chars[2:]}"
+
+
+@dataclass(frozen=True)
+class BookingResult:
+    body: bytes  # the JSON response, exactly as sent (and replayed for an Idempotency-Key)
+    replayed: bool
+
+
+async def book(
+    db: Database,
+    reservations: ReservationStore,
+    settings: Settings,
+    request: BookingIn,
+    idempotency_key: str | None,
+) -> BookingResult:
+    request_hash = hashlib.sha256(orjson.dumps(request.model_dump(), option=orjson.OPT_SORT_KEYS))
+    fingerprint = request_hash.hexdigest()
+
+    if idempotency_key is not None:
+        async with db.read() as conn:
+            replay = await _find_replay(conn, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay
+
+    now = utcnow()
+    async with db.read() as conn:
+        plan = await plan_booking(conn, request.slot_id, request.service_id, settings.timezone)
+    if plan.start.starts_at <= now:
+        raise SlotInPast(slot_id=request.slot_id)
+    if not plan.fits:
+        raise SlotUnavailable(
+            "database", "The service does not fit at that time: the slots after it are not free."
+        )
+
+    # Layer 1. A retry that carries an Idempotency-Key may find its own first attempt holding
+    # the keys: it must not be told 409, so it goes on to the database, which knows.
+    token = secrets.token_hex(16)
+    outcome = await reservations.reserve(
+        plan.slot_ids, token, settings.reservation_ttl_seconds * 1000
+    )
+    if outcome is Outcome.CONFLICT and idempotency_key is None:
+        raise SlotUnavailable("reservation")
+
+    try:
+        # Layers 2 and 3.
+        async with db.transaction() as conn:
+            body = await _insert_booking(conn, settings, request, plan, now)
+            if idempotency_key is not None:
+                await _record_idempotency(conn, idempotency_key, fingerprint, body, now)
+        return BookingResult(body, replayed=False)
+    except BaseException as exc:
+        # Whatever went wrong, our keys must not keep the slots from anyone for a full TTL.
+        if outcome is Outcome.TAKEN:
+            await reservations.release(plan.slot_ids, token)
+        if idempotency_key is not None and isinstance(exc, SlotUnavailable | _KeyTaken):
+            async with db.read() as conn:
+                replay = await _find_replay(conn, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+        raise
+
+
+class _KeyTaken(Exception):
+    """The Idempotency-Key was committed by a concurrent request while ours ran."""
+
+
+async def _insert_booking(
+    conn: AsyncConnection, settings: Settings, request: BookingIn, plan: Plan, now: datetime
+) -> bytes:
+    booking_id = new_booking_id()
+    customer, vehicle = request.customer, request.vehicle
+    row = {
+        "id": booking_id,
+        "reference": new_reference(),
+        "slot_id": plan.start.id,
+        "service_id": plan.service_id,
+        "customer_email": customer.email,
+        "customer_name": customer.name,
+        "customer_phone": customer.phone,
+        "vehicle_registration": vehicle.registration,
+        "vehicle_make": vehicle.make,
+        "vehicle_model": vehicle.model,
+        "notes": request.notes,
+        "status": "confirmed",
+        "starts_at": plan.start.starts_at,
+        "ends_at": plan.ends_at,
+        "created_at": now,
+        "cancelled_at": None,
+    }
+    # The start slot, against uq_bookings_slot_id_not_cancelled. A concurrent writer of the same
+    # slot makes this wait for its commit, then come back empty.
+    inserted = await conn.scalar(
+        insert_ignoring_conflicts(conn, bookings).values(row).returning(bookings.c.id)
+    )
+    if inserted is None:
+        raise SlotUnavailable("database")
+    # Every covered slot, against uq_booking_slots_slot_id_active.
+    claimed = (
+        await conn.scalars(
+            insert_ignoring_conflicts(conn, booking_slots)
+            .values(
+                [{"booking_id": booking_id, "slot_id": s, "active": True} for s in plan.slot_ids]
+            )
+            .returning(booking_slots.c.slot_id)
+        )
+    ).all()
+    if len(claimed) != len(plan.slot_ids):
+        raise SlotUnavailable("database")  # rolls back the booking row too
+
+    await conn.execute(
+        upsert(conn, customers, "email", ["name", "phone", "updated_at"]).values(
+            email=customer.email, name=customer.name, phone=customer.phone, updated_at=now
+        )
+    )
+    await conn.execute(
+        upsert(conn, vehicles, "registration", ["make", "model", "updated_at"]).values(
+            registration=vehicle.registration,
+            make=vehicle.make,
+            model=vehicle.model,
+            updated_at=now,
+        )
+    )
+    await _enqueue(conn, "booking_confirmed", row, now)
+    return orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings))
+
+
+async def _enqueue(
+    conn: AsyncConnection, kind: str, booking: dict[str, Any], now: datetime
+) -> None:
+    """The outbox row: born in the booking's transaction, so it exists exactly when the booking
+    does. It names the booking only; the worker reads the personal data when it sends."""
+    payload = {"booking_id": booking["id"], "reference": booking["reference"]}
+    await conn.execute(
+        outbox.insert().values(
+            kind=kind,
+            payload=orjson.dumps(payload).decode(),
+            status="pending",
+            attempts=0,
+            run_at=now,
+            created_at=now,
+        )
+    )
+
+
+async def _record_idempotency(
+    conn: AsyncConnection, key: str, fingerprint: str, body: bytes, now: datetime
+) -> None:
+    stored = await conn.scalar(
+        insert_ignoring_conflicts(conn, idempotency_keys)
+        .values(
+            key=key,
+            request_hash=fingerprint,
+            booking_id=orjson.loads(body)["id"],
+            response_body=body.decode(),
+            created_at=now,
+        )
+        .returning(idempotency_keys.c.key)
+    )
+    if stored is None:
+        raise _KeyTaken()
+
+
+async def _find_replay(conn: AsyncConnection, key: str, fingerprint: str) -> BookingResult | None:
+    row = (
+        await conn.execute(
+            select(idempotency_keys.c.request_hash, idempotency_keys.c.response_body).where(
+                idempotency_keys.c.key == key
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyKeyReused()
+    return BookingResult(row.response_body.encode(), replayed=True)
+
+
+def booking_json(
+    row: dict[str, Any], bay_id: int, slot_ids: tuple[int, ...] | list[int], settings: Settings
+) -> dict[str, Any]:
+    zone = settings.timezone
+    return {
+        "id": row["id"],
+        "reference": row["reference"],
+        "status": row["status"],
+        "slot_id": row["slot_id"],
+        "slot_ids": list(slot_ids),
+        "bay_id": bay_id,
+        "service_id": row["service_id"],
+        "customer": {
+            "name": row["customer_name"],
+            "email": row["customer_email"],
+            "phone": row["customer_phone"],
+        },
+        "vehicle": {
+            "registration": row["vehicle_registration"],
+            "make": row["vehicle_make"],
+            "model": row["vehicle_model"],
+        },
+        "notes": row["notes"],
+        "starts_at": to_local_iso(row["starts_at"], zone),
+        "ends_at": to_local_iso(row["ends_at"], zone),
+        "created_at": to_local_iso(row["created_at"], zone),
+        "cancelled_at": to_local_iso(row["cancelled_at"], zone) if row["cancelled_at"] else None,
+    }
+
+
+async def get_booking(conn: AsyncConnection, settings: Settings, booking_id: str) -> dict[str, Any]:
+    row = (await conn.execute(select(bookings).where(bookings.c.id == booking_id))).first()
+    if row is None:
+        raise BookingNotFound()
+    slot_ids, bay_id = await _claimed_slots(conn, booking_id)
+    return booking_json(row._asdict(), bay_id, slot_ids, settings)
+
+
+async def _claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[int], int]:
+    rows = (
+        await conn.execute(
+            select(slots.c.id, slots.c.bay_id)
+            .join(booking_slots, booking_slots.c.slot_id == slots.c.id)
+            .where(booking_slots.c.booking_id == booking_id)
+            .order_by(slots.c.starts_at)
+        )
+    ).all()
+    return [r.id for r in rows], rows[0].bay_id
+
+
+async def cancel(
+    db: Database, reservations: ReservationStore, settings: Settings, booking_id: str
+) -> dict[str, Any]:
+    """Cancel in one transaction (status, claims released, outbox row), then drop the slots'
+    reservation keys so the slots are bookable at once."""
+    now = utcnow()
+    async with db.transaction() as conn:
+        row = (
+            await conn.execute(
+                update(bookings)
+                .where(bookings.c.id == booking_id, bookings.c.status == "confirmed")
+                .values(status="cancelled", cancelled_at=now)
+                .returning(*bookings.c)
+            )
+        ).first()
+        if row is None:
+            exists = await conn.scalar(select(bookings.c.id).where(bookings.c.id == booking_id))
+            raise AlreadyCancelled() if exists else BookingNotFound()
+        await conn.execute(
+            update(booking_slots)
+            .where(booking_slots.c.booking_id == booking_id)
+            .values(active=False)
+        )
+        slot_ids, bay_id = await _claimed_slots(conn, booking_id)
+        cancelled = row._asdict()
+        await _enqueue(conn, "booking_cancelled", cancelled, now)
+    await reservations.forget(slot_ids)
+    return booking_json(cancelled, bay_id, slot_ids, settings)

@@ -1,0 +1,87 @@
+"""The `garagebook` command: migrate, seed, serve."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from alembic import command
+from alembic.config import Config
+
+from garagebook.config import get_settings
+from garagebook.db import Database, create_engine
+from garagebook.slots.seed import seed_demo_garage
+
+cli = typer.Typer(help="garagebook: online booking for car garages.", no_args_is_help=True)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url)
+    return config
+
+
+def migrate_database(database_url: str) -> None:
+    command.upgrade(alembic_config(database_url), "head")
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date (SQLite or PostgreSQL, from DATABASE_URL)."""
+    migrate_database(get_settings().database_url)
+    typer.echo("database migrated")
+
+
+@cli.command()
+def seed(days: Annotated[int, typer.Option(min=1, max=366)] = 14) -> None:
+    """Add the demo garage: 3 bays, 4 services, hourly slots Mon–Sat 08:00–17:00. Idempotent."""
+    settings = get_settings()
+
+    async def run() -> None:
+        db = Database(create_engine(settings))
+        try:
+            async with db.transaction() as conn:
+                today = datetime.now(settings.timezone).date()
+                added = await seed_demo_garage(conn, today, settings.timezone, days)
+        finally:
+            await db.dispose()
+        typer.echo(
+            f"seeded: {added.services} services, {added.bays} bays, {added.slots} slots added"
+        )
+
+    asyncio.run(run())
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: $HOST or 127.0.0.1")] = None,
+    port: Annotated[int | None, typer.Option(help="default: $PORT or 3000")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="server processes")] = 1,
+) -> None:
+    """Serve the API (uvicorn with uvloop and httptools)."""
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    typer.echo(f"garagebook serving on http://{host}:{port}  ({workers} worker(s))")
+    uvicorn.run(
+        "garagebook.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,121 @@
+"""Engine and transactions. Transactions are opened and committed at the edge (routes, CLI,
+the booking path's top level); the functions they call only execute statements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Insert, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from garagebook.config import Settings
+from garagebook.errors import DatabaseUnavailable
+
+
+@asynccontextmanager
+async def _unavailable_as_503() -> AsyncIterator[None]:
+    """A database that cannot be reached becomes `DatabaseUnavailable` (503), never a 500."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+            raise DatabaseUnavailable() from exc
+        raise
+    except (PoolTimeout, TimeoutError, ConnectionError, OSError) as exc:
+        raise DatabaseUnavailable() from exc
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        return _create_sqlite_engine(settings)
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.database_timeout_seconds,
+        connect_args={"timeout": settings.database_timeout_seconds},
+    )
+
+
+def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        pool_timeout=settings.database_timeout_seconds,
+        connect_args={"timeout": settings.database_timeout_seconds},
+    )
+    busy_ms = int(settings.database_timeout_seconds * 1000)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take over transaction control from the driver so BEGIN IMMEDIATE below is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # a 201 survives power loss
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        # Writers queue for the lock at BEGIN (honouring busy_timeout) instead of failing with
+        # SQLITE_BUSY when a read transaction tries to upgrade; SQLite allows one writer anyway.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # PostgreSQL reads run in autocommit: one round trip per SELECT, no BEGIN/COMMIT.
+        self._reader = (
+            engine
+            if engine.dialect.name == "sqlite"
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block ends, rolled back on any exception."""
+        async with _unavailable_as_503(), self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """For reads that need no snapshot across statements."""
+        async with _unavailable_as_503(), self._reader.begin() as connection:
+            yield connection
+
+    async def ping(self) -> bool:
+        try:
+            async with self.read() as connection:
+                await connection.execute(text("SELECT 1"))
+        except DatabaseUnavailable:
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def insert_ignoring_conflicts(connection: AsyncConnection, table: Table) -> Insert:
+    """`INSERT … ON CONFLICT DO NOTHING`, in the dialect of the connection: a conflict is an
+    answer ("no row came back"), not an exception."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def upsert(connection: AsyncConnection, table: Table, key: str, update: list[str]) -> Insert:
+    """`INSERT … ON CONFLICT (key) DO UPDATE SET col = excluded.col` for the columns in `update`."""
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[key], set_={name: statement.excluded[name] for name in update}
+    )

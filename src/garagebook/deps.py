@@ -1,0 +1,47 @@
+"""What routes get injected: the stores created in the app's lifespan, and the admin guard."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from garagebook.config import Settings
+from garagebook.db import Database
+from garagebook.errors import AdminNotConfigured, Forbidden, NotAuthenticated
+from garagebook.reservations import ReservationStore
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _reservations(request: Request) -> ReservationStore:
+    store: ReservationStore = request.app.state.reservations
+    return store
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DatabaseDep = Annotated[Database, Depends(_db)]
+ReservationsDep = Annotated[ReservationStore, Depends(_reservations)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    if settings.admin_token is None:
+        raise AdminNotConfigured()
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthenticated()
+    expected = settings.admin_token.get_secret_value().encode()
+    if not hmac.compare_digest(token.strip().encode(), expected):
+        raise Forbidden()
+
+
+AdminDep = Depends(require_admin)

@@ -1,0 +1,122 @@
+"""Domain errors. They know nothing of HTTP: `HTTP_STATUS` below is the one mapping, used by
+the error handlers in app.py. Each error has a stable machine-readable `code` and its data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+
+class DomainError(Exception):
+    code: str = "error"
+    message: str = "Something went wrong."
+
+    def __init__(self, message: str | None = None, **data: Any) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.data = data
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.data}}
+
+
+class SlotUnavailable(DomainError):
+    code = "slot_unavailable"
+    message = "That time is no longer available."
+
+    def __init__(
+        self, rejected_by: Literal["reservation", "database"], message: str | None = None
+    ) -> None:
+        super().__init__(message, rejected_by=rejected_by)
+
+
+class SlotNotFound(DomainError):
+    code = "slot_not_found"
+    message = "No such slot."
+
+
+class ServiceNotFound(DomainError):
+    code = "service_not_found"
+    message = "No such service."
+
+
+class BayNotFound(DomainError):
+    code = "bay_not_found"
+    message = "No such bay."
+
+
+class BookingNotFound(DomainError):
+    code = "booking_not_found"
+    message = "No such booking."
+
+
+class AlreadyCancelled(DomainError):
+    code = "already_cancelled"
+    message = "This booking is already cancelled."
+
+
+class SlotInPast(DomainError):
+    code = "validation_error"
+    message = "That slot has already started; pick a time in the future."
+
+
+class SlotOverlaps(DomainError):
+    code = "slot_overlaps"
+    message = "The bay already has a slot overlapping that time."
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was already used with a different request body."
+
+
+class InvalidRequest(DomainError):
+    code = "validation_error"
+    message = "The request is not valid."
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    message = "The request body is too large."
+
+
+class AdminNotConfigured(DomainError):
+    code = "admin_disabled"
+    message = "Admin endpoints are disabled: ADMIN_TOKEN is not set on the server."
+
+
+class NotAuthenticated(DomainError):
+    code = "not_authenticated"
+    message = "Send the admin token as 'Authorization: Bearer <token>'."
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    message = "That token is not allowed here."
+
+
+class DatabaseUnavailable(DomainError):
+    code = "database_unavailable"
+    message = "The booking database cannot be reached right now; please try again shortly."
+
+
+HTTP_STATUS: dict[type[DomainError], int] = {
+    SlotUnavailable: 409,
+    SlotOverlaps: 409,
+    AlreadyCancelled: 409,
+    SlotNotFound: 404,
+    ServiceNotFound: 404,
+    BayNotFound: 404,
+    BookingNotFound: 404,
+    SlotInPast: 422,
+    IdempotencyKeyReused: 422,
+    InvalidRequest: 422,
+    PayloadTooLarge: 413,
+    NotAuthenticated: 401,
+    Forbidden: 403,
+    AdminNotConfigured: 403,
+    DatabaseUnavailable: 503,
+}
+
+
+def http_status(error: DomainError) -> int:
+    return HTTP_STATUS.get(type(error), 500)

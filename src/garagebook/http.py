@@ -1,0 +1,107 @@
+"""HTTP plumbing shared by the routes: JSON responses, the body size limit, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from garagebook.errors import DomainError, InvalidRequest, PayloadTooLarge, http_status
+
+log = logging.getLogger(__name__)
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    return Response(body, status_code, headers, media_type="application/json")
+
+
+def error_response(error: DomainError) -> Response:
+    return json_response(error.body(), http_status(error))
+
+
+def validation_error(errors: list[Any]) -> InvalidRequest:
+    """A readable message plus each field's problem; never echoes the input back."""
+    fields = [
+        {
+            "field": ".".join(str(part) for part in e.get("loc", ()) if part != "body"),
+            "problem": e.get("msg", ""),
+        }
+        for e in errors
+    ]
+    summary = "; ".join(f"{f['field'] or 'body'}: {f['problem']}" for f in fields[:5])
+    return InvalidRequest(f"The request is not valid: {summary}", fields=fields)
+
+
+class BodySizeLimit:
+    """Refuses bodies over `max_bytes` with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(PayloadTooLarge(max_bytes=self.max_bytes))(
+                    scope, receive, send
+                )
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await error_response(PayloadTooLarge(max_bytes=self.max_bytes))(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        return json_response(
+            {"error": {"code": code, "message": str(exc.detail)}}, exc.status_code, exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        # A bug, not a client error: logged with its trace, answered without one.
+        log.exception("unhandled error", exc_info=exc)
+        return json_response(
+            {"error": {"code": "internal_error", "message": "Something went wrong on our side."}},
+            500,
+        )

@@ -1,0 +1,213 @@
+"""The reservation layer: a fast, non-authoritative claim on slots before the database is asked.
+
+`reserve` takes one key per slot, all or nothing, in one round trip. The first request for a
+slot wins; the others are turned away without touching the database. It is a speed-up only:
+keys may expire early, vanish, or be skipped entirely while Redis is down, and the database's
+unique index still decides. So every failure here degrades to "skipped", never to an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from garagebook.metrics import RESERVATION_LAYER_SKIPPED
+
+log = logging.getLogger(__name__)
+
+LayerStatus = Literal["ok", "degraded", "local"]
+
+
+class Outcome(enum.Enum):
+    TAKEN = "taken"  # we hold every key
+    CONFLICT = "conflict"  # someone else holds at least one key: reject at once
+    SKIPPED = "skipped"  # the layer is unavailable: let the database decide
+
+
+class ReservationStore(Protocol):
+    @property
+    def status(self) -> LayerStatus: ...
+
+    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome: ...
+
+    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+        """Delete the keys still holding `token`, so a failed attempt frees its slots at once."""
+
+    async def forget(self, slot_ids: Sequence[int]) -> None:
+        """Delete the keys whoever holds them: the slots were freed in the database."""
+
+    async def close(self) -> None: ...
+
+
+class LocalReservations:
+    """In-process store with Redis's semantics, for the embedded single-process default."""
+
+    status: LayerStatus = "local"
+    _SWEEP_EVERY = 4096
+
+    def __init__(self) -> None:
+        self._keys: dict[int, tuple[str, float]] = {}
+        self._writes = 0
+
+    def _holder(self, slot_id: int, now: float) -> str | None:
+        entry = self._keys.get(slot_id)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+        # No await in here: the check and the write are atomic on the event loop.
+        now = time.monotonic()
+        if any(self._holder(s, now) not in (None, token) for s in slot_ids):
+            return Outcome.CONFLICT
+        for slot_id in slot_ids:
+            self._keys[slot_id] = (token, now + ttl_ms / 1000)
+        self._writes += 1
+        if self._writes % self._SWEEP_EVERY == 0:
+            self._keys = {k: v for k, v in self._keys.items() if v[1] > now}
+        return Outcome.TAKEN
+
+    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+        now = time.monotonic()
+        for slot_id in slot_ids:
+            if self._holder(slot_id, now) == token:
+                del self._keys[slot_id]
+
+    async def forget(self, slot_ids: Sequence[int]) -> None:
+        for slot_id in slot_ids:
+            self._keys.pop(slot_id, None)
+
+    async def close(self) -> None:
+        self._keys.clear()
+
+
+# A key held by our own token counts as free, so a holder can renew or book its own hold.
+_RESERVE = """
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[1] then return 0 end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+_RELEASE = """
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    released = released + redis.call('DEL', key)
+  end
+end
+return released
+"""
+
+
+class RedisReservations:
+    """Redis store behind a circuit breaker.
+
+    One failed or slow call (short socket timeouts, no retries) opens the breaker: from then
+    on every call is skipped at no cost, and a background task pings Redis until it answers.
+    A dead Redis therefore costs one timeout, not one per request.
+    """
+
+    def __init__(self, url: str, *, timeout_ms: int, key_prefix: str, retry_seconds: float) -> None:
+        timeout = timeout_ms / 1000
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._prefix = key_prefix
+        self._retry_seconds = retry_seconds
+        self._reserve = self._client.register_script(_RESERVE)
+        self._release = self._client.register_script(_RELEASE)
+        self._open = False
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> LayerStatus:
+        return "degraded" if self._open else "ok"
+
+    def _keys(self, slot_ids: Sequence[int]) -> list[str]:
+        return [f"{self._prefix}slot:{slot_id}" for slot_id in slot_ids]
+
+    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+        if self._open:
+            RESERVATION_LAYER_SKIPPED.inc()
+            return Outcome.SKIPPED
+        try:
+            taken = await self._reserve(keys=self._keys(slot_ids), args=[token, ttl_ms])
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._trip(exc)
+            RESERVATION_LAYER_SKIPPED.inc()
+            return Outcome.SKIPPED
+        return Outcome.TAKEN if taken == 1 else Outcome.CONFLICT
+
+    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+        await self._call_quietly(self._release(keys=self._keys(slot_ids), args=[token]))
+
+    async def forget(self, slot_ids: Sequence[int]) -> None:
+        await self._call_quietly(self._client.delete(*self._keys(slot_ids)))
+
+    async def _call_quietly(self, call: object) -> None:
+        if self._open:
+            # Left to expire by its TTL; the database decides meanwhile.
+            if asyncio.iscoroutine(call):
+                call.close()
+            return
+        try:
+            await call  # type: ignore[misc]  # a redis-py awaitable
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._trip(exc)
+
+    def _trip(self, exc: BaseException) -> None:
+        if not self._open:
+            log.warning("reservation layer degraded: Redis unavailable (%s)", type(exc).__name__)
+        self._open = True
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        while self._open:
+            await asyncio.sleep(self._retry_seconds)
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await self._client.ping()
+                self._open = False
+                log.warning("reservation layer restored: Redis answers again")
+
+    async def ping(self) -> None:
+        """Check Redis once; trips the breaker if it does not answer."""
+        try:
+            await self._client.ping()
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._trip(exc)
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self._client.aclose()
+
+
+def create_reservations(
+    redis_url: str | None, *, timeout_ms: int, key_prefix: str, retry_seconds: float
+) -> ReservationStore:
+    if redis_url is None:
+        return LocalReservations()
+    return RedisReservations(
+        redis_url, timeout_ms=timeout_ms, key_prefix=key_prefix, retry_seconds=retry_seconds
+    )

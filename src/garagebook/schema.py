@@ -1,0 +1,175 @@
+"""The tables, as SQLAlchemy Core metadata for queries.
+
+The schema itself is owned by the Alembic migrations in `migrations/`; this file mirrors them
+so queries are typed. `tests/test_schema.py` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (naive storage) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        assert isinstance(moment, datetime)
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+metadata = MetaData()
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("price_pence", Integer, nullable=False),
+)
+
+bays = Table(
+    "bays",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+)
+
+slots = Table(
+    "slots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("bay_id", Integer, ForeignKey("bays.id"), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("email", String(254), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("phone", String(32)),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+vehicles = Table(
+    "vehicles",
+    metadata,
+    Column("registration", String(16), primary_key=True),
+    Column("make", String(50)),
+    Column("model", String(50)),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("reference", String(16), nullable=False, unique=True),
+    Column("slot_id", Integer, ForeignKey("slots.id"), nullable=False),
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    # Deferred: the booking row goes first, so a losing request stops at its first statement.
+    Column(
+        "customer_email",
+        String(254),
+        ForeignKey("customers.email", deferrable=True, initially="DEFERRED"),
+        nullable=False,
+    ),
+    Column("customer_name", String(100), nullable=False),
+    Column("customer_phone", String(32)),
+    Column(
+        "vehicle_registration",
+        String(16),
+        ForeignKey("vehicles.registration", deferrable=True, initially="DEFERRED"),
+        nullable=False,
+    ),
+    Column("vehicle_make", String(50)),
+    Column("vehicle_model", String(50)),
+    Column("notes", Text),
+    Column("status", String(16), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("cancelled_at", UTCDateTime),
+    Index(
+        "uq_bookings_slot_id_not_cancelled",
+        "slot_id",
+        unique=True,
+        sqlite_where=text("status <> 'cancelled'"),
+        postgresql_where=text("status <> 'cancelled'"),
+    ),
+)
+
+booking_slots = Table(
+    "booking_slots",
+    metadata,
+    Column("booking_id", String(32), ForeignKey("bookings.id"), primary_key=True),
+    Column("slot_id", Integer, ForeignKey("slots.id"), primary_key=True),
+    Column("active", Boolean, nullable=False),
+    Index(
+        "uq_booking_slots_slot_id_active",
+        "slot_id",
+        unique=True,
+        sqlite_where=text("active"),
+        postgresql_where=text("active"),
+    ),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("booking_id", String(32), ForeignKey("bookings.id"), nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("locked_until", UTCDateTime),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("done_at", UTCDateTime),
+)

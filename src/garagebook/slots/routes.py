@@ -1,0 +1,88 @@
+"""HTTP routes for services and slots, and the admin route that creates slots."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from starlette.responses import Response
+
+from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
+from garagebook.errors import InvalidRequest
+from garagebook.http import json_response, validation_error
+from garagebook.schema import services
+from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
+from garagebook.timeutil import to_local_iso, utcnow
+
+router = APIRouter(prefix="/api", tags=["slots"])
+
+# Without ?date=, /api/slots looks this far ahead.
+LISTING_HORIZON = timedelta(days=60)
+MAX_SLOT_LENGTH = timedelta(hours=12)
+
+
+def slot_json(slot: Slot, available: bool, zone: ZoneInfo) -> dict[str, object]:
+    return {
+        "id": slot.id,
+        "bay_id": slot.bay_id,
+        "starts_at": to_local_iso(slot.starts_at, zone),
+        "ends_at": to_local_iso(slot.ends_at, zone),
+        "available": available,
+    }
+
+
+@router.get("/services")
+async def list_services(db: DatabaseDep) -> Response:
+    async with db.read() as conn:
+        rows = (await conn.execute(select(services).order_by(services.c.id))).all()
+    return json_response([row._asdict() for row in rows])
+
+
+@router.get("/slots")
+async def get_slots(
+    db: DatabaseDep,
+    settings: SettingsDep,
+    day: Annotated[date | None, Query(alias="date")] = None,
+    available: bool | None = None,
+    service_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> Response:
+    """Slots soonest first: one local day with `date`, else the next 60 days.
+    `available=true` lists only bookable ones; with `service_id`, only starts where it fits."""
+    now = utcnow()
+    zone = settings.timezone
+    start, end = local_day_bounds(day, zone) if day else (now, now + LISTING_HORIZON)
+    async with db.read() as conn:
+        listed = await list_slots(
+            conn, start=start, end=end, now=now, zone=zone, service_id=service_id
+        )
+    if available is not None:
+        listed = [a for a in listed if a.available == available]
+    return json_response([slot_json(a.slot, a.available, zone) for a in listed[:limit]])
+
+
+class SlotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    bay_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+
+@router.post("/admin/slots", status_code=201, dependencies=[AdminDep])
+async def create_admin_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """Open a slot on a bay; 409 when it overlaps one already there."""
+    try:
+        body = SlotIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_input=False)) from None
+    length = body.ends_at - body.starts_at
+    if not timedelta(0) < length <= MAX_SLOT_LENGTH:
+        raise InvalidRequest("ends_at must be after starts_at, and a slot at most 12 hours long.")
+    async with db.transaction() as conn:
+        slot = await create_slot(conn, body.bay_id, body.starts_at, body.ends_at)
+    return json_response(slot_json(slot, slot.starts_at > utcnow(), settings.timezone), 201)

@@ -1,0 +1,199 @@
+"""Slots: which slots a service covers, what is free, and creating slots without overlap."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps
+from garagebook.schema import bays, booking_slots, services, slots
+
+# A service covers at most this many back-to-back slots (8 hours of 15-minute slots).
+MAX_SLOTS_PER_SERVICE = 32
+
+
+@dataclass(frozen=True)
+class Slot:
+    id: int
+    bay_id: int
+    starts_at: datetime
+    ends_at: datetime
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The slots a booking of `service_id` starting at `start` would claim.
+    `slot_ids` is empty when the service does not fit there."""
+
+    start: Slot
+    service_id: int
+    duration: timedelta
+    slot_ids: tuple[int, ...]
+
+    @property
+    def fits(self) -> bool:
+        return bool(self.slot_ids)
+
+    @property
+    def ends_at(self) -> datetime:
+        return self.start.starts_at + self.duration
+
+
+def cover(
+    start: Slot, following: list[Slot], duration: timedelta, zone: ZoneInfo
+) -> tuple[int, ...]:
+    """Ids of the slots from `start` that cover `duration` back to back on one bay and one local
+    day, or () when they do not. `following` is the bay's slots from `start` on, in order."""
+    covered = [start]
+    day = start.starts_at.astimezone(zone).date()
+    for slot in following:
+        if covered[-1].ends_at - start.starts_at >= duration:
+            break
+        if slot.starts_at != covered[-1].ends_at or slot.starts_at.astimezone(zone).date() != day:
+            return ()
+        covered.append(slot)
+    if covered[-1].ends_at - start.starts_at < duration:
+        return ()
+    return tuple(slot.id for slot in covered)
+
+
+async def plan_booking(
+    conn: AsyncConnection, slot_id: int, service_id: int, zone: ZoneInfo
+) -> Plan:
+    """One query: the start slot and the bay's slots after it, with the service's duration."""
+    first = slots.alias("first")
+    duration = select(services.c.duration_minutes).where(services.c.id == service_id)
+    rows = (
+        await conn.execute(
+            select(
+                slots.c.id,
+                slots.c.bay_id,
+                slots.c.starts_at,
+                slots.c.ends_at,
+                duration.scalar_subquery().label("duration_minutes"),
+            )
+            .select_from(
+                first.join(
+                    slots,
+                    and_(slots.c.bay_id == first.c.bay_id, slots.c.starts_at >= first.c.starts_at),
+                )
+            )
+            .where(first.c.id == slot_id)
+            .order_by(slots.c.starts_at)
+            .limit(MAX_SLOTS_PER_SERVICE)
+        )
+    ).all()
+    if not rows:
+        raise SlotNotFound(slot_id=slot_id)
+    if rows[0].duration_minutes is None:
+        raise ServiceNotFound(service_id=service_id)
+    run = [Slot(r.id, r.bay_id, r.starts_at, r.ends_at) for r in rows]
+    length = timedelta(minutes=rows[0].duration_minutes)
+    return Plan(run[0], service_id, length, cover(run[0], run[1:], length, zone))
+
+
+@dataclass(frozen=True)
+class Availability:
+    slot: Slot
+    available: bool
+
+
+async def list_slots(
+    conn: AsyncConnection,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    zone: ZoneInfo,
+    service_id: int | None,
+) -> list[Availability]:
+    """Slots starting in [start, end), soonest first. A slot is available when it is in the
+    future and free; with a service, when the whole service fits from it and every slot it
+    would cover is free. (A read: the database's unique index still decides at booking.)"""
+    duration: timedelta | None = None
+    if service_id is not None:
+        minutes = await conn.scalar(
+            select(services.c.duration_minutes).where(services.c.id == service_id)
+        )
+        if minutes is None:
+            raise ServiceNotFound(service_id=service_id)
+        duration = timedelta(minutes=minutes)
+    # Fetch past `end` so a service starting late in the window can see the slots it covers.
+    fetch_until = end + duration if duration is not None else end
+    rows = (
+        await conn.execute(
+            select(
+                slots.c.id,
+                slots.c.bay_id,
+                slots.c.starts_at,
+                slots.c.ends_at,
+                booking_slots.c.slot_id.is_not(None).label("taken"),
+            )
+            .select_from(
+                slots.outerjoin(
+                    booking_slots,
+                    and_(booking_slots.c.slot_id == slots.c.id, booking_slots.c.active),
+                )
+            )
+            .where(slots.c.starts_at >= start, slots.c.starts_at < fetch_until)
+            .order_by(slots.c.starts_at, slots.c.bay_id)
+        )
+    ).all()
+    taken = {r.id for r in rows if r.taken}
+    by_bay: dict[int, list[Slot]] = defaultdict(list)
+    listed: list[Slot] = []
+    for r in rows:
+        slot = Slot(r.id, r.bay_id, r.starts_at, r.ends_at)
+        by_bay[slot.bay_id].append(slot)
+        if slot.starts_at < end:
+            listed.append(slot)
+    position = {slot.id: i for bay_slots in by_bay.values() for i, slot in enumerate(bay_slots)}
+
+    def available(slot: Slot) -> bool:
+        if slot.starts_at <= now or slot.id in taken:
+            return False
+        if duration is None:
+            return True
+        bay_slots = by_bay[slot.bay_id]
+        following = bay_slots[position[slot.id] + 1 : position[slot.id] + MAX_SLOTS_PER_SERVICE]
+        covered = cover(slot, following, duration, zone)
+        return bool(covered) and not taken.intersection(covered)
+
+    return [Availability(slot, available(slot)) for slot in listed]
+
+
+def local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The UTC instants a local day starts and ends (23 or 25 hours across DST changes)."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+    return start, end
+
+
+async def create_slot(
+    conn: AsyncConnection, bay_id: int, starts_at: datetime, ends_at: datetime
+) -> Slot:
+    """Insert a slot unless it overlaps one on the same bay. The check runs under a lock on the
+    bay row (PostgreSQL; SQLite's write transaction is exclusive), so two concurrent creations
+    cannot both pass it."""
+    bay = await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id).with_for_update())
+    if bay is None:
+        raise BayNotFound(bay_id=bay_id)
+    overlapping = await conn.scalar(
+        select(slots.c.id)
+        .where(slots.c.bay_id == bay_id, slots.c.starts_at < ends_at, slots.c.ends_at > starts_at)
+        .limit(1)
+    )
+    if overlapping is not None:
+        raise SlotOverlaps(slot_id=overlapping)
+    slot_id = await conn.scalar(
+        slots.insert()
+        .values(bay_id=bay_id, starts_at=starts_at, ends_at=ends_at)
+        .returning(slots.c.id)
+    )
+    assert slot_id is not None  # INSERT … RETURNING always returns the row
+    return Slot(slot_id, bay_id, starts_at, ends_at)
