@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 def json_response(
     content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    body = content if isinstance(content, bytes) else orjson.dumps(content)
+    body = (
+        content
+        if isinstance(content, bytes)
+        else orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)  # column names are str subclasses
+    )
     return Response(body, status_code, headers, media_type="application/json")
 
 

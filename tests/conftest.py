@@ -1,0 +1,296 @@
+"""Test fixtures: real databases built by the migrations, real Redis, real server processes.
+
+Behavioural tests run twice, on the two shapes garagebook is deployed in:
+  "sqlite"   — SQLite file + in-process reservations (the embedded default);
+  "postgres" — PostgreSQL + Redis (production).
+PostgreSQL and Redis are the machine's shared services; each test run gets its own database
+and its own Redis key prefix. Under CI=true a missing service fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as redis
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from garagebook.app import create_app
+from garagebook.cli import migrate_database
+from garagebook.config import Settings
+from garagebook.reservations import LocalReservations
+from garagebook.slots.seed import seed_demo_garage
+
+CI = os.environ.get("CI") == "true"
+PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_TOKEN = "test-admin-token"
+DATA_TABLES = [
+    "outbox",
+    "idempotency_keys",
+    "booking_slots",
+    "bookings",
+    "customers",
+    "vehicles",
+    "slots",
+    "bays",
+    "services",
+]
+
+T = TypeVar("T")
+
+
+def run_sync(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion on its own loop in a thread (safe from inside any loop)."""
+
+    async def main() -> T:
+        return await coro_factory()
+
+    return in_thread(asyncio.run, main())
+
+
+def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Call `function` in a fresh thread: migrations run their own event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args).result()
+
+
+def service_missing(name: str, error: BaseException) -> None:
+    message = f"{name} is not reachable ({type(error).__name__}: {error})"
+    if CI:
+        pytest.fail(f"{message}: CI needs it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def worker_id_suffix(request: pytest.FixtureRequest) -> str:
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    return f"{worker}_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(worker_id_suffix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this test process, built by the migrations."""
+    name = f"garagebook_test_{worker_id_suffix}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres", timeout=5
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_sync(lambda: admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        service_missing("PostgreSQL", exc)
+    url = f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    in_thread(migrate_database, url)
+    yield url
+    run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sqlite") / "garagebook.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    in_thread(migrate_database, url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> str:
+    async def ping() -> None:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        run_sync(ping)
+    except (OSError, redis.RedisError) as exc:
+        service_missing("Redis", exc)
+    return REDIS_URL
+
+
+@dataclass
+class Stack:
+    """One deployment shape under test: where data and reservations live."""
+
+    name: str
+    database_url: str
+    redis_url: str | None
+    key_prefix: str
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": self.database_url,
+            "redis_url": self.redis_url,
+            "redis_key_prefix": self.key_prefix,
+            "admin_token": ADMIN_TOKEN,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """Environment for a server process of this stack."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))}
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_KEY_PREFIX=self.key_prefix,
+            ADMIN_TOKEN=ADMIN_TOKEN,
+            LOG_LEVEL="WARNING",
+        )
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        env.update(overrides)
+        return env
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+async def reset_database(url: str) -> None:
+    """Empty every table, then add the demo garage (fresh slots from today)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if url.startswith("postgresql"):
+                tables = ", ".join(DATA_TABLES)
+                await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            else:
+                for table in DATA_TABLES:
+                    await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (constant names)
+            zone = Settings(_env_file=None).timezone  # type: ignore[call-arg]
+            await seed_demo_garage(conn, datetime.now(zone).date(), zone, days=14)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """Each behavioural test runs on both deployment shapes, each time on a reset database."""
+    if request.param == "sqlite":
+        url = request.getfixturevalue("sqlite_url")
+        redis_url = None
+    else:
+        url = request.getfixturevalue("postgres_url")
+        redis_url = request.getfixturevalue("redis_available")
+    await reset_database(url)
+    prefix = f"gbtest:{uuid.uuid4().hex[:12]}:"
+    yield Stack(request.param, url, redis_url, prefix)
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+        keys = [key async for key in client.scan_iter(f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+def app(stack: Stack) -> FastAPI:
+    return create_app(stack.settings())
+
+
+@pytest.fixture
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process over ASGI, its lifespan run (engines, Redis) as in a server."""
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def lose_reservations(app: FastAPI, stack: Stack) -> Callable[[], Awaitable[None]]:
+    """Drop every reservation key, as when Redis restarts empty or keys expire early."""
+
+    async def lose() -> None:
+        store = app.state.reservations
+        if isinstance(store, LocalReservations):
+            await store.close()  # empties it
+            return
+        assert stack.redis_url is not None
+        client = redis.Redis.from_url(stack.redis_url)
+        keys = [key async for key in client.scan_iter(f"{stack.key_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+    return lose
+
+
+@pytest.fixture
+async def sql(stack: Stack) -> AsyncIterator[Callable[..., Awaitable[list[Any]]]]:
+    """Run SQL directly against the test database, bypassing the app."""
+    engine = create_async_engine(stack.database_url)
+
+    async def query(statement: str, **params: Any) -> list[Any]:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), params)
+            return list(result.all()) if result.returns_rows else []
+
+    yield query
+    await engine.dispose()
+
+
+# --- request helpers -------------------------------------------------------------------------
+
+
+def booking_body(slot_id: int, service_id: int = 1, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "slot_id": slot_id,
+        "service_id": service_id,
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 7700 900123"},
+        "vehicle": {"registration": "AB12 CDE", "make": "Ford", "model": "Focus"},
+        "notes": "rattle from the front left",
+    }
+    body.update(overrides)
+    return body
+
+
+async def free_slots(client: httpx.AsyncClient, service_id: int | None = None) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"available": "true", "limit": 1000}
+    if service_id is not None:
+        params["service_id"] = service_id
+    response = await client.get("/api/slots", params=params)
+    assert response.status_code == 200, response.text
+    slots: list[dict[str, Any]] = response.json()
+    assert slots, "the demo garage has free slots"
+    return slots
+
+
+async def service_id_named(client: httpx.AsyncClient, name: str) -> int:
+    services = (await client.get("/api/services")).json()
+    return next(s["id"] for s in services if s["name"] == name)
+
+
+def in_future(hours: int) -> datetime:
+    return datetime.now().astimezone() + timedelta(hours=hours)
+
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,178 @@
+"""The booking API as clients use it, on SQLite + in-process and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from tests.conftest import Stack, booking_body, free_slots, service_id_named
+
+SQL = Callable[..., Awaitable[list[Any]]]
+Lose = Callable[[], Awaitable[None]]
+
+
+async def test_book_then_read_back(api: httpx.AsyncClient, sql: SQL) -> None:
+    slot = (await free_slots(api))[0]
+    response = await api.post("/api/bookings", json=booking_body(slot["id"]))
+    assert response.status_code == 201, response.text
+    booking = response.json()
+    assert booking["status"] == "confirmed"
+    assert booking["slot_id"] == slot["id"]
+    assert booking["slot_ids"] == [slot["id"]]
+    assert booking["starts_at"] == slot["starts_at"]
+    assert booking["ends_at"] == slot["ends_at"]
+    assert booking["customer"] == {
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 7700 900123",
+    }
+    assert booking["vehicle"] == {"registration": "AB12 CDE", "make": "Ford", "model": "Focus"}
+    assert len(booking["id"]) >= 20  # unguessable: 128 random bits
+    assert len(booking["reference"]) == 9
+    fetched = await api.get(f"/api/bookings/{booking['id']}")
+    assert fetched.status_code == 200
+    assert fetched.json() == booking
+
+    # One transaction wrote all of it.
+    assert await sql("SELECT email, name FROM customers") == [("ada@example.com", "Ada Lovelace")]
+    assert await sql("SELECT registration, make FROM vehicles") == [("AB12 CDE", "Ford")]
+    outbox = await sql("SELECT kind, payload, status FROM outbox")
+    assert [(kind, status) for kind, _, status in outbox] == [("booking_confirmed", "pending")]
+    assert json.loads(outbox[0][1]) == {"booking_id": booking["id"], "reference": booking["reference"]}
+
+
+async def test_second_booking_of_a_slot_is_409(api: httpx.AsyncClient, stack: Stack) -> None:
+    slot = (await free_slots(api))[0]
+    assert (await api.post("/api/bookings", json=booking_body(slot["id"]))).status_code == 201
+    again = await api.post("/api/bookings", json=booking_body(slot["id"], service_id=2))
+    assert again.status_code == 409
+    error = again.json()["error"]
+    assert error["code"] == "slot_unavailable"
+    assert error["rejected_by"] == "reservation"  # the key of the first booking is still held
+
+
+async def test_database_decides_when_the_reservation_is_gone(
+    api: httpx.AsyncClient, sql: SQL, lose_reservations: Lose
+) -> None:
+    """Layer 3 alone: a booked slot whose reservation key vanished is still refused."""
+    slot = (await free_slots(api))[0]
+    first = await api.post("/api/bookings", json=booking_body(slot["id"]))
+    assert first.status_code == 201
+    await lose_reservations()
+    again = await api.post("/api/bookings", json=booking_body(slot["id"]))
+    assert again.status_code == 409
+    assert again.json()["error"]["rejected_by"] == "database"
+    assert await sql("SELECT count(*) FROM bookings") == [(1,)]
+
+
+async def test_cancel_frees_the_slot_at_once(api: httpx.AsyncClient, sql: SQL) -> None:
+    slot = (await free_slots(api))[0]
+    booking = (await api.post("/api/bookings", json=booking_body(slot["id"]))).json()
+
+    cancelled = await api.post(f"/api/bookings/{booking['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["cancelled_at"] is not None
+    listed = await api.get("/api/slots", params={"available": "true", "limit": 1000})
+    assert slot["id"] in {s["id"] for s in listed.json()}
+
+    rebooked = await api.post("/api/bookings", json=booking_body(slot["id"]))
+    assert rebooked.status_code == 201, rebooked.text
+    assert rebooked.json()["id"] != booking["id"]
+
+    twice = await api.post(f"/api/bookings/{booking['id']}/cancel")
+    assert twice.status_code == 409
+    assert twice.json()["error"]["code"] == "already_cancelled"
+    kinds = await sql("SELECT kind FROM outbox ORDER BY id")
+    assert kinds == [("booking_confirmed",), ("booking_cancelled",), ("booking_confirmed",)]
+
+
+async def test_unknown_booking_is_404(api: httpx.AsyncClient) -> None:
+    for path in ("/api/bookings/nope", "/api/bookings/" + "x" * 500):
+        response = await api.get(path)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "booking_not_found"
+        cancel = await api.post(path + "/cancel")
+        assert cancel.status_code == 404
+
+
+async def test_failed_attempt_leaves_the_slot_bookable(api: httpx.AsyncClient) -> None:
+    slot = (await free_slots(api))[0]
+    bad = booking_body(slot["id"], customer={"name": "Ada", "email": "not-an-email"})
+    assert (await api.post("/api/bookings", json=bad)).status_code == 422
+    assert (await api.post("/api/bookings", json=booking_body(slot["id"]))).status_code == 201
+
+
+async def test_failure_after_reserving_releases_every_key(
+    api: httpx.AsyncClient, lose_reservations: Lose
+) -> None:
+    """A 3-hour booking takes three keys, then loses in the database on its middle slot: its
+    keys must be released, so the first and last hour are bookable at once."""
+    full = await service_id_named(api, "Full service")
+    start = (await free_slots(api, service_id=full))[0]
+    slots = await free_slots(api)
+    run = [s for s in slots if s["bay_id"] == start["bay_id"] and s["starts_at"] >= start["starts_at"]]
+    first, middle, last = run[0], run[1], run[2]
+    assert (await api.post("/api/bookings", json=booking_body(middle["id"]))).status_code == 201
+    await lose_reservations()  # the middle slot's key is lost; only the database knows
+
+    lost = await api.post("/api/bookings", json=booking_body(first["id"], service_id=full))
+    assert lost.status_code == 409
+    assert lost.json()["error"]["rejected_by"] == "database"
+    for slot in (first, last):
+        again = await api.post("/api/bookings", json=booking_body(slot["id"]))
+        assert again.status_code == 201, again.text
+
+
+async def test_long_service_claims_every_slot_it_covers(api: httpx.AsyncClient, sql: SQL) -> None:
+    full = await service_id_named(api, "Full service")
+    start = (await free_slots(api, service_id=full))[0]
+    booking = await api.post("/api/bookings", json=booking_body(start["id"], service_id=full))
+    assert booking.status_code == 201, booking.text
+    covered = booking.json()["slot_ids"]
+    assert len(covered) == 3
+    claims = await sql("SELECT slot_id FROM booking_slots WHERE active ORDER BY slot_id")
+    assert [c[0] for c in claims] == sorted(covered)
+    for slot_id in covered[1:]:
+        clash = await api.post("/api/bookings", json=booking_body(slot_id))
+        assert clash.status_code == 409
+    listed = await api.get("/api/slots", params={"available": "true", "limit": 1000})
+    assert not set(covered) & {s["id"] for s in listed.json()}
+
+    await api.post(f"/api/bookings/{booking.json()['id']}/cancel")
+    for slot_id in covered:
+        assert (await api.post("/api/bookings", json=booking_body(slot_id))).status_code == 201
+
+
+async def test_service_that_does_not_fit_is_409(api: httpx.AsyncClient, sql: SQL) -> None:
+    full = await service_id_named(api, "Full service")
+    slots = await free_slots(api)
+    # The last slot of a day (16:00–17:00): a 3-hour service would run past closing.
+    last_of_day = next(s for s in slots if s["starts_at"][11:16] == "16:00")
+    response = await api.post("/api/bookings", json=booking_body(last_of_day["id"], service_id=full))
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "slot_unavailable"
+    fits = await free_slots(api, service_id=full)
+    assert last_of_day["id"] not in {s["id"] for s in fits}
+    assert await sql("SELECT count(*) FROM bookings") == [(0,)]
+
+
+async def test_past_slot_is_422(api: httpx.AsyncClient, sql: SQL) -> None:
+    created = await api.post(
+        "/api/admin/slots",
+        headers={"Authorization": "Bearer test-admin-token"},
+        json={
+            "bay_id": 1,
+            "starts_at": "2020-01-06T08:00:00+00:00",
+            "ends_at": "2020-01-06T09:00:00+00:00",
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["available"] is False
+    response = await api.post("/api/bookings", json=booking_body(created.json()["id"]))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert await sql("SELECT count(*) FROM bookings") == [(0,)]
