@@ -28,12 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.db = Database(create_engine(settings))
-        app.state.reservations = create_reservations(
-            settings.redis_url,
-            timeout_ms=settings.redis_timeout_ms,
-            key_prefix=settings.redis_key_prefix,
-            retry_seconds=settings.redis_retry_seconds,
-        )
+        app.state.reservations = create_reservations(settings)
         try:
             yield
         finally:

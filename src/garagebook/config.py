@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     database_timeout_seconds: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
     redis_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    redis_pool_size: int = Field(default=64, ge=1, le=10_000)
     redis_key_prefix: str = "garagebook:"
     redis_retry_seconds: float = Field(default=1.0, gt=0)
 

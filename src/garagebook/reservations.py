@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from garagebook.config import Settings
 from garagebook.metrics import RESERVATION_LAYER_SKIPPED
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ return released
 """
 
 
+_POOL_WAIT_SECONDS = 2.0
+
+
 class RedisReservations:
     """Redis store behind a circuit breaker.
 
@@ -122,14 +126,26 @@ class RedisReservations:
     A dead Redis therefore costs one timeout, not one per request.
     """
 
-    def __init__(self, url: str, *, timeout_ms: int, key_prefix: str, retry_seconds: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_ms: int,
+        key_prefix: str,
+        retry_seconds: float,
+        pool_size: int = 64,
+    ) -> None:
         timeout = timeout_ms / 1000
-        self._client = redis.Redis.from_url(
+        # A burst of requests waits its turn for one of `pool_size` connections (local
+        # congestion, not a Redis failure) instead of failing; Redis itself gets short timeouts.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
+            max_connections=pool_size,
+            timeout=_POOL_WAIT_SECONDS,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
         )
+        self._client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._prefix = key_prefix
         self._retry_seconds = retry_seconds
         self._reserve = self._client.register_script(_RESERVE)
@@ -200,14 +216,16 @@ class RedisReservations:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
 
 
-def create_reservations(
-    redis_url: str | None, *, timeout_ms: int, key_prefix: str, retry_seconds: float
-) -> ReservationStore:
-    if redis_url is None:
+def create_reservations(settings: Settings) -> ReservationStore:
+    if settings.redis_url is None:
         return LocalReservations()
     return RedisReservations(
-        redis_url, timeout_ms=timeout_ms, key_prefix=key_prefix, retry_seconds=retry_seconds
+        settings.redis_url,
+        timeout_ms=settings.redis_timeout_ms,
+        key_prefix=settings.redis_key_prefix,
+        retry_seconds=settings.redis_retry_seconds,
+        pool_size=settings.redis_pool_size,
     )

@@ -1,0 +1,106 @@
+"""The reservation layer's own semantics, for the in-process store and for real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from garagebook.reservations import (
+    LocalReservations,
+    Outcome,
+    RedisReservations,
+    ReservationStore,
+)
+from tests.conftest import RedisProcess
+
+TTL = 60_000
+
+
+@pytest.fixture(params=["local", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[ReservationStore]:
+    if request.param == "local":
+        yield LocalReservations()
+        return
+    url = request.getfixturevalue("redis_available")
+    redis_store = RedisReservations(
+        url, timeout_ms=500, key_prefix=f"gbtest:{uuid.uuid4().hex}:", retry_seconds=0.1
+    )
+    yield redis_store
+    await redis_store.close()
+
+
+async def test_first_takes_all_others_are_refused(store: ReservationStore) -> None:
+    assert await store.reserve([1, 2, 3], "a", TTL) is Outcome.TAKEN
+    assert await store.reserve([3], "b", TTL) is Outcome.CONFLICT
+    assert await store.reserve([0, 1], "b", TTL) is Outcome.CONFLICT
+
+
+async def test_all_or_nothing(store: ReservationStore) -> None:
+    assert await store.reserve([2], "a", TTL) is Outcome.TAKEN
+    assert await store.reserve([1, 2, 3], "b", TTL) is Outcome.CONFLICT
+    # Nothing of the refused attempt was kept: slots 1 and 3 are free.
+    assert await store.reserve([1], "c", TTL) is Outcome.TAKEN
+    assert await store.reserve([3], "c", TTL) is Outcome.TAKEN
+
+
+async def test_release_only_deletes_our_own_keys(store: ReservationStore) -> None:
+    assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
+    await store.release([1], "someone-else")
+    assert await store.reserve([1], "b", TTL) is Outcome.CONFLICT
+    await store.release([1], "a")
+    assert await store.reserve([1], "b", TTL) is Outcome.TAKEN
+
+
+async def test_forget_frees_whoever_holds(store: ReservationStore) -> None:
+    assert await store.reserve([1, 2], "a", TTL) is Outcome.TAKEN
+    await store.forget([1, 2])
+    assert await store.reserve([1, 2], "b", TTL) is Outcome.TAKEN
+
+
+async def test_keys_expire(store: ReservationStore) -> None:
+    assert await store.reserve([1], "a", 50) is Outcome.TAKEN
+    await asyncio.sleep(0.12)
+    assert await store.reserve([1], "b", TTL) is Outcome.TAKEN
+
+
+async def test_holder_may_renew_its_own_keys(store: ReservationStore) -> None:
+    assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
+    assert await store.reserve([1, 2], "a", TTL) is Outcome.TAKEN
+
+
+async def test_only_one_of_many_concurrent_reservations_wins(store: ReservationStore) -> None:
+    outcomes = await asyncio.gather(*(store.reserve([7], f"t{i}", TTL) for i in range(200)))
+    assert outcomes.count(Outcome.TAKEN) == 1
+    assert outcomes.count(Outcome.CONFLICT) == 199
+
+
+async def test_dead_redis_is_skipped_fast_and_comes_back(own_redis: RedisProcess) -> None:
+    store = RedisReservations(
+        own_redis.url, timeout_ms=100, key_prefix="gb:", retry_seconds=0.1
+    )
+    try:
+        assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
+        assert store.status == "ok"
+        own_redis.stop()
+
+        assert await store.reserve([2], "a", TTL) is Outcome.SKIPPED  # trips the breaker
+        assert store.status == "degraded"
+        started = time.perf_counter()
+        for slot in range(100):
+            assert await store.reserve([slot], "b", TTL) is Outcome.SKIPPED
+        await store.release([1], "a")  # quietly skipped too
+        # With the breaker open, a dead Redis costs nothing per request.
+        assert time.perf_counter() - started < 0.5
+
+        own_redis.start()  # a new, empty Redis on the same port
+        deadline = time.monotonic() + 10
+        while store.status != "ok" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert store.status == "ok"
+        assert await store.reserve([1], "c", TTL) is Outcome.TAKEN
+    finally:
+        await store.close()
