@@ -272,7 +272,11 @@ def booking_body(slot_id: int, service_id: int = 1, **overrides: Any) -> dict[st
     body: dict[str, Any] = {
         "slot_id": slot_id,
         "service_id": service_id,
-        "customer": {"name": "Ada Lovelace", "email": "ada@example.com", "phone": "+44 7700 900123"},
+        "customer": {
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "phone": "+44 7700 900123",
+        },
         "vehicle": {"registration": "AB12 CDE", "make": "Ford", "model": "Focus"},
         "notes": "rattle from the front left",
     }
@@ -280,7 +284,9 @@ def booking_body(slot_id: int, service_id: int = 1, **overrides: Any) -> dict[st
     return body
 
 
-async def free_slots(client: httpx.AsyncClient, service_id: int | None = None) -> list[dict[str, Any]]:
+async def free_slots(
+    client: httpx.AsyncClient, service_id: int | None = None
+) -> list[dict[str, Any]]:
     params: dict[str, Any] = {"available": "true", "limit": 1000}
     if service_id is not None:
         params["service_id"] = service_id
@@ -346,8 +352,19 @@ class RedisProcess:
             service_missing("redis-server", FileNotFoundError("redis-server"))
         assert binary is not None
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -384,8 +401,16 @@ class ServerProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "garagebook.cli", "serve", "--port", str(self.port),
-             "--workers", str(self.workers)],
+            [
+                sys.executable,
+                "-m",
+                "garagebook.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -419,6 +444,10 @@ class ServerProcess:
                 self.process.wait(5)
         self.process = None
 
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., ServerProcess]]:
@@ -432,4 +461,4 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
 
     yield start
     for server in started:
-        server.stop()
+        server.close()

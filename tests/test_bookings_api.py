@@ -41,7 +41,10 @@ async def test_book_then_read_back(api: httpx.AsyncClient, sql: SQL) -> None:
     assert await sql("SELECT registration, make FROM vehicles") == [("AB12 CDE", "Ford")]
     outbox = await sql("SELECT kind, payload, status FROM outbox")
     assert [(kind, status) for kind, _, status in outbox] == [("booking_confirmed", "pending")]
-    assert json.loads(outbox[0][1]) == {"booking_id": booking["id"], "reference": booking["reference"]}
+    assert json.loads(outbox[0][1]) == {
+        "booking_id": booking["id"],
+        "reference": booking["reference"],
+    }
 
 
 async def test_second_booking_of_a_slot_is_409(api: httpx.AsyncClient, stack: Stack) -> None:
@@ -114,7 +117,9 @@ async def test_failure_after_reserving_releases_every_key(
     full = await service_id_named(api, "Full service")
     start = (await free_slots(api, service_id=full))[0]
     slots = await free_slots(api)
-    run = [s for s in slots if s["bay_id"] == start["bay_id"] and s["starts_at"] >= start["starts_at"]]
+    run = [
+        s for s in slots if s["bay_id"] == start["bay_id"] and s["starts_at"] >= start["starts_at"]
+    ]
     first, middle, last = run[0], run[1], run[2]
     assert (await api.post("/api/bookings", json=booking_body(middle["id"]))).status_code == 201
     await lose_reservations()  # the middle slot's key is lost; only the database knows
@@ -152,7 +157,9 @@ async def test_service_that_does_not_fit_is_409(api: httpx.AsyncClient, sql: SQL
     slots = await free_slots(api)
     # The last slot of a day (16:00–17:00): a 3-hour service would run past closing.
     last_of_day = next(s for s in slots if s["starts_at"][11:16] == "16:00")
-    response = await api.post("/api/bookings", json=booking_body(last_of_day["id"], service_id=full))
+    response = await api.post(
+        "/api/bookings", json=booking_body(last_of_day["id"], service_id=full)
+    )
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "slot_unavailable"
     fits = await free_slots(api, service_id=full)

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.cli import migrate_database
+from tests.conftest import ServerProcess as Server
 from tests.conftest import (
     Stack,
     booking_body,
@@ -26,7 +27,6 @@ from tests.conftest import (
     reset_database,
     run_sync,
 )
-from tests.conftest import ServerProcess as Server
 
 CLIENTS = 50
 StartServer = Callable[..., Server]
@@ -92,8 +92,12 @@ async def test_one_slot_many_clients(stack: Stack, start_server: StartServer, mo
     responses = await fire_at_once(urls, [booking_body(slot["id"])] * CLIENTS)
 
     statuses = Counter(r.status_code for r in responses)
-    assert statuses == {201: 1, 409: CLIENTS - 1}, [r.text for r in responses if r.status_code >= 500]
-    rejected_by = Counter(r.json()["error"]["rejected_by"] for r in responses if r.status_code == 409)
+    assert statuses == {201: 1, 409: CLIENTS - 1}, [
+        r.text for r in responses if r.status_code >= 500
+    ]
+    rejected_by = Counter(
+        r.json()["error"]["rejected_by"] for r in responses if r.status_code == 409
+    )
     if mode == "redis_down":
         assert rejected_by == {"database": CLIENTS - 1}
     assert await live_bookings(stack.database_url) == [
@@ -118,8 +122,12 @@ async def test_long_and_short_service_race_for_an_overlapping_hour(
     full = next(s["id"] for s in services if s["name"] == "Full service")
     start = await first_free_slot(server.url, service_id=full)
     async with httpx.AsyncClient() as client:
-        day = (await client.get(f"{server.url}/api/slots", params={"date": start["starts_at"][:10]})).json()
-    run = [s for s in day if s["bay_id"] == start["bay_id"] and s["starts_at"] >= start["starts_at"]]
+        day = (
+            await client.get(f"{server.url}/api/slots", params={"date": start["starts_at"][:10]})
+        ).json()
+    run = [
+        s for s in day if s["bay_id"] == start["bay_id"] and s["starts_at"] >= start["starts_at"]
+    ]
     third_hour = run[2]
 
     bodies = [booking_body(start["id"], service_id=full), booking_body(third_hour["id"])] * 25

@@ -18,7 +18,8 @@ SELECT :id, :ref, s.id, 1, 'ada@example.com', 'Ada', 'AB12 CDE', :status,
 FROM slots s WHERE s.id = :slot
 """
 PARENTS = [
-    "INSERT INTO customers (email, name, updated_at) VALUES ('ada@example.com', 'Ada', CURRENT_TIMESTAMP)",
+    "INSERT INTO customers (email, name, updated_at)"
+    " VALUES ('ada@example.com', 'Ada', CURRENT_TIMESTAMP)",
     "INSERT INTO vehicles (registration, updated_at) VALUES ('AB12 CDE', CURRENT_TIMESTAMP)",
 ]
 

@@ -79,9 +79,7 @@ async def test_only_one_of_many_concurrent_reservations_wins(store: ReservationS
 
 
 async def test_dead_redis_is_skipped_fast_and_comes_back(own_redis: RedisProcess) -> None:
-    store = RedisReservations(
-        own_redis.url, timeout_ms=100, key_prefix="gb:", retry_seconds=0.1
-    )
+    store = RedisReservations(own_redis.url, timeout_ms=100, key_prefix="gb:", retry_seconds=0.1)
     try:
         assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
         assert store.status == "ok"

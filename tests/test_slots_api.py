@@ -90,7 +90,9 @@ async def test_admin_creates_a_slot_that_can_be_booked(api: httpx.AsyncClient) -
 
 
 async def test_admin_refuses_overlap_on_the_same_bay(api: httpx.AsyncClient) -> None:
-    assert (await api.post("/api/admin/slots", json=future_slot(30, 6), headers=AUTH)).status_code == 201
+    assert (
+        await api.post("/api/admin/slots", json=future_slot(30, 6), headers=AUTH)
+    ).status_code == 201
     half_past = future_slot(30, 6)
     half_past["starts_at"] = half_past["starts_at"].replace(":00:00", ":30:00")
     half_past["ends_at"] = half_past["ends_at"].replace(":00:00", ":30:00")
@@ -154,10 +156,15 @@ async def test_admin_disabled_without_a_token(stack: Stack) -> None:
     from garagebook.app import create_app
 
     app = create_app(stack.settings(admin_token=None))
-    async with LifespanManager(app) as manager, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-    ) as client:
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as client,
+    ):
         for headers in ({}, AUTH, {"Authorization": "Bearer "}):
-            response = await client.post("/api/admin/slots", json=future_slot(30, 6), headers=headers)
+            response = await client.post(
+                "/api/admin/slots", json=future_slot(30, 6), headers=headers
+            )
             assert response.status_code == 403
             assert response.json()["error"]["code"] == "admin_disabled"

@@ -24,7 +24,9 @@ def json_response(
     body = (
         content
         if isinstance(content, bytes)
-        else orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)  # column names are str subclasses
+        else orjson.dumps(
+            content, option=orjson.OPT_NON_STR_KEYS
+        )  # column names are str subclasses
     )
     return Response(body, status_code, headers, media_type="application/json")
 

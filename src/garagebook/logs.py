@@ -25,3 +25,6 @@ def configure_logging(level: str) -> None:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("uvicorn.access").addFilter(RedactBookingIds())
+    # These log statements with their parameters (names, emails, phones) at DEBUG: never ours.
+    for chatty in ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -75,6 +76,8 @@ slots = Table(
     Column("bay_id", Integer, ForeignKey("bays.id"), nullable=False),
     Column("starts_at", UTCDateTime, nullable=False),
     Column("ends_at", UTCDateTime, nullable=False),
+    UniqueConstraint("bay_id", "starts_at", name="uq_slots_bay_id_starts_at"),
+    Index("ix_slots_starts_at", "starts_at"),
 )
 
 customers = Table(
@@ -125,6 +128,7 @@ bookings = Table(
     Column("ends_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
+    Index("ix_bookings_customer_email", "customer_email"),
     Index(
         "uq_bookings_slot_id_not_cancelled",
         "slot_id",
@@ -172,4 +176,5 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("done_at", UTCDateTime),
+    Index("ix_outbox_status_run_at", "status", "run_at"),
 )

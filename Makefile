@@ -1,0 +1,56 @@
+# garagebook — see README.md. Every target installs what it needs into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 3000
+# Development-only admin token for `make run`; set your own in production.
+ADMIN_TOKEN ?= dev-admin-token
+PYTEST_ARGS ?=
+
+.PHONY: run install install-test test lint typecheck format audit clean
+
+$(BIN)/garagebook: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-deps: $(BIN)/garagebook pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/garagebook
+install-test: $(VENV)/.test-deps
+
+## run: migrate, seed the demo garage and serve on the embedded default (SQLite, no Redis)
+run: install
+	$(BIN)/garagebook migrate
+	$(BIN)/garagebook seed
+	@echo "garagebook: http://$(HOST):$(PORT)   (API docs: http://$(HOST):$(PORT)/docs)"
+	@echo "admin token for this development server: $(ADMIN_TOKEN)"
+	ADMIN_TOKEN=$(ADMIN_TOKEN) $(BIN)/garagebook serve --host $(HOST) --port $(PORT)
+
+## test: lint, type-check and the whole test suite (needs PostgreSQL and Redis, see README)
+test: install-test lint typecheck
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+lint: install-test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: install-test
+	$(BIN)/mypy
+
+format: install-test
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+## audit: known vulnerabilities in the dependencies (needs internet access to the advisory DBs)
+audit: install
+	$(BIN)/pip install --quiet pip-audit
+	$(BIN)/pip-audit
+
+clean:
+	rm -rf $(VENV) garagebook.db garagebook.db-wal garagebook.db-shm .pytest_cache .mypy_cache .ruff_cache

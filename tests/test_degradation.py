@@ -1,0 +1,111 @@
+"""Failing parts: Redis dies mid-run (bookings go on, the database decides), the database is
+unreachable (503 with a clear error, never 500)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from garagebook.app import create_app
+from tests.conftest import RedisProcess, ServerProcess, Stack, booking_body, free_port
+from tests.test_concurrency import fire_at_once, live_bookings
+
+
+async def health(url: str) -> dict[str, str]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{url}/health")
+        assert response.status_code == 200
+        return response.json()  # type: ignore[no-any-return]
+
+
+async def free_slot_ids(url: str) -> list[int]:
+    async with httpx.AsyncClient() as client:
+        slots = (await client.get(f"{url}/api/slots", params={"available": "true"})).json()
+    return [s["id"] for s in slots]
+
+
+@pytest.mark.slow
+async def test_redis_stopped_mid_run(
+    stack: Stack, own_redis: RedisProcess, start_server: Callable[..., ServerProcess]
+) -> None:
+    server = start_server(stack.env(REDIS_URL=own_redis.url, REDIS_RETRY_SECONDS="0.2"), workers=2)
+    free = await free_slot_ids(server.url)
+    booked_before, contested, *others = free[:12]
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        assert (
+            await client.post("/api/bookings", json=booking_body(booked_before))
+        ).status_code == 201
+        assert (await health(server.url))["reservations"] == "ok"
+
+        own_redis.stop()
+
+        # Bookings go on, decided by the database; a dead Redis costs little per request.
+        started = time.perf_counter()
+        for slot_id in others:
+            response = await client.post("/api/bookings", json=booking_body(slot_id))
+            assert response.status_code == 201, response.text
+        per_booking = (time.perf_counter() - started) / len(others)
+        again = await client.post("/api/bookings", json=booking_body(booked_before))
+        assert again.status_code == 409
+        assert again.json()["error"]["rejected_by"] == "database"
+
+    responses = await fire_at_once([server.url], [booking_body(contested)] * 30)
+    assert Counter(r.status_code for r in responses) == {201: 1, 409: 29}
+    statuses = {(await health(server.url))["reservations"] for _ in range(4)}  # both workers
+    assert statuses == {"degraded"}
+
+    own_redis.start()  # back, empty
+    deadline = time.monotonic() + 15
+    while (await health(server.url))["reservations"] != "ok" and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert (await health(server.url))["reservations"] == "ok"
+    responses = await fire_at_once([server.url], [booking_body(contested)] * 10)
+    assert Counter(r.status_code for r in responses) == {409: 10}
+
+    live = await live_bookings(stack.database_url)
+    assert len(live) == 2 + len(others)
+    assert len({slot for _, slot in live}) == len(live)  # never two on one slot
+    assert per_booking < 1.0  # generous: shared CI machine; the breaker makes it ~ms
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def unreachable_database_api(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'x.db'}"
+    else:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app(Stack("down", url, None, "gb:").settings(database_timeout_seconds=1.0))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as client,
+    ):
+        yield client
+
+
+async def test_unreachable_database_is_503_not_500(
+    unreachable_database_api: httpx.AsyncClient,
+) -> None:
+    api = unreachable_database_api
+    checked = await api.get("/health")
+    assert checked.status_code == 503
+    assert checked.json()["database"] == "unreachable"
+    for response in (
+        await api.post("/api/bookings", json=booking_body(1)),
+        await api.get("/api/slots"),
+        await api.get("/api/services"),
+        await api.get("/api/bookings/abc"),
+        await api.post("/api/bookings/abc/cancel"),
+    ):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "database_unavailable"
