@@ -362,6 +362,8 @@ class RedisProcess:
                 "",
                 "--appendonly",
                 "no",
+                "--enable-debug-command",
+                "local",
                 "--dir",
                 str(self.directory),
             ],

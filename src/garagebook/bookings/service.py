@@ -119,10 +119,13 @@ async def book(
         if outcome is Outcome.TAKEN:
             await reservations.release(plan.slot_ids, token)
         if idempotency_key is not None and isinstance(exc, SlotUnavailable | _KeyTaken):
+            # Lost to a concurrent request carrying the same key? Then answer as it did.
             async with db.read() as conn:
                 replay = await _find_replay(conn, idempotency_key, fingerprint)
             if replay is not None:
                 return replay
+            if isinstance(exc, _KeyTaken):
+                raise IdempotencyKeyReused() from None
         raise
 
 
