@@ -9,7 +9,7 @@ PORT ?= 3000
 ADMIN_TOKEN ?= dev-admin-token
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test lint typecheck format audit clean
+.PHONY: run install install-test test test-concurrency lint typecheck format audit clean
 
 $(BIN)/garagebook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ run: install
 ## test: lint, type-check and the whole test suite (needs PostgreSQL and Redis, see README)
 test: install-test lint typecheck
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+## test-concurrency: N simultaneous bookings of one slot against a running server (see README)
+test-concurrency: install
+	$(BIN)/garagebook concurrency-test
 
 lint: install-test
 	$(BIN)/ruff check src tests

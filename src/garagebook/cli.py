@@ -12,6 +12,7 @@ import uvicorn
 from alembic import command
 from alembic.config import Config
 
+from garagebook.concurrency.command import concurrency_test
 from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
 from garagebook.slots.seed import seed_demo_garage
@@ -81,6 +82,9 @@ def serve(
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
     )
+
+
+cli.command("concurrency-test")(concurrency_test)
 
 
 if __name__ == "__main__":

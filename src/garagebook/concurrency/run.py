@@ -1,0 +1,209 @@
+"""One concurrency test run: per iteration, take a fresh free slot, fire N bookings for it at
+once, classify the answers, check through the API that the slot is now taken, clean up."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from garagebook.concurrency.fire import Response, Target, fire_together
+
+
+class ServerUnreachable(Exception):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class NoFreeSlot(Exception):
+    """No free slot to test on, and no ADMIN_TOKEN to create one."""
+
+
+@dataclass(frozen=True)
+class Config:
+    urls: list[str]
+    requests: int
+    iterations: int
+    admin_token: str | None = None
+    cleanup: bool = False
+    timeout: float = 30.0
+
+
+@dataclass
+class Iteration:
+    number: int
+    slot: dict[str, Any]
+    responses: list[Response]
+    slot_shows_taken: bool | None = None  # None: could not be checked
+    cancelled: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def created(self) -> list[Response]:
+        return [r for r in self.responses if r.status == 201]
+
+    @property
+    def conflicts(self) -> list[Response]:
+        return [r for r in self.responses if r.status == 409]
+
+    @property
+    def errors(self) -> list[Response]:
+        return [r for r in self.responses if r.status not in (201, 409)]
+
+    def rejected_by(self) -> dict[str, int]:
+        counts: dict[str, int] = {"reservation": 0, "database": 0}
+        for response in self.conflicts:
+            layer = _error_field(response.body, "rejected_by") or "unknown"
+            counts[layer] = counts.get(layer, 0) + 1
+        return counts
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def _error_field(body: bytes, name: str) -> str | None:
+    try:
+        value = json.loads(body)["error"][name]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(value)
+
+
+def judge(iteration: Iteration, expected: int) -> None:
+    """Fill in `problems`, in words, from what the iteration saw."""
+    successes, errors = len(iteration.created), len(iteration.errors)
+    if successes > 1:
+        iteration.problems.append(f"{successes} successes ← BAD! Double-booking occurred")
+    elif successes == 0:
+        iteration.problems.append("0 successes ← nobody got the slot")
+    if errors:
+        kinds = sorted({str(r.status) if r.status else (r.error or "?") for r in iteration.errors})
+        noun = "error" if errors == 1 else "errors"
+        iteration.problems.append(f"{errors} {noun} ← something broke: {', '.join(kinds)}")
+        client_side = sum(r.client_side for r in iteration.errors)
+        if client_side:
+            iteration.problems.append(
+                f"{client_side} of them on the client: it could not open that many connections "
+                "(raise `ulimit -n`); that is not the server's fault"
+            )
+    if len(iteration.conflicts) != expected - 1 and not errors and successes <= 1:
+        iteration.problems.append(f"{len(iteration.conflicts)} conflicts, expected {expected - 1}")
+    if iteration.slot_shows_taken is False and successes:
+        iteration.problems.append("the slot still shows as available after a 201")
+
+
+async def check_reachable(urls: list[str]) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        for url in urls:
+            try:
+                await client.get(f"{url}/health")
+            except httpx.HTTPError as exc:
+                raise ServerUnreachable(url) from exc
+
+
+async def run(config: Config, on_iteration: Callable[[Iteration], None]) -> list[Iteration]:
+    await check_reachable(config.urls)
+    base = config.urls[0]
+    used: set[int] = set()
+    iterations = []
+    async with httpx.AsyncClient(base_url=base, timeout=config.timeout) as api:
+        service_id = await _shortest_service(api)
+        for number in range(1, config.iterations + 1):
+            slot = await _fresh_slot(api, service_id, used, config.admin_token)
+            used.add(slot["id"])
+            targets = [
+                Target(
+                    config.urls[i % len(config.urls)],
+                    "/api/bookings",
+                    json.dumps(_booking(slot["id"], service_id, number, i)).encode(),
+                )
+                for i in range(config.requests)
+            ]
+            iteration = Iteration(number, slot, await fire_together(targets, config.timeout))
+            iteration.slot_shows_taken = await _slot_shows_taken(api, slot)
+            if config.cleanup:
+                iteration.cancelled = await _cancel(api, iteration.created)
+            judge(iteration, config.requests)
+            iterations.append(iteration)
+            on_iteration(iteration)
+    return iterations
+
+
+async def _shortest_service(api: httpx.AsyncClient) -> int:
+    services = (await api.get("/api/services")).raise_for_status().json()
+    return int(min(services, key=lambda s: s["duration_minutes"])["id"])
+
+
+async def _fresh_slot(
+    api: httpx.AsyncClient, service_id: int, used: set[int], admin_token: str | None
+) -> dict[str, Any]:
+    params: dict[str, str | int] = {"available": "true", "service_id": service_id, "limit": 1000}
+    listed = (await api.get("/api/slots", params=params)).raise_for_status().json()
+    for slot in listed:
+        if slot["id"] not in used:
+            return dict(slot)
+    if admin_token is None:
+        raise NoFreeSlot()
+    return await _create_slot(api, admin_token)
+
+
+async def _create_slot(api: httpx.AsyncClient, admin_token: str) -> dict[str, Any]:
+    """A one-hour slot far in the future at a random minute, retried past any overlap."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    for _ in range(20):
+        start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(
+            days=400,
+            minutes=random.randrange(0, 60 * 24 * 365),  # noqa: S311 (not security)
+        )
+        body = {
+            "bay_id": 1,
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=1)).isoformat(),
+        }
+        response = await api.post("/api/admin/slots", json=body, headers=headers)
+        if response.status_code == 201:
+            return dict(response.json())
+        if response.status_code != 409:
+            response.raise_for_status()
+    raise NoFreeSlot()
+
+
+def _booking(slot_id: int, service_id: int, iteration: int, index: int) -> dict[str, Any]:
+    return {
+        "slot_id": slot_id,
+        "service_id": service_id,
+        "customer": {
+            "name": f"Concurrency Test {iteration}-{index}",
+            "email": f"concurrency-test+{iteration}-{index}@example.com",
+        },
+        "vehicle": {"registration": f"CT{index:05d}"},
+        "notes": "garagebook concurrency-test",
+    }
+
+
+async def _slot_shows_taken(api: httpx.AsyncClient, slot: dict[str, Any]) -> bool | None:
+    day = slot["starts_at"][:10]
+    try:
+        listed = (await api.get("/api/slots", params={"date": day, "limit": 1000})).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    for candidate in listed:
+        if candidate["id"] == slot["id"]:
+            return not candidate["available"]
+    return None
+
+
+async def _cancel(api: httpx.AsyncClient, created: list[Response]) -> int:
+    cancelled = 0
+    for response in created:
+        booking_id = json.loads(response.body)["id"]
+        if (await api.post(f"/api/bookings/{booking_id}/cancel")).status_code == 200:
+            cancelled += 1
+    return cancelled

@@ -1,0 +1,209 @@
+"""`garagebook concurrency-test` run as a user would, against real server processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from garagebook.cli import migrate_database
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ROOT,
+    RedisProcess,
+    ServerProcess,
+    Stack,
+    free_port,
+    in_thread,
+    port_open,
+    run_sync,
+    wait_for,
+)
+
+StartServer = Callable[..., ServerProcess]
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class ToolRun:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def total(self) -> dict[str, int]:
+        """The four count lines of the final total (the last occurrence of each)."""
+        labels = {
+            "requests": "Total Requests:",
+            "created": "✓ Successful (201):",
+            "conflicts": "⚠ Conflicts (409):",
+            "errors": "✗ Errors (other):",
+        }
+        counts = {}
+        for key, label in labels.items():
+            found = re.findall(rf"^{re.escape(label)}\s+(\d+)$", self.stdout, re.MULTILINE)
+            counts[key] = int(found[-1])
+        return counts
+
+
+def run_tool(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> ToolRun:
+    done = subprocess.run(
+        [sys.executable, "-m", "garagebook.cli", "concurrency-test", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
+    return ToolRun(done.returncode, done.stdout, done.stderr)
+
+
+def assert_passed(run: ToolRun, requests: int, iterations: int) -> None:
+    assert run.exit_code == 0, run.stdout + run.stderr
+    assert run.total() == {
+        "requests": requests * iterations,
+        "created": iterations,
+        "conflicts": (requests - 1) * iterations,
+        "errors": 0,
+    }
+    assert f"PASS: every iteration had exactly one 201, {requests - 1} 409s" in run.stdout
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_embedded_default_50_x_3(stack: Stack, start_server: StartServer) -> None:
+    server = start_server(stack.env())
+    run = run_tool("--api-url", server.url, "-n", "50", "-i", "3")
+    assert_passed(run, 50, 3)
+    # The four lines are printed per iteration too, exactly as runbooks expect.
+    assert run.stdout.count("Total Requests:        50\n") == 3
+    assert (
+        "✓ Successful (201):    1\n⚠ Conflicts (409):     49\n✗ Errors (other):      0"
+        in run.stdout
+    )
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+@pytest.mark.parametrize(("requests", "iterations"), [(50, 3), (200, 1)])
+def test_postgres_and_redis(
+    stack: Stack, start_server: StartServer, requests: int, iterations: int
+) -> None:
+    server = start_server(stack.env(), workers=2)
+    env = {
+        **stack.env(),
+        "API_URL": server.url,
+        "CONCURRENT_REQUESTS": str(requests),
+        "TEST_ITERATIONS": str(iterations),
+    }
+    assert_passed(run_tool(env=env), requests, iterations)
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_postgres_with_redis_down(
+    stack: Stack, start_server: StartServer, own_redis: RedisProcess
+) -> None:
+    server = start_server(stack.env(REDIS_URL=own_redis.url), workers=2)
+    own_redis.stop()
+    run = run_tool("--api-url", server.url, "-n", "50", "-i", "3")
+    assert_passed(run, 50, 3)
+    assert "409s rejected by: reservation 0, database 147" in run.stdout
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_two_servers_share_the_requests(stack: Stack, start_server: StartServer) -> None:
+    servers = [start_server(stack.env()) for _ in range(2)]
+    urls = ",".join(s.url for s in servers)
+    assert_passed(run_tool("--api-url", urls, "-n", "50", "-i", "3"), 50, 3)
+    for server in servers:  # each single-worker server counted its own half
+        metrics = httpx.get(f"{server.url}/metrics").text
+        attempts = re.findall(
+            r'^garagebook_booking_attempts_total\{outcome="[a-z_]+"\} (\S+)$', metrics, re.MULTILINE
+        )
+        assert sum(float(n) for n in attempts) == 75
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_json_output_and_cleanup(stack: Stack, start_server: StartServer) -> None:
+    server = start_server(stack.env())
+    run = run_tool("--api-url", server.url, "-n", "20", "-i", "2", "--cleanup", "--json")
+    assert run.exit_code == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["verdict"] == "PASS"
+    assert result["total"]["successful"] == 2
+    assert result["total"]["conflicts"] == 38
+    for iteration in result["iterations"]:
+        assert iteration["cancelled"] == 1
+        (booking_id,) = iteration["booking_ids"]
+        booking = httpx.get(f"{server.url}/api/bookings/{booking_id}").json()
+        assert booking["status"] == "cancelled"
+    assert result["iterations"][0]["slot_id"] != result["iterations"][1]["slot_id"]
+
+
+def test_broken_server_fails_the_gate(tmp_path: Path) -> None:
+    port = free_port()
+    double = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.broken_server:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        wait_for(lambda: port_open(port), 20, "the broken server")
+        run = run_tool("--api-url", f"http://127.0.0.1:{port}", "-n", "10")
+    finally:
+        double.terminate()
+        double.wait(10)
+    assert run.exit_code == 1, run.stdout
+    assert run.total()["created"] == 2
+    assert "FAIL" in run.stdout
+    assert "2 successes ← BAD! Double-booking occurred" in run.stdout
+
+
+def test_no_server_exits_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    run = run_tool("--api-url", url)
+    assert run.exit_code == 2
+    assert f"✗ Cannot connect to server at {url}" in run.stdout + run.stderr
+    assert "make run" in run.stderr
+
+
+def test_creates_a_slot_with_the_admin_token_when_none_is_free(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    in_thread(migrate_database, url)
+
+    async def add_bay_and_service() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO bays (id, name) VALUES (1, 'Bay 1')"))
+            await conn.execute(
+                text(
+                    "INSERT INTO services (name, duration_minutes, price_pence)"
+                    " VALUES ('MOT', 60, 1)"
+                )
+            )
+        await engine.dispose()
+
+    run_sync(add_bay_and_service)
+    server = start_server(Stack("empty", url, None, "gb:").env())
+    without = run_tool("--api-url", server.url)
+    assert without.exit_code == 1
+    assert "No free slot" in without.stderr
+    with_token = run_tool("--api-url", server.url, "--admin-token", ADMIN_TOKEN, "-n", "20")
+    assert_passed(with_token, 20, 1)
