@@ -9,7 +9,7 @@ PORT ?= 3000
 ADMIN_TOKEN ?= dev-admin-token
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test test-concurrency lint typecheck format audit clean
+.PHONY: run install install-test test test-concurrency bench lint typecheck format audit clean
 
 $(BIN)/garagebook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test: install-test lint typecheck
 ## test-concurrency: N simultaneous bookings of one slot against a running server (see README)
 test-concurrency: install
 	$(BIN)/garagebook concurrency-test
+
+## bench: booking throughput and latency against this machine's ceilings (PostgreSQL + Redis)
+bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	@command -v redis-benchmark >/dev/null || apt-get install -y -qq redis-tools
+	@command -v pgbench >/dev/null || apt-get install -y -qq postgresql-client
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: install-test
 	$(BIN)/ruff check src tests

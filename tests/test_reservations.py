@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as redis
 
 from garagebook.reservations import (
+    TIMEOUTS_TO_OPEN,
     LocalReservations,
     Outcome,
     RedisReservations,
@@ -105,22 +106,27 @@ async def test_dead_redis_is_skipped_fast_and_comes_back(own_redis: RedisProcess
         await store.close()
 
 
-async def test_slow_redis_is_skipped_after_one_short_timeout(own_redis: RedisProcess) -> None:
+async def test_slow_redis_is_skipped_after_a_few_short_timeouts(own_redis: RedisProcess) -> None:
     store = RedisReservations(own_redis.url, timeout_ms=50, key_prefix="gb:", retry_seconds=0.1)
     admin = redis.Redis.from_url(own_redis.url)
     try:
         assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
-        sleeper = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "0.5"))
-        await asyncio.sleep(0.05)  # Redis is now busy for half a second
+        sleeper = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "1"))
+        await asyncio.sleep(0.05)  # Redis is now busy for a second
+        for attempt in range(TIMEOUTS_TO_OPEN):
+            started = time.perf_counter()
+            assert await store.reserve([2 + attempt], "a", TTL) is Outcome.SKIPPED
+            assert time.perf_counter() - started < 0.3  # one short timeout, not the stall
+            assert store.status == ("degraded" if attempt == TIMEOUTS_TO_OPEN - 1 else "ok")
         started = time.perf_counter()
-        assert await store.reserve([2], "a", TTL) is Outcome.SKIPPED
-        assert time.perf_counter() - started < 0.3  # one short timeout, not the whole stall
-        assert store.status == "degraded"
+        assert await store.reserve([9], "a", TTL) is Outcome.SKIPPED
+        assert time.perf_counter() - started < 0.01  # open: no call at all
         await sleeper
         deadline = time.monotonic() + 10
         while store.status != "ok" and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert store.status == "ok"
+        assert await store.reserve([9], "b", TTL) is Outcome.TAKEN
     finally:
         await admin.aclose()
         await store.close()

@@ -1,17 +1,19 @@
 """The hot path's database budget, counted (not timed): a regression guard for round trips.
 
-Successful booking: 1 read (plan) + BEGIN, 5 writes, COMMIT. Rejected by the reservation
-layer: the plan read only. On PostgreSQL the read runs in autocommit (no BEGIN/COMMIT)."""
+PostgreSQL, successful booking: the plan read (autocommit, once per slot and service, then
+cached) + BEGIN, one statement, COMMIT. SQLite runs the writes one by one (in-process).
+Rejected by the reservation layer: no database statement at all once the plan is cached."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import event
 
-from tests.conftest import booking_body, free_slots
+from tests.conftest import Stack, booking_body, free_slots
 
 
 def record_statements(app: FastAPI) -> list[str]:
@@ -24,16 +26,51 @@ def record_statements(app: FastAPI) -> list[str]:
     return statements
 
 
-async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient) -> None:
+async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: Stack) -> None:
     slot = (await free_slots(api))[0]
     statements = record_statements(app)
 
     created = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert created.status_code == 201
-    ours = [s for s in statements if s in {"SELECT", "INSERT", "UPDATE", "DELETE"}]
-    assert ours == ["SELECT", "INSERT", "INSERT", "INSERT", "INSERT", "INSERT"]
+    writes = ["WITH"] if stack.is_postgres else ["INSERT"] * 5
+    assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
 
     statements.clear()
     rejected = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert rejected.json()["error"]["rejected_by"] == "reservation"
-    assert [s for s in statements if s != "BEGIN"] == ["SELECT"]
+    assert statements == []
+
+
+async def test_database_rejection_is_one_statement(
+    app: FastAPI, api: httpx.AsyncClient, stack: Stack, lose_reservations: Any
+) -> None:
+    slot = (await free_slots(api))[0]
+    assert (await api.post("/api/bookings", json=booking_body(slot["id"]))).status_code == 201
+    await lose_reservations()
+    statements = record_statements(app)
+    rejected = await api.post("/api/bookings", json=booking_body(slot["id"]))
+    assert rejected.json()["error"]["rejected_by"] == "database"
+    assert [s for s in statements if s != "BEGIN"] == (
+        ["WITH"] if stack.is_postgres else ["INSERT"]
+    )
+
+
+def test_no_dependency_runs_in_a_thread(app: FastAPI) -> None:
+    """FastAPI runs a plain-`def` dependency in its thread pool: a thread hop per request."""
+    from fastapi.routing import APIRoute
+
+    def calls(dependant: Any) -> list[Any]:
+        found = []
+        for dependency in dependant.dependencies:
+            found.append(dependency.call)
+            found.extend(calls(dependency))
+        return found
+
+    sync = [
+        f"{route.path}: {call.__qualname__}"
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for call in [route.endpoint, *calls(route.dependant)]
+        if not inspect.iscoroutinefunction(call)
+    ]
+    assert sync == []

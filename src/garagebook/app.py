@@ -18,6 +18,7 @@ from garagebook.http import BodySizeLimit, install_error_handlers, json_response
 from garagebook.logs import configure_logging
 from garagebook.reservations import RedisReservations, create_reservations
 from garagebook.slots.routes import router as slots_router
+from garagebook.slots.service import PlanCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database(create_engine(settings))
         app.state.reservations = create_reservations(settings)
+        app.state.plans = PlanCache(settings.timezone)
         try:
             yield
         finally:

@@ -1,4 +1,7 @@
-"""What routes get injected: the stores created in the app's lifespan, and the admin guard."""
+"""What routes get injected: the stores created in the app's lifespan, and the admin guard.
+
+All `async def`: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per
+dependency per request (it was the largest cost on the hot path)."""
 
 from __future__ import annotations
 
@@ -11,19 +14,25 @@ from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import AdminNotConfigured, Forbidden, NotAuthenticated
 from garagebook.reservations import ReservationStore
+from garagebook.slots.service import PlanCache
 
 
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def _reservations(request: Request) -> ReservationStore:
+async def _reservations(request: Request) -> ReservationStore:
     store: ReservationStore = request.app.state.reservations
     return store
 
 
-def _settings(request: Request) -> Settings:
+async def _plans(request: Request) -> PlanCache:
+    plans: PlanCache = request.app.state.plans
+    return plans
+
+
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -31,9 +40,10 @@ def _settings(request: Request) -> Settings:
 DatabaseDep = Annotated[Database, Depends(_db)]
 ReservationsDep = Annotated[ReservationStore, Depends(_reservations)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+PlansDep = Annotated[PlanCache, Depends(_plans)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     if settings.admin_token is None:
         raise AdminNotConfigured()
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

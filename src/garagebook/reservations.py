@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from garagebook.config import Settings
 from garagebook.metrics import RESERVATION_LAYER_SKIPPED
@@ -116,14 +117,17 @@ return released
 
 
 _POOL_WAIT_SECONDS = 2.0
+TIMEOUTS_TO_OPEN = 3
 
 
 class RedisReservations:
     """Redis store behind a circuit breaker.
 
-    One failed or slow call (short socket timeouts, no retries) opens the breaker: from then
-    on every call is skipped at no cost, and a background task pings Redis until it answers.
-    A dead Redis therefore costs one timeout, not one per request.
+    A refused or broken connection opens the breaker at once; timeouts (short, no retries)
+    open it after a few in a row, because under a burst the event loop itself can be late
+    enough to time out a healthy Redis. Once open, every call is skipped at no cost and a
+    background task pings Redis until it answers: a dead Redis costs a few timeouts, not one
+    per request. Every failed call is skipped (the database decides), open or not.
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class RedisReservations:
         self._reserve = self._client.register_script(_RESERVE)
         self._release = self._client.register_script(_RELEASE)
         self._open = False
+        self._timeouts_in_a_row = 0
         self._probe: asyncio.Task[None] | None = None
 
     @property
@@ -167,9 +172,10 @@ class RedisReservations:
         try:
             taken = await self._reserve(keys=self._keys(slot_ids), args=[token, ttl_ms])
         except (TimeoutError, RedisError, OSError) as exc:
-            self._trip(exc)
+            self._failed(exc)
             RESERVATION_LAYER_SKIPPED.inc()
             return Outcome.SKIPPED
+        self._timeouts_in_a_row = 0
         return Outcome.TAKEN if taken == 1 else Outcome.CONFLICT
 
     async def release(self, slot_ids: Sequence[int], token: str) -> None:
@@ -187,7 +193,14 @@ class RedisReservations:
         try:
             await call  # type: ignore[misc]  # a redis-py awaitable
         except (TimeoutError, RedisError, OSError) as exc:
-            self._trip(exc)
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError | RedisTimeoutError):
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row < TIMEOUTS_TO_OPEN:
+                return
+        self._trip(exc)
 
     def _trip(self, exc: BaseException) -> None:
         if not self._open:
@@ -201,6 +214,7 @@ class RedisReservations:
             await asyncio.sleep(self._retry_seconds)
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 await self._client.ping()
+                self._timeouts_in_a_row = 0
                 self._open = False
                 log.warning("reservation layer restored: Redis answers again")
 
@@ -209,7 +223,7 @@ class RedisReservations:
         try:
             await self._client.ping()
         except (TimeoutError, RedisError, OSError) as exc:
-            self._trip(exc)
+            self._failed(exc)
 
     async def close(self) -> None:
         if self._probe is not None:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from garagebook.bookings import service
 from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn
-from garagebook.deps import DatabaseDep, ReservationsDep, SettingsDep
+from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import BookingNotFound, DomainError, InvalidRequest, SlotUnavailable
 from garagebook.http import json_response, validation_error
 from garagebook.metrics import BOOKING_OUTCOMES
@@ -29,7 +29,11 @@ _BOOKING_ID_MAX = 64
     },
 )
 async def create_booking(
-    request: Request, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
 ) -> Response:
     """Book a slot. 201 with the booking, or 409 `slot_unavailable` saying which layer refused."""
     key = request.headers.get("idempotency-key")
@@ -40,7 +44,7 @@ async def create_booking(
             booking = BookingIn.model_validate_json(await request.body())
         except ValidationError as exc:
             raise validation_error(exc.errors(include_input=False)) from None
-        result = await service.book(db, reservations, settings, booking, key)
+        result = await service.book(db, reservations, plans, settings, booking, key)
     except SlotUnavailable as exc:
         BOOKING_OUTCOMES.labels(f"rejected_{exc.data['rejected_by']}").inc()
         raise

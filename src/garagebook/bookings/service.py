@@ -25,10 +25,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.schemas import BookingIn
+from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts, upsert
 from garagebook.errors import (
@@ -48,7 +49,7 @@ from garagebook.schema import (
     slots,
     vehicles,
 )
-from garagebook.slots.service import Plan, plan_booking
+from garagebook.slots.service import Plan, PlanCache
 from garagebook.timeutil import to_local_iso, utcnow
 
 # Crockford's base32: no I, L, O or U, so a reference read over the phone is unambiguous.
@@ -75,13 +76,12 @@ class BookingResult:
 async def book(
     db: Database,
     reservations: ReservationStore,
+    plans: PlanCache,
     settings: Settings,
     request: BookingIn,
     idempotency_key: str | None,
 ) -> BookingResult:
-    request_hash = hashlib.sha256(orjson.dumps(request.model_dump(), option=orjson.OPT_SORT_KEYS))
-    fingerprint = request_hash.hexdigest()
-
+    fingerprint = _fingerprint(request) if idempotency_key is not None else ""
     if idempotency_key is not None:
         async with db.read() as conn:
             replay = await _find_replay(conn, idempotency_key, fingerprint)
@@ -89,8 +89,7 @@ async def book(
             return replay
 
     now = utcnow()
-    async with db.read() as conn:
-        plan = await plan_booking(conn, request.slot_id, request.service_id, settings.timezone)
+    plan = await plans.get(db, request.slot_id, request.service_id)
     if plan.start.starts_at <= now:
         raise SlotInPast(slot_id=request.slot_id)
     if not plan.fits:
@@ -107,17 +106,19 @@ async def book(
     if outcome is Outcome.CONFLICT and idempotency_key is None:
         raise SlotUnavailable("reservation")
 
+    row = _booking_row(request, plan, now)
+    body = orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings))
+    key = None if idempotency_key is None else IdempotencyRecord(idempotency_key, fingerprint)
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
-            body = await _insert_booking(conn, settings, request, plan, now)
-            if idempotency_key is not None:
-                await _record_idempotency(conn, idempotency_key, fingerprint, body, now)
+            await _write_booking(conn, row, plan.slot_ids, body, key)
         return BookingResult(body, replayed=False)
     except BaseException as exc:
         # Whatever went wrong, our keys must not keep the slots from anyone for a full TTL.
-        if outcome is Outcome.TAKEN:
-            await reservations.release(plan.slot_ids, token)
+        # Released even when the reservation call failed: a timed-out call may still have
+        # set them. (Compare-and-delete on our own token: nobody else's key is touched.)
+        await reservations.release(plan.slot_ids, token)
         if idempotency_key is not None and isinstance(exc, SlotUnavailable | _KeyTaken):
             # Lost to a concurrent request carrying the same key? Then answer as it did.
             async with db.read() as conn:
@@ -129,17 +130,25 @@ async def book(
         raise
 
 
+def _fingerprint(request: BookingIn) -> str:
+    canonical = orjson.dumps(request.model_dump(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    key: str
+    fingerprint: str
+
+
 class _KeyTaken(Exception):
     """The Idempotency-Key was committed by a concurrent request while ours ran."""
 
 
-async def _insert_booking(
-    conn: AsyncConnection, settings: Settings, request: BookingIn, plan: Plan, now: datetime
-) -> bytes:
-    booking_id = new_booking_id()
+def _booking_row(request: BookingIn, plan: Plan, now: datetime) -> dict[str, Any]:
     customer, vehicle = request.customer, request.vehicle
-    row = {
-        "id": booking_id,
+    return {
+        "id": new_booking_id(),
         "reference": new_reference(),
         "slot_id": plan.start.id,
         "service_id": plan.service_id,
@@ -156,6 +165,20 @@ async def _insert_booking(
         "created_at": now,
         "cancelled_at": None,
     }
+
+
+async def _write_booking(
+    conn: AsyncConnection,
+    row: dict[str, Any],
+    slot_ids: tuple[int, ...],
+    body: bytes,
+    key: IdempotencyRecord | None,
+) -> None:
+    """Raises SlotUnavailable when the database refuses a slot, _KeyTaken when the
+    Idempotency-Key is already recorded; the caller's transaction then rolls back."""
+    if conn.dialect.name == "postgresql":
+        await _write_booking_postgres(conn, row, slot_ids, body, key)
+        return
     # The start slot, against uq_bookings_slot_id_not_cancelled. A concurrent writer of the same
     # slot makes this wait for its commit, then come back empty.
     inserted = await conn.scalar(
@@ -167,30 +190,91 @@ async def _insert_booking(
     claimed = (
         await conn.scalars(
             insert_ignoring_conflicts(conn, booking_slots)
-            .values(
-                [{"booking_id": booking_id, "slot_id": s, "active": True} for s in plan.slot_ids]
-            )
+            .values([{"booking_id": row["id"], "slot_id": s, "active": True} for s in slot_ids])
             .returning(booking_slots.c.slot_id)
         )
     ).all()
-    if len(claimed) != len(plan.slot_ids):
+    if len(claimed) != len(slot_ids):
         raise SlotUnavailable("database")  # rolls back the booking row too
-
+    now = row["created_at"]
     await conn.execute(
         upsert(conn, customers, "email", ["name", "phone", "updated_at"]).values(
-            email=customer.email, name=customer.name, phone=customer.phone, updated_at=now
+            email=row["customer_email"],
+            name=row["customer_name"],
+            phone=row["customer_phone"],
+            updated_at=now,
         )
     )
     await conn.execute(
         upsert(conn, vehicles, "registration", ["make", "model", "updated_at"]).values(
-            registration=vehicle.registration,
-            make=vehicle.make,
-            model=vehicle.model,
+            registration=row["vehicle_registration"],
+            make=row["vehicle_make"],
+            model=row["vehicle_model"],
             updated_at=now,
         )
     )
     await _enqueue(conn, "booking_confirmed", row, now)
-    return orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings))
+    if key is not None:
+        stored = await conn.scalar(
+            insert_ignoring_conflicts(conn, idempotency_keys)
+            .values(
+                key=key.key,
+                request_hash=key.fingerprint,
+                booking_id=row["id"],
+                response_body=body.decode(),
+                created_at=now,
+            )
+            .returning(idempotency_keys.c.key)
+        )
+        if stored is None:
+            raise _KeyTaken()
+
+
+_BOOK_POSTGRES = text(BOOK_POSTGRES)
+
+
+async def _write_booking_postgres(
+    conn: AsyncConnection,
+    row: dict[str, Any],
+    slot_ids: tuple[int, ...],
+    body: bytes,
+    key: IdempotencyRecord | None,
+) -> None:
+    """The same writes in one statement (bookings/sql.py): one round trip."""
+    result = (
+        await conn.execute(
+            _BOOK_POSTGRES,
+            {
+                "id": row["id"],
+                "reference": row["reference"],
+                "slot_id": row["slot_id"],
+                "slot_ids": list(slot_ids),
+                "service_id": row["service_id"],
+                "email": row["customer_email"],
+                "name": row["customer_name"],
+                "phone": row["customer_phone"],
+                "registration": row["vehicle_registration"],
+                "make": row["vehicle_make"],
+                "model": row["vehicle_model"],
+                "notes": row["notes"],
+                "starts_at": row["starts_at"],
+                "ends_at": row["ends_at"],
+                "created_at": row["created_at"],
+                "payload": _outbox_payload(row),
+                "idempotency_key": key.key if key else None,
+                "request_hash": key.fingerprint if key else None,
+                "response_body": body.decode() if key else None,
+            },
+        )
+    ).one()
+    if result.booked == 0 or result.claimed != len(slot_ids):
+        raise SlotUnavailable("database")
+    if key is not None and result.keyed == 0:
+        raise _KeyTaken()
+
+
+def _outbox_payload(booking: dict[str, Any]) -> str:
+    return orjson.dumps({"booking_id": booking["id"], "reference": booking["reference"]}).decode()
 
 
 async def _enqueue(
@@ -198,35 +282,16 @@ async def _enqueue(
 ) -> None:
     """The outbox row: born in the booking's transaction, so it exists exactly when the booking
     does. It names the booking only; the worker reads the personal data when it sends."""
-    payload = {"booking_id": booking["id"], "reference": booking["reference"]}
     await conn.execute(
         outbox.insert().values(
             kind=kind,
-            payload=orjson.dumps(payload).decode(),
+            payload=_outbox_payload(booking),
             status="pending",
             attempts=0,
             run_at=now,
             created_at=now,
         )
     )
-
-
-async def _record_idempotency(
-    conn: AsyncConnection, key: str, fingerprint: str, body: bytes, now: datetime
-) -> None:
-    stored = await conn.scalar(
-        insert_ignoring_conflicts(conn, idempotency_keys)
-        .values(
-            key=key,
-            request_hash=fingerprint,
-            booking_id=orjson.loads(body)["id"],
-            response_body=body.decode(),
-            created_at=now,
-        )
-        .returning(idempotency_keys.c.key)
-    )
-    if stored is None:
-        raise _KeyTaken()
 
 
 async def _find_replay(conn: AsyncConnection, key: str, fingerprint: str) -> BookingResult | None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import asyncio
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.db import Database
 from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps
 from garagebook.schema import bays, booking_slots, services, slots
 
@@ -62,32 +65,40 @@ def cover(
     return tuple(slot.id for slot in covered)
 
 
+def _plan_statement() -> Select[Any]:
+    """The start slot and the bay's slots after it, with the service's duration: one query.
+    Built once: constructing a statement costs more than running it.
+
+    The start slot's bay and time are scalar subqueries, not a self-join, so the database
+    knows them before it scans and walks uq_slots_bay_id_starts_at from there (a join made
+    PostgreSQL's generic plan walk every slot of every bay: 300 ms at 700k slots)."""
+    first = slots.alias("first")
+    start = select(first).where(first.c.id == bindparam("slot_id"))
+    duration = select(services.c.duration_minutes).where(services.c.id == bindparam("service_id"))
+    return (
+        select(
+            slots.c.id,
+            slots.c.bay_id,
+            slots.c.starts_at,
+            slots.c.ends_at,
+            duration.scalar_subquery().label("duration_minutes"),
+        )
+        .where(
+            slots.c.bay_id == start.with_only_columns(first.c.bay_id).scalar_subquery(),
+            slots.c.starts_at >= start.with_only_columns(first.c.starts_at).scalar_subquery(),
+        )
+        .order_by(slots.c.starts_at)
+        .limit(MAX_SLOTS_PER_SERVICE)
+    )
+
+
+_PLAN = _plan_statement()
+
+
 async def plan_booking(
     conn: AsyncConnection, slot_id: int, service_id: int, zone: ZoneInfo
 ) -> Plan:
-    """One query: the start slot and the bay's slots after it, with the service's duration."""
-    first = slots.alias("first")
-    duration = select(services.c.duration_minutes).where(services.c.id == service_id)
-    rows = (
-        await conn.execute(
-            select(
-                slots.c.id,
-                slots.c.bay_id,
-                slots.c.starts_at,
-                slots.c.ends_at,
-                duration.scalar_subquery().label("duration_minutes"),
-            )
-            .select_from(
-                first.join(
-                    slots,
-                    and_(slots.c.bay_id == first.c.bay_id, slots.c.starts_at >= first.c.starts_at),
-                )
-            )
-            .where(first.c.id == slot_id)
-            .order_by(slots.c.starts_at)
-            .limit(MAX_SLOTS_PER_SERVICE)
-        )
-    ).all()
+    rows = (await conn.execute(_PLAN, {"slot_id": slot_id, "service_id": service_id})).all()
     if not rows:
         raise SlotNotFound(slot_id=slot_id)
     if rows[0].duration_minutes is None:
@@ -95,6 +106,45 @@ async def plan_booking(
     run = [Slot(r.id, r.bay_id, r.starts_at, r.ends_at) for r in rows]
     length = timedelta(minutes=rows[0].duration_minutes)
     return Plan(run[0], service_id, length, cover(run[0], run[1:], length, zone))
+
+
+class PlanCache:
+    """Plans that fit, by (slot, service), so a request turned away by the reservation layer
+    never touches the database.
+
+    Safe because slots and services are never changed or deleted once created (there is no
+    API that does; whoever adds one must clear this cache): a plan that fits stays true.
+    Plans that do not fit are not kept, since a slot added later can make them fit.
+    Concurrent misses for one key share a single database read.
+    """
+
+    def __init__(self, zone: ZoneInfo, size: int = 50_000) -> None:
+        self._zone = zone
+        self._size = size
+        self._plans: OrderedDict[tuple[int, int], Plan] = OrderedDict()
+        self._loading: dict[tuple[int, int], asyncio.Task[Plan]] = {}
+
+    async def get(self, db: Database, slot_id: int, service_id: int) -> Plan:
+        key = (slot_id, service_id)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_task(self._load(db, slot_id, service_id))
+            self._loading[key] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, db: Database, slot_id: int, service_id: int) -> Plan:
+        async with db.read() as conn:
+            plan = await plan_booking(conn, slot_id, service_id, self._zone)
+        if plan.fits:
+            self._plans[(slot_id, service_id)] = plan
+            if len(self._plans) > self._size:
+                self._plans.popitem(last=False)
+        return plan
 
 
 @dataclass(frozen=True)

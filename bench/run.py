@@ -1,0 +1,499 @@
+"""`make bench`: garagebook's booking path measured against this machine's own ceilings, in
+one run, on PostgreSQL + Redis. Prints absolute figures and ratios, writes
+bench/results/latest.json (+ a timestamped copy) and bench/results/latency.png.
+
+Scenarios (wrk with bench/booking.lua, 50 connections unless said otherwise):
+  contested        1,000 simultaneous requests on one slot, 5 times (garagebook's own
+                   concurrency client: all connections opened first, then released at once)
+  reservation      already-taken slot, Redis on: rejected by the reservation layer
+  database         already-taken slot, Redis down: rejected by the database
+  bookings         a fresh free slot per request: 201s
+Ceilings, same tools, same machine, same run:
+  http             a bare endpoint of the same framework and server that parses the same
+                   body and answers 409 (bench/ceiling_app.py)
+  redis            redis-benchmark: SET key value NX PX 300000
+  postgres         pgbench running the booking path's own SQL (garagebook.bookings.sql)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from garagebook.bookings.sql import BOOK_POSTGRES
+from garagebook.cli import migrate_database
+from garagebook.concurrency.fire import Target, fire_together
+from garagebook.concurrency.report import latency_stats
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+LUA = ROOT / "bench" / "booking.lua"
+PG_BASE = os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE = "garagebook_bench"
+BENCH_START = datetime(2031, 1, 6, tzinfo=UTC)  # far future: every slot is bookable
+SUCCESS_POOL = 120_000
+PGBENCH_POOL = 250_000
+MISC_POOL = 100
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_tools() -> None:
+    missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if not shutil.which(tool)]
+    if missing:
+        sys.exit(f"bench needs {', '.join(missing)}: `make bench` installs them (apt-get).")
+
+
+# --- the database -------------------------------------------------------------------------
+
+
+async def prepare_database() -> dict[str, int]:
+    """A fresh database, migrated, with the demo services and one contiguous block of slot ids
+    per use: misc (contested + taken slots), successful bookings, pgbench."""
+    admin = create_async_engine(f"{PG_BASE}/postgres", isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
+        await conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
+    await admin.dispose()
+    url = f"{PG_BASE}/{DATABASE}"
+    await asyncio.to_thread(migrate_database, url)
+    total = MISC_POOL + SUCCESS_POOL + PGBENCH_POOL
+    bays, hours = 200, -(-total // 200)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO services (name, duration_minutes, price_pence) VALUES"
+                " ('MOT', 60, 5485), ('Oil change', 60, 7900),"
+                " ('Interim service', 120, 14900), ('Full service', 180, 22900)"
+            )
+        )
+        await conn.execute(
+            text("INSERT INTO bays (name) SELECT 'Bench bay ' || n FROM generate_series(1, :n) n"),
+            {"n": bays},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO slots (bay_id, starts_at, ends_at)"
+                " SELECT b.id, CAST(:start AS timestamptz) + h * interval '1 hour',"
+                "        CAST(:start AS timestamptz) + (h + 1) * interval '1 hour'"
+                " FROM bays b CROSS JOIN generate_series(0, :hours - 1) h"
+                " ORDER BY b.id, h"
+            ),
+            {"start": BENCH_START, "hours": hours},
+        )
+        first = (await conn.execute(text("SELECT min(id), max(id) FROM slots"))).one()
+        await conn.execute(text("ANALYZE"))
+    await engine.dispose()
+    assert first[1] - first[0] + 1 >= total, "slot ids must be contiguous"
+    base = int(first[0])
+    return {
+        "misc": base,
+        "success": base + MISC_POOL,
+        "pgbench": base + MISC_POOL + SUCCESS_POOL,
+    }
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.log = tempfile.NamedTemporaryFile(prefix="garagebook-bench-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"{args} exited:\n{Path(self.log.name).read_text()}")
+            try:
+                httpx.get(f"{self.url}/health", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        sys.exit(f"{args} did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(20)
+        self.log.close()
+
+
+def start_garagebook(workers: int, redis_url: str, prefix: str) -> Process:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{PG_BASE}/{DATABASE}",
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "LOG_LEVEL": "WARNING",
+    }
+    args = [sys.executable, "-m", "garagebook.cli", "serve", "--port", str(port)]
+    return Process([*args, "--workers", str(workers)], env, port)
+
+
+def start_ceiling(workers: int) -> Process:
+    port = free_port()
+    args = [
+        sys.executable, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--log-level", "warning", "--no-access-log",
+    ]
+    return Process(args, {**os.environ, "PYTHONPATH": str(ROOT)}, port)
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+def wrk(url: str, first_slot: int, slot_count: int, connections: int, seconds: int) -> dict[str, Any]:
+    threads = 2
+    env = {
+        **os.environ,
+        "BENCH_SLOT_FIRST": str(first_slot),
+        "BENCH_SLOT_COUNT": str(slot_count),
+        "BENCH_THREADS": str(threads),
+    }
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+         "-s", str(LUA), url],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    line = next(l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON "))
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    seconds_run = raw["duration_us"] / 1e6
+    latency = {k: v / 1000 for k, v in raw["latency_us"].items()}
+    return {
+        "connections": connections,
+        "requests": raw["requests"],
+        "rps": raw["requests"] / seconds_run,
+        "statuses": raw["statuses"],
+        "rejected_by": raw["rejected_by"],
+        "latency_ms": latency,
+        "socket_errors": raw["errors"],
+    }
+
+
+async def contested(url: str, first_slot: int, repetitions: int, clients: int) -> dict[str, Any]:
+    runs = []
+    for rep in range(repetitions):
+        body = {
+            "slot_id": first_slot + rep,
+            "service_id": 1,
+            "customer": {"name": "Bench Customer", "email": f"contested-{rep}@example.com"},
+            "vehicle": {"registration": "BT1 00001"},
+        }
+        targets = [Target(url, "/api/bookings", json.dumps(body).encode())] * clients
+        started = time.perf_counter()
+        responses = await fire_together(targets, 60)
+        elapsed = time.perf_counter() - started
+        conflicts = [r for r in responses if r.status == 409]
+        runs.append(
+            {
+                "created": sum(r.status == 201 for r in responses),
+                "conflicts": len(conflicts),
+                "errors": sum(r.status not in (201, 409) for r in responses),
+                "by_reservation": sum(b'"reservation"' in r.body for r in conflicts),
+                "seconds": elapsed,
+                "rps": clients / elapsed,
+                "conflict_latency_ms": latency_stats(conflicts),
+                "p99_ms": _p99([r.latency * 1000 for r in conflicts]),
+            }
+        )
+    return {"clients": clients, "runs": runs}
+
+
+def _p99(values: list[float]) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(0.99 * len(values)))]
+
+
+def redis_ceiling() -> float:
+    done = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-c", "50", "-n", "300000",
+         "--csv", "SET", f"gbbench:{uuid.uuid4().hex}", "token", "NX", "PX", "300000"],
+        capture_output=True, text=True, check=True,
+    )
+    row = done.stdout.strip().splitlines()[-1]
+    return float(row.split(",")[1].strip('"'))
+
+
+def pgbench_script() -> str:
+    """The booking path's SQL, verbatim, inside BEGIN/COMMIT as the server runs it; only its
+    parameters are filled in for pgbench: a fresh slot from a sequence (one pick per
+    transaction, so no two transactions collide), unique ids from a random number."""
+    values = {
+        ":slot_ids": "(SELECT ARRAY[slot] FROM pick)",
+        ":slot_id": "(SELECT slot FROM pick)",
+        ":id": "('pgb' || :n)",
+        ":reference": "('R' || :n)",
+        ":service_id": "1",
+        ":email": "('bench' || :n || '@example.com')",
+        ":name": "'Bench Customer'",
+        ":phone": "'+44 7700 900123'",
+        ":registration": "('B' || :n)",
+        ":make": "'Ford'",
+        ":model": "'Focus'",
+        ":notes": "'rattle from the front left'",
+        ":starts_at": "CAST('2031-01-06 08:00:00+00' AS timestamptz)",
+        ":ends_at": "CAST('2031-01-06 09:00:00+00' AS timestamptz)",
+        ":created_at": "now()",
+        ":payload": "'{\"booking_id\": \"pgbench\"}'",
+        ":idempotency_key": "NULL",
+        ":request_hash": "NULL",
+        ":response_body": "NULL",
+    }
+    sql = BOOK_POSTGRES
+    for name in sorted(values, key=len, reverse=True):  # :slot_ids before :slot_id
+        sql = re.sub(re.escape(name) + r"\b", lambda _m, v=values[name]: v, sql)
+    sql = sql.replace(
+        "WITH booking AS (",
+        "WITH pick AS (SELECT CAST(nextval('bench_slot_seq') AS integer) AS slot),\nbooking AS (",
+        1,
+    )
+    statement = " ".join(line.strip() for line in sql.strip().splitlines())
+    return f"\\set n random(1, 999999999999999)\nBEGIN;\n{statement};\nCOMMIT;\n"
+
+
+def pgbench_ceiling(first_slot: int, clients: int, seconds: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write(pgbench_script())
+    try:
+        run_sql(f"DROP SEQUENCE IF EXISTS bench_slot_seq; CREATE SEQUENCE bench_slot_seq START {first_slot}")
+        done = subprocess.run(
+            ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
+             "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, DATABASE],
+            capture_output=True, text=True, check=True,
+        )
+    finally:
+        os.unlink(script.name)
+    tps = float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
+    latency = float(re.search(r"latency average = ([\d.]+) ms", done.stdout).group(1))  # type: ignore[union-attr]
+    booked = int(run_sql("SELECT count(*) FROM bookings WHERE id LIKE 'pgb%'").strip())
+    return {"clients": clients, "tps": tps, "latency_avg_ms": latency, "bookings_made": booked}
+
+
+def run_sql(sql: str) -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAq", "-d", DATABASE, "-c", sql],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+
+def book_one(url: str, slot_id: int) -> None:
+    body = {
+        "slot_id": slot_id, "service_id": 1,
+        "customer": {"name": "Taken", "email": "taken@example.com"},
+        "vehicle": {"registration": "TA1 00001"},
+    }
+    response = httpx.post(f"{url}/api/bookings", json=body, timeout=10)
+    assert response.status_code == 201, response.text
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    c = results["ceilings"]
+    s = results["scenarios"]
+    http, pg, rd = c["http"]["rps"], c["postgres"]["tps"], c["redis_set_nx_px"]
+    rows = [
+        ("http ceiling (bare FastAPI endpoint, parse + 409)", c["http"], None, None),
+        ("reservation rejection (Redis on)", s["reservation"], http, "HTTP ceiling"),
+        ("database rejection (Redis down)", s["database"], http, "HTTP ceiling"),
+        ("successful bookings", s["bookings"], pg, "pgbench ceiling"),
+    ]
+    lines = [
+        f"garagebook bench — {results['date']} — {results['machine']['cores']} cores,"
+        f" {results['workers']} server workers, wrk 2 threads",
+        "",
+        f"{'scenario (50 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}   ratio",
+    ]
+    for name, figures, ceiling, what in rows:
+        ratio = f"{figures['rps'] / ceiling:6.0%} of the {what}" if ceiling else ""
+        lat = figures["latency_ms"]
+        lines.append(f"{name:<52}{figures['rps']:>9.0f}{lat['50']:>9.1f}{lat['99']:>9.1f}   {ratio}")
+    lines.append("")
+    lines.append(f"{'light load (8 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for key, name in (("reservation_light", "reservation rejection"),
+                      ("database_light", "database rejection"),
+                      ("bookings_light", "successful bookings")):
+        f = s[key]
+        lines.append(f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}")
+    lines.append("")
+    lines.append(f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
+                 f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
+                 f" statement + COMMIT, -M prepared)")
+    lines.append("")
+    lines.append("contested: 1,000 simultaneous requests on one slot")
+    for i, run in enumerate(s["contested"]["runs"], 1):
+        lat = run["conflict_latency_ms"] or {}
+        lines.append(
+            f"  run {i}: {run['created']} × 201, {run['conflicts']} × 409"
+            f" ({run['by_reservation']} by reservation), {run['errors']} errors;"
+            f" {run['rps']:,.0f} req/s, 409 p50 {lat.get('p50', 0):.0f} ms,"
+            f" p99 {run['p99_ms'] or 0:.0f} ms"
+        )
+    lines.append("")
+    lines.extend(targets(results))
+    return lines
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    c, s = results["ceilings"], results["scenarios"]
+    http, pg = c["http"]["rps"], c["postgres"]["tps"]
+    checks = [
+        ("reservation rejection >= 60% of HTTP ceiling", s["reservation"]["rps"] / http >= 0.60),
+        ("database rejection >= 40% of HTTP ceiling", s["database"]["rps"] / http >= 0.40),
+        ("bookings/s >= 50% of pgbench ceiling", s["bookings"]["rps"] / pg >= 0.50),
+        ("reservation rejection p99 < 50 ms", s["reservation"]["latency_ms"]["99"] < 50),
+        ("database rejection p99 < 100 ms", s["database"]["latency_ms"]["99"] < 100),
+        ("bookings p99 < 100 ms", s["bookings"]["latency_ms"]["99"] < 100),
+        (
+            "contested: one 201, 999 409s, no errors, every run",
+            all(r["created"] == 1 and r["conflicts"] == 999 and r["errors"] == 0
+                for r in s["contested"]["runs"]),
+        ),
+    ]
+    return ["targets:"] + [f"  [{'met' if ok else 'MISSED'}] {name}" for name, ok in checks]
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    series = [
+        ("http ceiling", results["ceilings"]["http"]),
+        ("reservation rejection", results["scenarios"]["reservation"]),
+        ("database rejection", results["scenarios"]["database"]),
+        ("successful bookings", results["scenarios"]["bookings"]),
+    ]
+    for name, figures in series:
+        points = sorted((float(p), v) for p, v in figures["latency_ms"].items() if p not in ("max", "mean"))
+        ax.plot([p for p, _ in points], [v for _, v in points], marker="o", label=f"{name} ({figures['rps']:,.0f}/s)")
+    ax.set_yscale("log")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(f"garagebook latency at 50 connections — {results['date']}, {results['machine']['cores']} cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="per sustained-load scenario")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repetitions", type=int, default=5, help="contested runs")
+    parser.add_argument("--contested-clients", type=int, default=1000)
+    args = parser.parse_args()
+    require_tools()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    prefix = f"gbbench:{uuid.uuid4().hex[:8]}:"
+    log("preparing a fresh database …")
+    pools = asyncio.run(prepare_database())
+    taken = pools["misc"] + args.repetitions  # after the contested slots
+    scenarios: dict[str, Any] = {}
+    ceilings: dict[str, Any] = {}
+
+    log("HTTP ceiling …")
+    ceiling = start_ceiling(args.workers)
+    try:
+        ceilings["http"] = wrk(ceiling.url, taken, 1, 50, args.seconds)
+    finally:
+        ceiling.stop()
+
+    server = start_garagebook(args.workers, REDIS_URL, prefix)
+    try:
+        log("contested …")
+        scenarios["contested"] = asyncio.run(
+            contested(server.url, pools["misc"], args.repetitions, args.contested_clients)
+        )
+        book_one(server.url, taken)
+        log("reservation rejection …")
+        scenarios["reservation"] = wrk(server.url, taken, 1, 50, args.seconds)
+        scenarios["reservation_light"] = wrk(server.url, taken, 1, 8, max(3, args.seconds // 2))
+        log("successful bookings …")
+        scenarios["bookings"] = wrk(server.url, pools["success"], SUCCESS_POOL // 2, 50, args.seconds)
+        scenarios["bookings_light"] = wrk(
+            server.url, pools["success"] + SUCCESS_POOL // 2, SUCCESS_POOL // 2, 8, max(3, args.seconds // 2)
+        )
+    finally:
+        server.stop()
+
+    log("database rejection (Redis down) …")
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    server = start_garagebook(args.workers, dead_redis, prefix)
+    try:
+        scenarios["database"] = wrk(server.url, taken, 1, 50, args.seconds)
+        scenarios["database_light"] = wrk(server.url, taken, 1, 8, max(3, args.seconds // 2))
+    finally:
+        server.stop()
+
+    log("Redis and PostgreSQL ceilings …")
+    ceilings["redis_set_nx_px"] = redis_ceiling()
+    pool_clients = args.workers * int(os.environ.get("DATABASE_POOL_SIZE", "10"))
+    ceilings["postgres"] = pgbench_ceiling(pools["pgbench"], pool_clients, args.seconds)
+
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "workers": args.workers,
+        "seconds": args.seconds,
+        "scenarios": scenarios,
+        "ceilings": ceilings,
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name in (f"{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(results, indent=2))
+    plot(results, RESULTS / "latency.png")
+    lines = report(results)
+    (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten: {RESULTS / 'latest.json'}, {RESULTS / 'latency.png'}")
+
+
+if __name__ == "__main__":
+    main()
