@@ -109,3 +109,28 @@ async def test_unreachable_database_is_503_not_500(
     ):
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "database_unavailable"
+
+
+async def test_database_refusing_connections_is_503(postgres_url: str) -> None:
+    """PostgreSQL answering "too many connections" (SQLSTATE 53300) is unavailability, not a
+    bug: it once surfaced as a 500."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    admin = create_async_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text("DROP ROLE IF EXISTS garagebook_no_connections"))
+        await conn.execute(text("CREATE ROLE garagebook_no_connections LOGIN CONNECTION LIMIT 0"))
+    await admin.dispose()
+    url = postgres_url.replace("://postgres@", "://garagebook_no_connections@")
+    app = create_app(Stack("refusing", url, None, "gb:").settings())
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as client,
+    ):
+        assert (await client.get("/health")).status_code == 503
+        response = await client.post("/api/bookings", json=booking_body(1))
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "database_unavailable"

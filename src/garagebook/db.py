@@ -16,6 +16,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from garagebook.config import Settings
 from garagebook.errors import DatabaseUnavailable
 
+# SQLSTATE classes that mean "the database cannot serve us now", not "this request is bad":
+# connection exceptions, insufficient resources (too many connections), operator
+# intervention (shutting down, starting up), system errors.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
+
+
+def is_unavailable(error: DBAPIError) -> bool:
+    if isinstance(error, OperationalError | InterfaceError) or error.connection_invalidated:
+        return True
+    sqlstate = str(getattr(error.orig, "pgcode", None) or "")
+    return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+
 
 @asynccontextmanager
 async def _unavailable_as_503() -> AsyncIterator[None]:
@@ -23,7 +35,7 @@ async def _unavailable_as_503() -> AsyncIterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        if is_unavailable(exc):
             raise DatabaseUnavailable() from exc
         raise
     except (PoolTimeout, TimeoutError, ConnectionError, OSError) as exc:

@@ -5,7 +5,7 @@ from prometheus_client import Counter
 BOOKING_OUTCOMES = Counter(
     "garagebook_booking_attempts_total",
     "POST /api/bookings outcomes",
-    ["outcome"],  # created, replayed, rejected_reservation, rejected_database, invalid, error
+    ["outcome"],  # created, replayed, rejected_reservation, rejected_database, invalid, unavailable
 )
 RESERVATION_LAYER_SKIPPED = Counter(
     "garagebook_reservation_layer_skipped_total",

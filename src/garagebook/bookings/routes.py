@@ -9,8 +9,14 @@ from starlette.responses import Response
 from garagebook.bookings import service
 from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
-from garagebook.errors import BookingNotFound, DomainError, InvalidRequest, SlotUnavailable
-from garagebook.http import json_response, validation_error
+from garagebook.errors import (
+    BookingNotFound,
+    DatabaseUnavailable,
+    DomainError,
+    InvalidRequest,
+    SlotUnavailable,
+)
+from garagebook.http import error_response, json_response, validation_error
 from garagebook.metrics import BOOKING_OUTCOMES
 
 router = APIRouter(prefix="/api/bookings", tags=["bookings"])
@@ -35,7 +41,9 @@ async def create_booking(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    """Book a slot. 201 with the booking, or 409 `slot_unavailable` saying which layer refused."""
+    """Book a slot. 201 with the booking, or 409 `slot_unavailable` saying which layer refused.
+    Refusals are answered here rather than raised through the middleware: a 409 is this
+    route's most common answer and the cheapest one to give."""
     key = request.headers.get("idempotency-key")
     try:
         if key is not None and not IDEMPOTENCY_KEY.match(key):
@@ -45,15 +53,33 @@ async def create_booking(
         except ValidationError as exc:
             raise validation_error(exc.errors(include_input=False)) from None
         result = await service.book(db, reservations, plans, settings, booking, key)
-    except SlotUnavailable as exc:
-        BOOKING_OUTCOMES.labels(f"rejected_{exc.data['rejected_by']}").inc()
-        raise
-    except DomainError:
-        BOOKING_OUTCOMES.labels("invalid").inc()
-        raise
-    BOOKING_OUTCOMES.labels("replayed" if result.replayed else "created").inc()
+    except DomainError as exc:
+        _OUTCOME[_outcome_of(exc)].inc()
+        return error_response(exc)
+    _OUTCOME["replayed" if result.replayed else "created"].inc()
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return json_response(result.body, 201, headers)
+
+
+_OUTCOME = {
+    outcome: BOOKING_OUTCOMES.labels(outcome)
+    for outcome in (
+        "created",
+        "replayed",
+        "rejected_reservation",
+        "rejected_database",
+        "invalid",
+        "unavailable",
+    )
+}
+
+
+def _outcome_of(error: DomainError) -> str:
+    if isinstance(error, SlotUnavailable):
+        return f"rejected_{error.data['rejected_by']}"
+    if isinstance(error, DatabaseUnavailable):
+        return "unavailable"
+    return "invalid"
 
 
 @router.get("/{booking_id}")
