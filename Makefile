@@ -9,7 +9,7 @@ PORT ?= 3000
 ADMIN_TOKEN ?= dev-admin-token
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test test-concurrency bench lint typecheck format audit clean
+.PHONY: run install install-test test test-concurrency bench worker lint typecheck format audit clean
 
 $(BIN)/garagebook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: install
 	@echo "garagebook: http://$(HOST):$(PORT)   (API docs: http://$(HOST):$(PORT)/docs)"
 	@echo "admin token for this development server: $(ADMIN_TOKEN)"
 	ADMIN_TOKEN=$(ADMIN_TOKEN) $(BIN)/garagebook serve --host $(HOST) --port $(PORT)
+
+## worker: deliver mails from the outbox (production shape; `make run` has one built in)
+worker: install
+	$(BIN)/garagebook worker
 
 ## test: lint, type-check and the whole test suite (needs PostgreSQL and Redis, see README)
 test: install-test lint typecheck
@@ -65,4 +69,4 @@ audit: install
 	$(BIN)/pip-audit
 
 clean:
-	rm -rf $(VENV) garagebook.db garagebook.db-wal garagebook.db-shm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var/mail garagebook.db garagebook.db-wal garagebook.db-shm .pytest_cache .mypy_cache .ruff_cache

@@ -464,3 +464,268 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.close()
+
+
+# --- mail and background jobs: an SMTP server, worker processes, apps with their worker ------
+# This section was appended; its imports sit here rather than at the top of the file.
+
+import email  # noqa: E402
+import email.policy  # noqa: E402
+import threading  # noqa: E402
+from collections import Counter  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+from email.message import EmailMessage  # noqa: E402
+
+from aiosmtpd.controller import Controller  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_outbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that are not about mail run without the embedded worker, which would change outbox
+    rows under their feet; and nothing writes mail into the working directory. Mail tests
+    switch the worker on explicitly (`mail_settings`, `mail_env`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EMBEDDED_WORKER", "false")
+        patch.setenv("MAIL_DROP_DIR", str(tmp_path_factory.mktemp("mail-drop")))
+        yield
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    recipients: list[str]
+    message: EmailMessage
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["Message-ID"])
+
+    @property
+    def reference(self) -> str:
+        return str(self.message["X-Booking-Reference"])
+
+    def text(self) -> str:
+        part = self.message.get_body(("plain",))
+        assert part is not None
+        return str(part.get_content())  # type: ignore[attr-defined]
+
+
+class _SinkHandler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        """Like a real server, refuse mailboxes that do not exist (here: `bounce…@`)."""
+        if address.startswith("bounce"):
+            return f"550 5.1.1 <{address}>: mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.sink.delay:
+            await asyncio.sleep(self.sink.delay)
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.sink.record(ReceivedMail(list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a free port, in a thread of the test process. `stop()`
+    closes the port, as when the mail server is down; `start()` opens it again on the same
+    port. `delay` makes every message take that long to be accepted."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.port = free_port()
+        self.delay = delay
+        self._mails: list[ReceivedMail] = []
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._controller = Controller(_SinkHandler(self), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def record(self, mail: ReceivedMail) -> None:
+        with self._lock:
+            self._mails.append(mail)
+
+    @property
+    def mails(self) -> list[ReceivedMail]:
+        with self._lock:
+            return list(self._mails)
+
+    def copies(self) -> Counter[str]:
+        """How many times each Message-ID arrived."""
+        return Counter(mail.message_id for mail in self.mails)
+
+    async def wait_for(self, distinct: int, within: float) -> list[ReceivedMail]:
+        """Wait until `distinct` different messages have arrived."""
+        deadline = time.monotonic() + within
+        while len(self.copies()) < distinct:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.copies())} of {distinct} mails after {within}s")
+            await asyncio.sleep(0.05)
+        return self.mails
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+# Short leases, polls and backoff, so failure and recovery happen within seconds.
+FAST_JOBS: dict[str, Any] = {
+    "worker_poll_seconds": 0.1,
+    "worker_lease_seconds": 2.0,
+    "worker_shutdown_seconds": 3.0,
+    "job_retry_base_seconds": 0.1,
+    "job_retry_max_seconds": 0.5,
+    "job_max_attempts": 100,
+}
+
+
+def mail_settings(stack: Stack, sink: SmtpSink | None, **overrides: Any) -> Settings:
+    """Settings of a server that runs its own worker and sends to `sink` (None: drop folder)."""
+    values: dict[str, Any] = {"embedded_worker": True, "smtp_url": sink.url if sink else None}
+    values.update(FAST_JOBS)
+    values.update(overrides)
+    return stack.settings(**values)
+
+
+def mail_env(stack: Stack, sink: SmtpSink | None, **overrides: str) -> dict[str, str]:
+    """Environment of a server or worker process of this stack that sends to `sink`."""
+    values = {name.upper(): str(value) for name, value in FAST_JOBS.items()}
+    if sink is not None:
+        values["SMTP_URL"] = sink.url
+    values.update(overrides)
+    return stack.env(**values)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process with its lifespan (and so its embedded worker, if on)."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as client,
+    ):
+        yield client
+
+
+class WorkerProcess:
+    """`garagebook worker` as a real process, stopped (or killed) by its pid."""
+
+    def __init__(self, env: dict[str, str], concurrency: int) -> None:
+        self.env = env
+        self.concurrency = concurrency
+        self.log = tempfile.NamedTemporaryFile(prefix="garagebook-worker-", suffix=".log")  # noqa: SIM115
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "garagebook.cli",
+                "worker",
+                "--concurrency",
+                str(self.concurrency),
+            ],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def name(self) -> str:
+        """As the worker writes it into `outbox.locked_by`."""
+        return f"{socket.gethostname()[:40]}:{self.pid}"
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9: no chance to finish or hand back anything."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str], concurrency: int = 4) -> WorkerProcess:
+        worker = WorkerProcess(env, concurrency)
+        started.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.close()
+
+
+async def book_slots(
+    client: httpx.AsyncClient, slots: list[dict[str, Any]], parallel: int = 8, **body: Any
+) -> list[dict[str, Any]]:
+    """Book each slot (a 1-hour service), `parallel` requests at a time, each for its own
+    customer (`customer{i}@example.com`); all must be 201."""
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(i: int, slot: dict[str, Any]) -> dict[str, Any]:
+        request = booking_body(slot["id"], **body)
+        request["customer"] = {**request["customer"], "email": f"customer{i}@example.com"}
+        async with gate:
+            response = await client.post("/api/bookings", json=request)
+        assert response.status_code == 201, response.text
+        booking: dict[str, Any] = response.json()
+        return booking
+
+    return list(await asyncio.gather(*(one(i, slot) for i, slot in enumerate(slots))))
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.05
+) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(every)

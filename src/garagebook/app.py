@@ -14,11 +14,15 @@ from garagebook.bookings.routes import router as bookings_router
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
 from garagebook.deps import DatabaseDep, ReservationsDep
+from garagebook.errors import DatabaseUnavailable
 from garagebook.http import BodySizeLimit, install_error_handlers, json_response
+from garagebook.jobs import queue
+from garagebook.jobs.worker import EmbeddedWorker
 from garagebook.logs import configure_logging
 from garagebook.reservations import RedisReservations, create_reservations
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
+from garagebook.timeutil import utcnow
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,9 +35,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(create_engine(settings))
         app.state.reservations = create_reservations(settings)
         app.state.plans = PlanCache(settings.timezone)
+        # The embedded default delivers its own mail; production runs `garagebook worker`.
+        worker = EmbeddedWorker(settings) if settings.runs_embedded_worker else None
+        if worker is not None:
+            worker.start()
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             await app.state.reservations.close()
             await app.state.db.dispose()
 
@@ -45,15 +55,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health", tags=["operations"])
     async def health(db: DatabaseDep, reservations: ReservationsDep) -> Response:
-        """200 while the database answers (reservations may be `degraded`), else 503."""
+        """200 while the database answers (reservations may be `degraded`), else 503. With the
+        mail backlog: jobs waiting, and how long the oldest due one has waited."""
         if isinstance(reservations, RedisReservations) and reservations.status == "ok":
             await reservations.ping()
         database_ok = await db.ping()
-        body = {
+        body: dict[str, object] = {
             "status": "ok" if database_ok else "unavailable",
             "database": "ok" if database_ok else "unreachable",
             "reservations": reservations.status,
         }
+        if database_ok:
+            try:
+                async with db.read() as conn:
+                    backlog = await queue.backlog(conn, utcnow())
+                body["backlog"] = {
+                    "pending": backlog.pending,
+                    "running": backlog.running,
+                    "dead": backlog.dead,
+                    "oldest_due_seconds": backlog.oldest_due_seconds,
+                }
+            except DatabaseUnavailable:
+                pass  # gone since the ping: the next check says so
         return json_response(body, 200 if database_ok else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)

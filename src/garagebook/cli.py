@@ -1,4 +1,4 @@
-"""The `garagebook` command: migrate, seed, serve."""
+"""The `garagebook` command: migrate, seed, serve, worker, jobs, concurrency-test."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from alembic.config import Config
 from garagebook.concurrency.command import concurrency_test
 from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
+from garagebook.jobs.commands import jobs_cli, worker
 from garagebook.slots.seed import seed_demo_garage
 
 cli = typer.Typer(help="garagebook: online booking for car garages.", no_args_is_help=True)
@@ -85,6 +86,8 @@ def serve(
 
 
 cli.command("concurrency-test")(concurrency_test)
+cli.command()(worker)
+cli.add_typer(jobs_cli, name="jobs")
 
 
 if __name__ == "__main__":

@@ -2,22 +2,71 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
 from functools import lru_cache
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_SMTP_SCHEMES = {
+    "smtp": "opportunistic",  # STARTTLS when the server offers it (aiosmtplib's default)
+    "smtp+starttls": "starttls",  # STARTTLS required
+    "smtps": "tls",  # TLS from the first byte (port 465)
+}
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where mail goes, parsed from SMTP_URL: smtp://, smtp+starttls:// or smtps://."""
+
+    host: str
+    port: int | None  # None: the scheme's usual port (25, 587 with STARTTLS, 465 with TLS)
+    security: str  # "opportunistic", "starttls" or "tls"
+    username: str | None
+    password: str | None
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpServer:
+        parts = urlsplit(url)
+        security = _SMTP_SCHEMES.get(parts.scheme.lower())
+        if security is None:
+            raise ValueError("SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
+        if not parts.hostname:
+            raise ValueError("SMTP_URL has no host")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("SMTP_URL has a bad port") from None
+        if port is None and security == "starttls":
+            port = 587
+        return cls(
+            host=parts.hostname,
+            port=port,
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def describe(self) -> str:
+        """For logs: never the credentials."""
+        return f"smtp {self.host}:{self.port or 'default'} ({self.security})"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # Errors name the variable but not its value: SMTP_URL may carry a password.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # Stores
     database_url: str = "sqlite+aiosqlite:///./garagebook.db"
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_timeout_seconds: float = Field(default=5.0, gt=0)
     redis_url: str | None = None
-    redis_timeout_ms: int = Field(default=100, ge=1, le=10_000)
+    redis_timeout_ms: int = Field(default=250, ge=1, le=10_000)
     redis_pool_size: int = Field(default=64, ge=1, le=10_000)
     redis_key_prefix: str = "garagebook:"
     redis_retry_seconds: float = Field(default=1.0, gt=0)
@@ -33,6 +82,24 @@ class Settings(BaseSettings):
     garage_name: str = "garagebook demo garage"
     garage_timezone: str = "Europe/London"
 
+    # Mail: SMTP when SMTP_URL is set, else one .eml file per message in MAIL_DROP_DIR
+    smtp_url: SecretStr | None = None  # secret: it may carry the SMTP password
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    mail_from: str = "bookings@garagebook.localhost"
+    mail_drop_dir: Path = Path("var/mail")
+    public_url: str = "http://127.0.0.1:3000"  # base of the links in the mails
+
+    # Background jobs: the outbox worker (embedded in the server, or `garagebook worker`)
+    embedded_worker: bool | None = None  # unset: on for SQLite, off for PostgreSQL
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
+    worker_lease_seconds: float = Field(default=60.0, gt=0)
+    worker_shutdown_seconds: float = Field(default=10.0, ge=0)
+    job_timeout_seconds: float = Field(default=120.0, gt=0)
+    job_max_attempts: int = Field(default=20, ge=1, le=1000)  # ≥ 1 h 40 min of retrying
+    job_retry_base_seconds: float = Field(default=10.0, gt=0)
+    job_retry_max_seconds: float = Field(default=900.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("garage_timezone")
@@ -41,7 +108,34 @@ class Settings(BaseSettings):
         ZoneInfo(value)  # raises for an unknown zone
         return value
 
-    @field_validator("redis_url", "admin_token", mode="before")
+    @field_validator("smtp_url")
+    @classmethod
+    def _valid_smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            SmtpServer.from_url(value.get_secret_value())
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _valid_sender(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        try:
+            Address(addr_spec=address)
+        except Exception:  # the email package raises several kinds for a bad address
+            address = ""
+        if "@" not in address:
+            raise ValueError("MAIL_FROM must be an address, e.g. 'Garage <bookings@example.com>'")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _valid_public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("PUBLIC_URL must be an http(s) URL, e.g. https://book.example.com")
+        return value.rstrip("/")
+
+    @field_validator("redis_url", "admin_token", "smtp_url", "embedded_worker", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -53,6 +147,22 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        """SQLite means one process, so it delivers its own mail; PostgreSQL deployments run
+        `garagebook worker` processes instead, unless EMBEDDED_WORKER says otherwise."""
+        return self.is_sqlite if self.embedded_worker is None else self.embedded_worker
+
+    @property
+    def smtp(self) -> SmtpServer | None:
+        return SmtpServer.from_url(self.smtp_url.get_secret_value()) if self.smtp_url else None
+
+    @property
+    def mail_sender(self) -> Address:
+        """MAIL_FROM as an address; without a display name, the garage's name is shown."""
+        name, address = parseaddr(self.mail_from)
+        return Address(display_name=name or self.garage_name, addr_spec=address)
 
 
 @lru_cache

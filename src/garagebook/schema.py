@@ -173,6 +173,7 @@ outbox = Table(
     Column("attempts", Integer, nullable=False),
     Column("run_at", UTCDateTime, nullable=False),
     Column("locked_until", UTCDateTime),
+    Column("locked_by", String(64)),  # the worker holding (or that last held) the lease
     Column("last_error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("done_at", UTCDateTime),

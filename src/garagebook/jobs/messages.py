@@ -1,0 +1,142 @@
+"""Booking mails: the booking as a mail needs it, rendered with the Jinja2 templates in
+`templates/` into a plain-text and an HTML part.
+
+The Message-ID is derived from the booking reference and the event, never random: delivery
+is at least once, and a repeated send must be the same message, which mail clients (and the
+drop folder) then show once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.config import Settings
+from garagebook.schema import bays, bookings, services, slots
+
+CONFIRMED = "confirmed"
+CANCELLED = "cancelled"
+
+_templates = Environment(
+    loader=PackageLoader("garagebook.jobs", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+    undefined=StrictUndefined,  # a missing detail is a bug, not a blank in a customer's mail
+    keep_trailing_newline=True,
+)
+
+_SUBJECTS = {
+    CONFIRMED: "Booking confirmed: {service}, {date} at {start_time} ({reference})",
+    CANCELLED: "Booking cancelled: {service}, {date} at {start_time} ({reference})",
+}
+
+
+@dataclass(frozen=True)
+class BookingMail:
+    """What a booking mail shows. Read when the mail is sent (the job carries no personal
+    data), so it reflects the booking as it is then."""
+
+    booking_id: str
+    reference: str
+    status: str
+    customer_name: str
+    customer_email: str
+    vehicle_registration: str
+    service: str
+    bay: str
+    starts_at: datetime
+    ends_at: datetime
+
+
+async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | None:
+    row = (
+        await conn.execute(
+            select(
+                bookings.c.id.label("booking_id"),
+                bookings.c.reference,
+                bookings.c.status,
+                bookings.c.customer_name,
+                bookings.c.customer_email,
+                bookings.c.vehicle_registration,
+                services.c.name.label("service"),
+                bays.c.name.label("bay"),
+                bookings.c.starts_at,
+                bookings.c.ends_at,
+            )
+            .select_from(
+                bookings.join(services, services.c.id == bookings.c.service_id)
+                .join(slots, slots.c.id == bookings.c.slot_id)
+                .join(bays, bays.c.id == slots.c.bay_id)
+            )
+            .where(bookings.c.id == booking_id)
+        )
+    ).first()
+    return BookingMail(**row._mapping) if row is not None else None
+
+
+def message_id(reference: str, event: str, domain: str) -> str:
+    return f"<{reference}.{event}@{domain}>"
+
+
+def _one_line(text: str) -> str:
+    """Header values may not span lines; names are shown, never trusted."""
+    return " ".join(text.split())
+
+
+def local_times(booking: BookingMail, zone: ZoneInfo) -> dict[str, str]:
+    """Wall-clock time at the garage, with the zone's name of the day (GMT or BST), so
+    09:00 is 09:00 on either side of a clock change."""
+    start, end = booking.starts_at.astimezone(zone), booking.ends_at.astimezone(zone)
+    return {
+        "date": f"{start:%A} {start.day} {start:%B %Y}",
+        "start_time": f"{start:%H:%M}",
+        "end_time": f"{end:%H:%M}",
+        "zone_name": start.tzname() or str(zone),
+    }
+
+
+def compose(booking: BookingMail, event: str, settings: Settings, now: datetime) -> EmailMessage:
+    """The complete mail for `event` (`confirmed` or `cancelled`) of `booking`."""
+    base = settings.public_url
+    context: dict[str, Any] = {
+        "garage_name": settings.garage_name,
+        "customer_name": _one_line(booking.customer_name),
+        "reference": booking.reference,
+        "service": booking.service,
+        "bay": booking.bay,
+        "registration": booking.vehicle_registration,
+        "public_url": base,
+        "booking_url": f"{base}/api/bookings/{booking.booking_id}",
+        "cancel_url": f"{base}/api/bookings/{booking.booking_id}/cancel",
+        **local_times(booking, settings.timezone),
+    }
+    subject = _SUBJECTS[event].format(**context)
+    context["subject"] = subject
+    sender = settings.mail_sender
+
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = sender
+    message["To"] = Address(display_name=context["customer_name"], addr_spec=booking.customer_email)
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id(booking.reference, event, sender.domain)
+    if event == CANCELLED:  # threads under the confirmation in the customer's mail client
+        confirmation = message_id(booking.reference, CONFIRMED, sender.domain)
+        message["In-Reply-To"] = confirmation
+        message["References"] = confirmation
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Booking-Reference"] = booking.reference
+    # Quoted-printable, not base64: the .eml stays readable in a text editor too.
+    text = _templates.get_template(f"{event}.txt").render(context)
+    html = _templates.get_template(f"{event}.html").render(context)
+    message.set_content(text, cte="quoted-printable")
+    message.add_alternative(html, subtype="html", cte="quoted-printable")
+    return message

@@ -1,0 +1,280 @@
+"""The outbox table as a job queue. Each function only executes statements on the connection
+it is given: the worker loop and the CLI open and commit the transactions.
+
+A job's life: `pending` → (claimed) `running` → `done` | `skipped` | back to `pending` with a
+later `run_at` (a retry) | `dead` (out of attempts, or a failure that no retry can fix).
+A claim is a lease: `locked_until` says when another worker may take the job over, and the
+pair (`locked_by`, `attempts`) fences every later write, so a worker that lost its lease can
+no longer change the job it thought it held.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.errors import DomainError
+from garagebook.schema import outbox
+
+PENDING = "pending"
+RUNNING = "running"
+DONE = "done"
+SKIPPED = "skipped"  # nothing to send any more, e.g. the confirmation of a cancelled booking
+DEAD = "dead"
+STATES = (PENDING, RUNNING, DONE, SKIPPED, DEAD)
+
+_ERROR_MAX_CHARS = 1000
+
+
+class JobNotFound(DomainError):
+    code = "job_not_found"
+    message = "No such job."
+
+
+class JobNotRetryable(DomainError):
+    code = "job_not_retryable"
+    message = "That job is still queued or running; only finished or dead jobs can be put back."
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int  # including this one: each claim is an attempt, so a job that kills its worker
+    worker: str  # runs out of attempts too; (worker, attempts) identifies this claim
+
+    @property
+    def reference(self) -> str:
+        """The booking reference: what logs may name (never the customer)."""
+        return str(self.payload.get("reference", "?"))
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    running: int
+    dead: int
+    oldest_due_seconds: float  # how long the oldest due pending job has waited; 0 if none
+
+
+@dataclass(frozen=True)
+class DeadJob:
+    id: int
+    kind: str
+    reference: str
+    attempts: int
+    last_error: str | None
+    died_at: datetime | None
+
+
+def retry_delay(attempts: int, base_seconds: float, max_seconds: float) -> float:
+    """Exponential backoff with jitter: the ceiling doubles per attempt up to `max_seconds`, and
+    the delay is drawn from its upper half, so retries spread out yet never come back early."""
+    ceiling = min(max_seconds, base_seconds * 2.0 ** max(attempts - 1, 0))
+    return ceiling / 2 + secrets.SystemRandom().uniform(0, ceiling / 2)
+
+
+def _payload(text: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _held(job: Job) -> ColumnElement[bool]:
+    return and_(
+        outbox.c.id == job.id,
+        outbox.c.status == RUNNING,
+        outbox.c.locked_by == job.worker,
+        outbox.c.attempts == job.attempts,
+    )
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= _ERROR_MAX_CHARS else error[: _ERROR_MAX_CHARS - 1] + "…"
+
+
+async def claim(
+    conn: AsyncConnection, worker: str, limit: int, now: datetime, lease: timedelta
+) -> list[Job]:
+    """Take up to `limit` due jobs: pending ones whose time has come, and running ones whose
+    lease ran out (their worker died). On PostgreSQL `FOR UPDATE SKIP LOCKED` lets any number
+    of workers claim at once, each getting different jobs without waiting for the others; on
+    SQLite the engine's BEGIN IMMEDIATE makes the whole claim exclusive."""
+    due = (
+        select(outbox.c.id)
+        .where(
+            or_(
+                and_(outbox.c.status == PENDING, outbox.c.run_at <= now),
+                and_(outbox.c.status == RUNNING, outbox.c.locked_until <= now),
+            )
+        )
+        .order_by(outbox.c.run_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(due))
+        .values(
+            status=RUNNING,
+            attempts=outbox.c.attempts + 1,
+            locked_by=worker,
+            locked_until=now + lease,
+        )
+        .returning(outbox.c.id, outbox.c.kind, outbox.c.payload, outbox.c.attempts)
+    )
+    jobs = [Job(r.id, r.kind, _payload(r.payload), r.attempts, worker) for r in rows]
+    return sorted(jobs, key=lambda job: job.id)
+
+
+async def extend(conn: AsyncConnection, jobs: list[Job], until: datetime) -> int:
+    """The heartbeat: jobs still running keep their lease however long a send takes."""
+    if not jobs:
+        return 0
+    result = await conn.execute(
+        update(outbox).where(or_(*(_held(job) for job in jobs))).values(locked_until=until)
+    )
+    return result.rowcount
+
+
+async def finish(conn: AsyncConnection, job: Job, status: str, now: datetime) -> bool:
+    """`done` or `skipped`. False when the lease was lost meanwhile (the new holder decides)."""
+    assert status in (DONE, SKIPPED)
+    result = await conn.execute(
+        update(outbox).where(_held(job)).values(status=status, done_at=now, locked_until=None)
+    )
+    return result.rowcount == 1
+
+
+async def retry_later(conn: AsyncConnection, job: Job, error: str, run_at: datetime) -> bool:
+    result = await conn.execute(
+        update(outbox)
+        .where(_held(job))
+        .values(status=PENDING, run_at=run_at, locked_until=None, last_error=_clip(error))
+    )
+    return result.rowcount == 1
+
+
+async def bury(conn: AsyncConnection, job: Job, error: str, now: datetime) -> bool:
+    """Dead: out of attempts, or failed in a way no retry fixes. `garagebook jobs retry`
+    brings it back once the cause is fixed."""
+    result = await conn.execute(
+        update(outbox)
+        .where(_held(job))
+        .values(status=DEAD, done_at=now, locked_until=None, last_error=_clip(error))
+    )
+    return result.rowcount == 1
+
+
+async def release(conn: AsyncConnection, jobs: list[Job]) -> int:
+    """Hand unfinished jobs back at shutdown, due at once and without using up an attempt,
+    instead of leaving them locked until their lease runs out."""
+    if not jobs:
+        return 0
+    result = await conn.execute(
+        update(outbox)
+        .where(or_(*(_held(job) for job in jobs)))
+        .values(status=PENDING, attempts=outbox.c.attempts - 1, locked_until=None)
+    )
+    return result.rowcount
+
+
+async def backlog(conn: AsyncConnection, now: datetime) -> Backlog:
+    is_pending = outbox.c.status == PENDING
+    row = (
+        await conn.execute(
+            select(
+                func.count().filter(is_pending),
+                func.count().filter(outbox.c.status == RUNNING),
+                func.count().filter(outbox.c.status == DEAD),
+                func.min(outbox.c.run_at).filter(and_(is_pending, outbox.c.run_at <= now)),
+            ).where(outbox.c.status.in_((PENDING, RUNNING, DEAD)))
+        )
+    ).one()
+    pending, running, dead, oldest_due = row
+    waited = (now - oldest_due).total_seconds() if oldest_due is not None else 0.0
+    return Backlog(pending, running, dead, round(max(waited, 0.0), 3))
+
+
+async def counts(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(
+        select(outbox.c.status, func.count()).group_by(outbox.c.status).order_by(outbox.c.status)
+    )
+    found: dict[str, int] = {status: 0 for status in STATES}
+    found.update({status: number for status, number in rows.tuples()})
+    return found
+
+
+async def dead_jobs(conn: AsyncConnection, limit: int = 100) -> list[DeadJob]:
+    rows = await conn.execute(
+        select(
+            outbox.c.id,
+            outbox.c.kind,
+            outbox.c.payload,
+            outbox.c.attempts,
+            outbox.c.last_error,
+            outbox.c.done_at,
+        )
+        .where(outbox.c.status == DEAD)
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return [
+        DeadJob(
+            r.id,
+            r.kind,
+            str(_payload(r.payload).get("reference", "?")),
+            r.attempts,
+            r.last_error,
+            r.done_at,
+        )
+        for r in rows
+    ]
+
+
+def _put_back(now: datetime) -> dict[str, Any]:
+    return {
+        "status": PENDING,
+        "attempts": 0,
+        "run_at": now,
+        "locked_until": None,
+        "done_at": None,
+    }
+
+
+async def retry(conn: AsyncConnection, job_id: int, now: datetime) -> None:
+    """Put one dead or finished job back in the queue with a fresh set of attempts (a finished
+    confirmation is sent again: same Message-ID, so the customer's mail client shows one)."""
+    status = await conn.scalar(select(outbox.c.status).where(outbox.c.id == job_id))
+    if status is None:
+        raise JobNotFound(job_id=job_id)
+    if status not in (DEAD, DONE, SKIPPED):
+        raise JobNotRetryable(job_id=job_id, status=status)
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == job_id, outbox.c.status == status)
+        .values(_put_back(now))
+    )
+
+
+async def retry_dead(conn: AsyncConnection, now: datetime) -> int:
+    result = await conn.execute(
+        update(outbox).where(outbox.c.status == DEAD).values(_put_back(now))
+    )
+    return result.rowcount
+
+
+async def wake_workers(conn: AsyncConnection, channel: str) -> None:
+    """On PostgreSQL, tell listening workers at commit that jobs are due (the insert trigger
+    does this for new jobs; jobs put back by hand need it said)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_notify(channel, "")))

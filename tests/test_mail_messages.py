@@ -1,0 +1,288 @@
+"""The mails themselves: what they say (in the garage's local time, across clock changes),
+their headers, the stable Message-ID, and the .eml drop folder as a person finds it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from garagebook.config import Settings, SmtpServer
+from garagebook.jobs.mail import DropFolderMailer, redact
+from garagebook.jobs.messages import BookingMail, compose
+from garagebook.jobs.queue import retry_delay
+from tests.conftest import (
+    ADMIN_TOKEN,
+    Stack,
+    booking_body,
+    free_slots,
+    mail_settings,
+    running_app,
+    wait_until,
+)
+
+SQL = Callable[..., Awaitable[list[Any]]]
+LONDON = ZoneInfo("Europe/London")
+NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)
+
+
+def booking_at(local_start: datetime, reference: str = "A1-7KQ2M9") -> BookingMail:
+    return BookingMail(
+        booking_id="bkid-123",
+        reference=reference,
+        status="confirmed",
+        customer_name="Ada Lovelace",
+        customer_email="ada@example.com",
+        vehicle_registration="AB12 CDE",
+        service="MOT",
+        bay="Bay 2",
+        starts_at=local_start.astimezone(UTC),
+        ends_at=(local_start + timedelta(hours=1)).astimezone(UTC),
+    )
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    return text.get_content(), html.get_content()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("local_day", "zone_name"),
+    [
+        # Clocks go forward on Sunday 29 March 2026 and back on Sunday 25 October 2026.
+        (date(2026, 3, 28), "GMT"),
+        (date(2026, 3, 30), "BST"),
+        (date(2026, 10, 24), "BST"),
+        (date(2026, 10, 26), "GMT"),
+    ],
+)
+def test_mail_shows_garage_local_time_across_clock_changes(local_day: date, zone_name: str) -> None:
+    start = datetime(local_day.year, local_day.month, local_day.day, 9, tzinfo=LONDON)
+    message = compose(booking_at(start), "confirmed", settings(), NOW)
+    text, html = parts(message)
+    when = f"{start:%A} {local_day.day} {start:%B %Y}, 09:00–10:00 ({zone_name})"
+    assert when in text
+    assert when in html
+    assert "at 09:00 (A1-7KQ2M9)" in str(message["Subject"])
+
+
+def test_headers_and_both_parts() -> None:
+    config = settings(
+        garage_name="Kwik Garage",
+        mail_from="bookings@kwik.example",
+        public_url="https://book.kwik.example/",
+    )
+    start = datetime(2026, 6, 1, 14, tzinfo=LONDON)
+    confirmed = compose(booking_at(start), "confirmed", config, NOW)
+    assert confirmed.get_content_type() == "multipart/alternative"
+    assert str(confirmed["From"]) == "Kwik Garage <bookings@kwik.example>"
+    assert str(confirmed["To"]) == "Ada Lovelace <ada@example.com>"
+    assert confirmed["Message-ID"] == "<A1-7KQ2M9.confirmed@kwik.example>"
+    assert confirmed["Auto-Submitted"] == "auto-generated"
+    text, html = parts(confirmed)
+    for part in (text, html):
+        for detail in ("Kwik Garage", "A1-7KQ2M9", "MOT", "AB12 CDE", "Bay 2", "14:00"):
+            assert detail in part
+        assert "https://book.kwik.example/api/bookings/bkid-123/cancel" in part
+
+    cancelled = compose(booking_at(start), "cancelled", config, NOW)
+    assert cancelled["Message-ID"] == "<A1-7KQ2M9.cancelled@kwik.example>"
+    assert cancelled["In-Reply-To"] == "<A1-7KQ2M9.confirmed@kwik.example>"
+    assert "cancelled" in str(cancelled["Subject"])
+    assert "has been cancelled" in parts(cancelled)[0]
+
+
+def test_message_id_is_the_same_for_every_send_of_a_mail() -> None:
+    start = datetime(2026, 6, 1, 14, tzinfo=LONDON)
+    first = compose(booking_at(start), "confirmed", settings(), NOW)
+    later = compose(booking_at(start), "confirmed", settings(), NOW + timedelta(hours=5))
+    other = compose(booking_at(start, "B2-XXXXXX"), "confirmed", settings(), NOW)
+    assert first["Message-ID"] == later["Message-ID"]
+    assert first["Message-ID"] != other["Message-ID"]
+
+
+def test_customer_text_is_escaped_in_html_and_kept_on_one_header_line() -> None:
+    booking = booking_at(datetime(2026, 6, 1, 14, tzinfo=LONDON))
+    booking = BookingMail(**{**booking.__dict__, "customer_name": "Eve <b>\r\nBcc: x@y.z"})
+    message = compose(booking, "confirmed", settings(), NOW)
+    assert "\n" not in str(message["To"])
+    assert message["Bcc"] is None
+    assert "&lt;b&gt;" in parts(message)[1]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://mail.example.com", ("mail.example.com", None, "opportunistic", None, None)),
+        (
+            "smtp+starttls://u%40x:s3cret%2F@mail.example.com",
+            ("mail.example.com", 587, "starttls", "u@x", "s3cret/"),
+        ),
+        (
+            "smtps://u:s3cret@mail.example.com:2465",
+            ("mail.example.com", 2465, "tls", "u", "s3cret"),
+        ),
+    ],
+)
+def test_smtp_url(url: str, expected: tuple[Any, ...]) -> None:
+    server = SmtpServer.from_url(url)
+    assert (server.host, server.port, server.security, server.username, server.password) == expected
+    assert "s3cret" not in server.describe()
+    assert "s3cret" not in repr(settings(smtp_url=url))
+
+
+@pytest.mark.parametrize("url", ["http://mail.example.com", "smtp://", "smtp://host:notaport"])
+def test_bad_smtp_url_stops_the_start_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValueError, match="SMTP_URL") as raised:
+        settings(smtp_url=url.replace("//", "//user:s3cret@", 1) if "host" in url else url)
+    assert "s3cret" not in str(raised.value)
+
+
+def test_errors_lose_addresses() -> None:
+    assert redact("550 5.1.1 <ada@example.com>: no") == "550 5.1.1 <<address>>: no"
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for attempts, ceiling in [(1, 10.0), (2, 20.0), (3, 40.0), (8, 900.0), (30, 900.0)]:
+        delays = [retry_delay(attempts, 10.0, 900.0) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered, so workers do not retry in step
+
+
+async def test_drop_folder_writes_whole_files_and_replaces_a_repeat(tmp_path: Path) -> None:
+    mailer = DropFolderMailer(tmp_path / "mail")
+    message = compose(
+        booking_at(datetime(2026, 6, 1, 14, tzinfo=LONDON)), "confirmed", settings(), NOW
+    )
+    await mailer.send(message)
+    await mailer.send(message)
+    files = sorted(os.listdir(tmp_path / "mail"))
+    assert files == ["A1-7KQ2M9.confirmed.eml"]  # one file per message, no temporary left
+    path = tmp_path / "mail" / files[0]
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert b"\r\n" in path.read_bytes()
+
+
+async def test_drop_folder_mail_as_a_person_finds_it(
+    stack: Stack, tmp_path: Path, sql: SQL
+) -> None:
+    """No SMTP_URL: the booking's confirmation appears as a readable .eml file, and a repeated
+    send (an operator's `jobs retry`) rewrites the same message, not a second one."""
+    config = mail_settings(
+        stack,
+        None,
+        mail_drop_dir=tmp_path,
+        garage_name="Kwik Garage",
+        mail_from="Kwik Garage <hello@kwik.example>",
+        public_url="https://book.kwik.example",
+    )
+    async with running_app(config) as api:
+        slot = (await free_slots(api))[0]
+        created = await api.post("/api/bookings", json=booking_body(slot["id"]))
+        assert created.status_code == 201
+        booking = created.json()
+        path = tmp_path / f"{booking['reference']}.confirmed.eml"
+
+        async def written() -> bool:
+            return path.exists()
+
+        await wait_until(written, 5, "the .eml file")
+        first = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        assert isinstance(first, EmailMessage)
+        start = datetime.fromisoformat(booking["starts_at"])
+        assert str(first["From"]) == "Kwik Garage <hello@kwik.example>"
+        assert first["To"].addresses[0].addr_spec == "ada@example.com"
+        assert booking["reference"] in str(first["Subject"])
+        assert first["Message-ID"] == f"<{booking['reference']}.confirmed@kwik.example>"
+        assert first["Date"] is not None
+        text, html = parts(first)
+        for part in (text, html):
+            assert "Kwik Garage" in part
+            assert booking["reference"] in part
+            assert "MOT" in part
+            assert "AB12 CDE" in part
+            assert f"{start.day} {start:%B %Y}, {start:%H:%M}" in part
+            assert f"https://book.kwik.example/api/bookings/{booking['id']}/cancel" in part
+        assert "<html" in html
+
+        [(job_id, done_at)] = await sql("SELECT id, done_at FROM outbox WHERE status = 'done'")
+        await sql(
+            "UPDATE outbox SET status = 'pending', attempts = 0, run_at = created_at "
+            "WHERE id = :id",
+            id=job_id,
+        )
+
+        async def sent_again() -> bool:
+            rows = await sql("SELECT status, done_at FROM outbox WHERE id = :id", id=job_id)
+            return rows[0][0] == "done" and rows[0][1] != done_at
+
+        await wait_until(sent_again, 5, "the repeated send")
+    again = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    assert again["Message-ID"] == first["Message-ID"]
+    assert parts(again)[0] == text
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def next_clock_change(after: date) -> date:
+    """The first day whose 09:00 has another UTC offset than the day before's."""
+    day = after
+    while True:
+        before = datetime(day.year, day.month, day.day, 9, tzinfo=LONDON).utcoffset()
+        day += timedelta(days=1)
+        if datetime(day.year, day.month, day.day, 9, tzinfo=LONDON).utcoffset() != before:
+            return day
+
+
+async def test_mails_around_the_next_clock_change_say_nine_oclock(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Booked through the API on both sides of the next clock change: both mails say 09:00."""
+    change = next_clock_change(datetime.now(LONDON).date())
+    days = [change - timedelta(days=2), change + timedelta(days=1)]
+    async with running_app(mail_settings(stack, None, mail_drop_dir=tmp_path)) as api:
+        references = []
+        for day in days:
+            start = datetime(day.year, day.month, day.day, 9, tzinfo=LONDON)
+            slot = await api.post(
+                "/api/admin/slots",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                json={
+                    "bay_id": 1,
+                    "starts_at": start.isoformat(),
+                    "ends_at": (start + timedelta(hours=1)).isoformat(),
+                },
+            )
+            assert slot.status_code == 201, slot.text
+            booked = await api.post("/api/bookings", json=booking_body(slot.json()["id"]))
+            assert booked.status_code == 201, booked.text
+            references.append(booked.json()["reference"])
+
+        async def both_written() -> bool:
+            return all((tmp_path / f"{r}.confirmed.eml").exists() for r in references)
+
+        await wait_until(both_written, 5, "two .eml files")
+    zones = []
+    for reference, day in zip(references, days, strict=True):
+        mail = BytesParser(policy=policy.default).parsebytes(
+            (tmp_path / f"{reference}.confirmed.eml").read_bytes()
+        )
+        assert isinstance(mail, EmailMessage)
+        text = parts(mail)[0]
+        assert f"{day.day} {day:%B %Y}, 09:00–10:00" in text
+        zones.append(datetime(day.year, day.month, day.day, 9, tzinfo=LONDON).tzname())
+        assert f"({zones[-1]})" in text
+    assert zones[0] != zones[1]
