@@ -273,6 +273,7 @@ def pgbench_script() -> str:
         ":starts_at": "CAST('2031-01-06 08:00:00+00' AS timestamptz)",
         ":ends_at": "CAST('2031-01-06 09:00:00+00' AS timestamptz)",
         ":created_at": "now()",
+        ":cancel_token_hash": "md5(CAST(:n AS text))",
         ":payload": "'{\"booking_id\": \"pgbench\"}'",
         ":idempotency_key": "NULL",
         ":request_hash": "NULL",

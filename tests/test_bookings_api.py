@@ -32,9 +32,13 @@ async def test_book_then_read_back(api: httpx.AsyncClient, sql: SQL) -> None:
     assert booking["vehicle"] == {"registration": "AB12 CDE", "make": "Ford", "model": "Focus"}
     assert len(booking["id"]) >= 20  # unguessable: 128 random bits
     assert len(booking["reference"]) == 9
+    cancel_token = booking.pop("cancel_token")
+    assert len(cancel_token) >= 32
+    assert cancel_token != booking["id"]
     fetched = await api.get(f"/api/bookings/{booking['id']}")
     assert fetched.status_code == 200
-    assert fetched.json() == booking
+    assert fetched.json() == booking  # the cancel token is shown once, at creation
+    assert cancel_token not in str(await sql("SELECT * FROM bookings"))  # stored hashed
 
     # One transaction wrote all of it.
     assert await sql("SELECT email, name FROM customers") == [("ada@example.com", "Ada Lovelace")]

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from garagebook import __version__
+from garagebook.bookings.routes import holds_router, manage_router
 from garagebook.bookings.routes import router as bookings_router
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(bookings_router)
+    app.include_router(holds_router)
+    app.include_router(manage_router)
     app.include_router(slots_router)
 
     @app.get("/health", tags=["operations"])

@@ -75,10 +75,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
     admin_token: SecretStr | None = None
+    # Signs staff session cookies and CSRF tokens; unset = random per process (see README).
+    session_secret: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # Booking rules
     reservation_ttl_seconds: int = Field(default=300, ge=1)
+    hold_ttl_seconds: int = Field(default=300, ge=1, le=3600)
     garage_name: str = "garagebook demo garage"
     garage_timezone: str = "Europe/London"
 
@@ -135,7 +138,9 @@ class Settings(BaseSettings):
             raise ValueError("PUBLIC_URL must be an http(s) URL, e.g. https://book.example.com")
         return value.rstrip("/")
 
-    @field_validator("redis_url", "admin_token", "smtp_url", "embedded_worker", mode="before")
+    @field_validator(
+        "redis_url", "admin_token", "smtp_url", "embedded_worker", "session_secret", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -128,6 +128,8 @@ bookings = Table(
     Column("ends_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
+    Column("cancel_token_hash", String(64)),
+    Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
     Index(
         "uq_bookings_slot_id_not_cancelled",

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from garagebook.bookings import service
-from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn
+from garagebook.bookings import holds, service
+from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, HoldIn
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
     BookingNotFound,
@@ -18,6 +18,7 @@ from garagebook.errors import (
 )
 from garagebook.http import error_response, json_response, validation_error
 from garagebook.metrics import BOOKING_OUTCOMES
+from garagebook.timeutil import to_local_iso
 
 router = APIRouter(prefix="/api/bookings", tags=["bookings"])
 
@@ -97,4 +98,59 @@ async def cancel_booking(
     """Cancel; the slots are bookable again at once."""
     if len(booking_id) > _BOOKING_ID_MAX:
         raise BookingNotFound()
+    return json_response(await service.cancel(db, reservations, settings, booking_id))
+
+
+holds_router = APIRouter(prefix="/api/holds", tags=["holds"])
+
+
+@holds_router.post("", status_code=201)
+async def create_hold(
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """Hold a time for `HOLD_TTL_SECONDS` while the customer types; 409 if it is taken."""
+    try:
+        body = HoldIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_input=False)) from None
+    hold = await holds.create_hold(db, reservations, plans, settings, body.slot_id, body.service_id)
+    return json_response(
+        {
+            "hold_token": hold.token,
+            "expires_at": to_local_iso(hold.expires_at, settings.timezone),
+            "slot_ids": list(hold.slot_ids),
+        },
+        201,
+    )
+
+
+@holds_router.delete("/{hold_token}", status_code=204)
+async def release_hold(hold_token: str, reservations: ReservationsDep) -> Response:
+    await holds.release_hold(reservations, hold_token)
+    return Response(status_code=204)
+
+
+manage_router = APIRouter(prefix="/api/manage", tags=["bookings"])
+
+
+@manage_router.get("/{cancel_token}")
+async def get_managed_booking(
+    cancel_token: str, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The booking behind a customer's manage/cancel link."""
+    async with db.read() as conn:
+        booking_id = await service.booking_id_for_cancel_token(conn, cancel_token)
+        return json_response(await service.get_booking(conn, settings, booking_id))
+
+
+@manage_router.post("/{cancel_token}/cancel")
+async def cancel_managed_booking(
+    cancel_token: str, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
+) -> Response:
+    async with db.read() as conn:
+        booking_id = await service.booking_id_for_cancel_token(conn, cancel_token)
     return json_response(await service.cancel(db, reservations, settings, booking_id))

@@ -52,6 +52,8 @@ def _lowercase_email(value: str) -> str:
 
 
 Id = Annotated[int, Field(ge=1, le=_DB_INT_MAX)]
+# h_<random>_<slot ids>: see bookings/holds.py.
+HOLD_TOKEN_PATTERN = r"^h_[A-Za-z0-9_-]{32}_[0-9]{1,10}(-[0-9]{1,10}){0,31}$"  # noqa: S105 (a pattern)
 OneLine = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_one_line)
 ]
@@ -78,6 +80,7 @@ class BookingIn(_Strict):
     service_id: Id
     customer: CustomerIn
     vehicle: VehicleIn
+    hold_token: Annotated[str, StringConstraints(pattern=HOLD_TOKEN_PATTERN)] | None = None
     notes: (
         Annotated[
             str,
@@ -86,6 +89,11 @@ class BookingIn(_Strict):
         ]
         | None
     ) = None
+
+
+class HoldIn(_Strict):
+    slot_id: Id
+    service_id: Id
 
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")

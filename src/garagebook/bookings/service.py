@@ -97,17 +97,19 @@ async def book(
             "database", "The service does not fit at that time: the slots after it are not free."
         )
 
-    # Layer 1. A retry that carries an Idempotency-Key may find its own first attempt holding
-    # the keys: it must not be told 409, so it goes on to the database, which knows.
-    token = secrets.token_hex(16)
+    # Layer 1. A hold's own keys are accepted (the token is the key's value). A retry that
+    # carries an Idempotency-Key may find its own first attempt holding the keys: it must not
+    # be told 409, so it goes on to the database, which knows.
+    token = request.hold_token or secrets.token_hex(16)
     outcome = await reservations.reserve(
         plan.slot_ids, token, settings.reservation_ttl_seconds * 1000
     )
     if outcome is Outcome.CONFLICT and idempotency_key is None:
         raise SlotUnavailable("reservation")
 
-    row = _booking_row(request, plan, now)
-    body = orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings))
+    cancel_token = secrets.token_urlsafe(24)
+    row = _booking_row(request, plan, now, cancel_token)
+    body = orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings, cancel_token))
     key = None if idempotency_key is None else IdempotencyRecord(idempotency_key, fingerprint)
     try:
         # Layers 2 and 3.
@@ -118,7 +120,9 @@ async def book(
         # Whatever went wrong, our keys must not keep the slots from anyone for a full TTL.
         # Released even when the reservation call failed: a timed-out call may still have
         # set them. (Compare-and-delete on our own token: nobody else's key is touched.)
-        await reservations.release(plan.slot_ids, token)
+        # A customer's hold survives a failure that was not about the slot, for a retry.
+        if request.hold_token is None or isinstance(exc, SlotUnavailable):
+            await reservations.release(plan.slot_ids, token)
         if idempotency_key is not None and isinstance(exc, SlotUnavailable | _KeyTaken):
             # Lost to a concurrent request carrying the same key? Then answer as it did.
             async with db.read() as conn:
@@ -145,7 +149,14 @@ class _KeyTaken(Exception):
     """The Idempotency-Key was committed by a concurrent request while ours ran."""
 
 
-def _booking_row(request: BookingIn, plan: Plan, now: datetime) -> dict[str, Any]:
+def hash_token(token: str) -> str:
+    """Tokens are kept hashed: a copy of the database does not let anyone cancel a booking."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _booking_row(
+    request: BookingIn, plan: Plan, now: datetime, cancel_token: str
+) -> dict[str, Any]:
     customer, vehicle = request.customer, request.vehicle
     return {
         "id": new_booking_id(),
@@ -164,6 +175,7 @@ def _booking_row(request: BookingIn, plan: Plan, now: datetime) -> dict[str, Any
         "ends_at": plan.ends_at,
         "created_at": now,
         "cancelled_at": None,
+        "cancel_token_hash": hash_token(cancel_token),
     }
 
 
@@ -260,6 +272,7 @@ async def _write_booking_postgres(
                 "starts_at": row["starts_at"],
                 "ends_at": row["ends_at"],
                 "created_at": row["created_at"],
+                "cancel_token_hash": row["cancel_token_hash"],
                 "payload": _outbox_payload(row),
                 "idempotency_key": key.key if key else None,
                 "request_hash": key.fingerprint if key else None,
@@ -310,9 +323,16 @@ async def _find_replay(conn: AsyncConnection, key: str, fingerprint: str) -> Boo
 
 
 def booking_json(
-    row: dict[str, Any], bay_id: int, slot_ids: tuple[int, ...] | list[int], settings: Settings
+    row: dict[str, Any],
+    bay_id: int,
+    slot_ids: tuple[int, ...] | list[int],
+    settings: Settings,
+    cancel_token: str | None = None,
 ) -> dict[str, Any]:
+    """The booking as the API shows it. `cancel_token` only in the answer to its creation:
+    it is stored hashed and cannot be shown again."""
     zone = settings.timezone
+    extra = {"cancel_token": cancel_token} if cancel_token else {}
     return {
         "id": row["id"],
         "reference": row["reference"],
@@ -336,6 +356,7 @@ def booking_json(
         "ends_at": to_local_iso(row["ends_at"], zone),
         "created_at": to_local_iso(row["created_at"], zone),
         "cancelled_at": to_local_iso(row["cancelled_at"], zone) if row["cancelled_at"] else None,
+        **extra,
     }
 
 
@@ -345,6 +366,15 @@ async def get_booking(conn: AsyncConnection, settings: Settings, booking_id: str
         raise BookingNotFound()
     slot_ids, bay_id = await _claimed_slots(conn, booking_id)
     return booking_json(row._asdict(), bay_id, slot_ids, settings)
+
+
+async def booking_id_for_cancel_token(conn: AsyncConnection, cancel_token: str) -> str:
+    booking_id = await conn.scalar(
+        select(bookings.c.id).where(bookings.c.cancel_token_hash == hash_token(cancel_token))
+    )
+    if booking_id is None:
+        raise BookingNotFound()
+    return str(booking_id)
 
 
 async def _claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[int], int]:

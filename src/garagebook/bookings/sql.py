@@ -15,10 +15,10 @@ BOOK_POSTGRES = """
 WITH booking AS (
     INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,
                           customer_phone, vehicle_registration, vehicle_make, vehicle_model,
-                          notes, status, starts_at, ends_at, created_at)
+                          notes, status, starts_at, ends_at, created_at, cancel_token_hash)
     VALUES (:id, :reference, :slot_id, :service_id, :email, :name,
             :phone, :registration, :make, :model,
-            :notes, 'confirmed', :starts_at, :ends_at, :created_at)
+            :notes, 'confirmed', :starts_at, :ends_at, :created_at, :cancel_token_hash)
     ON CONFLICT DO NOTHING
     RETURNING id
 ), claims AS (
