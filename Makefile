@@ -9,7 +9,7 @@ PORT ?= 3000
 ADMIN_TOKEN ?= dev-admin-token
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test test-concurrency bench worker lint typecheck format audit clean
+.PHONY: run install install-test test test-concurrency bench worker chaos lint typecheck format audit clean
 
 $(BIN)/garagebook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: install
 	@command -v pgbench >/dev/null || apt-get install -y -qq postgresql-client
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## chaos: the chaos scenarios (own PostgreSQL and Redis, killed on purpose) under longer load
+chaos: install-test
+	CHAOS_SECONDS=30 $(BIN)/pytest -s -p no:xdist tests/chaos
 
 lint: install-test
 	$(BIN)/ruff check src tests

@@ -1,0 +1,234 @@
+"""Breaking things on purpose, under load from many clients: whatever fails, no slot is booked
+twice, no 201 is lost, every booking has its confirmation job, and nothing answers 500.
+
+Each scenario has its own PostgreSQL cluster and its own Redis, so it may kill them. The
+figures of each run are printed (`pytest -s tests/chaos`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.chaos.harness import (
+    Load,
+    PostgresCluster,
+    assert_no_server_errors,
+    audit,
+    free_slot_ids,
+    wait_healthy,
+)
+from tests.conftest import RedisProcess, ServerProcess, Stack, booking_body, reset_database
+
+pytestmark = pytest.mark.slow
+StartServer = Callable[..., ServerProcess]
+SECONDS = float(os.environ.get("CHAOS_SECONDS", "6"))
+
+
+@pytest.fixture
+def cluster() -> Iterator[PostgresCluster]:
+    pg = PostgresCluster()
+    pg.create()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+async def chaos(cluster: PostgresCluster, own_redis: RedisProcess) -> Stack:
+    await reset_database(cluster.url)
+    return Stack("chaos", cluster.url, own_redis.url, "chaos:")
+
+
+def report(name: str, load: Load, **figures: Any) -> None:
+    counts = load.counts()
+    print(
+        f"\n[chaos] {name}: requests {len(load.outcomes)}, 201 {counts[201]}, 409 {counts[409]},"
+        f" 503 {counts[503]}, no answer {counts[None]}, p99 {load.p99() * 1000:.0f} ms"
+        + "".join(f", {k} {v}" for k, v in figures.items())
+    )
+
+
+async def test_redis_flushed_then_killed_mid_burst(
+    chaos: Stack, own_redis: RedisProcess, start_server: StartServer
+) -> None:
+    server = start_server(chaos.env(REDIS_RETRY_SECONDS="0.2"), workers=2)
+    load = Load([server.url], await free_slot_ids(server.url, 30))
+    running = asyncio.create_task(load.run(SECONDS))
+    await asyncio.sleep(SECONDS * 0.2)
+    client = redis.Redis.from_url(own_redis.url)
+    await client.flushall()
+    await client.aclose()
+    await asyncio.sleep(SECONDS * 0.2)
+    own_redis.stop()
+    dead_at = len(load.outcomes)
+    await asyncio.sleep(SECONDS * 0.3)
+    async with httpx.AsyncClient() as http:
+        during = (await http.get(f"{server.url}/health")).json()["reservations"]
+    while_dead = Load([server.url], [])
+    while_dead.outcomes = load.outcomes[dead_at:]
+    own_redis.start()
+    await running
+
+    assert during == "degraded"
+    deadline = time.monotonic() + 15
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if (await http.get(f"{server.url}/health")).json()["reservations"] == "ok":
+                break
+            await asyncio.sleep(0.1)
+        assert (await http.get(f"{server.url}/health")).json()["reservations"] == "ok"
+    assert_no_server_errors(load, allowed=(201, 409))
+    assert while_dead.p99() < 1.0  # the breaker: a dead Redis costs nothing per request
+    report("redis flushed + killed", load, p99_while_redis_dead_ms=round(while_dead.p99() * 1000))
+    await audit(chaos.database_url, server.url, load.created_ids())
+
+
+async def test_reservation_expires_before_the_commit(
+    chaos: Stack, start_server: StartServer
+) -> None:
+    """Keys live 1 s, transactions take 1.5 s: the reservation layer lets rivals through
+    while the first is still committing, and the unique index alone decides."""
+    engine = create_async_engine(chaos.database_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE FUNCTION chaos_slow() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER chaos_slow BEFORE INSERT ON bookings"
+                " FOR EACH ROW EXECUTE FUNCTION chaos_slow()"
+            )
+        )
+    await engine.dispose()
+    server = start_server(chaos.env(RESERVATION_TTL_SECONDS="1"), workers=2)
+    load = Load([server.url], await free_slot_ids(server.url, 5), clients=30)
+    await load.run(SECONDS)
+
+    assert_no_server_errors(load, allowed=(201, 409))
+    by_database = sum(
+        1 for o in load.outcomes if o.status == 409 and o.body["error"]["rejected_by"] == "database"
+    )
+    assert by_database > 0  # rivals did get past the expired keys, and the database said no
+    report("reservation expired mid-transaction", load, rejected_by_database=by_database)
+    await audit(chaos.database_url, server.url, load.created_ids())
+
+
+async def test_database_connections_killed_under_load(
+    chaos: Stack, cluster: PostgresCluster, start_server: StartServer
+) -> None:
+    server = start_server(chaos.env(), workers=2)
+    load = Load([server.url], await free_slot_ids(server.url, 200))
+    running = asyncio.create_task(load.run(SECONDS))
+    engine = create_async_engine(chaos.database_url, isolation_level="AUTOCOMMIT")
+    killed = 0
+    for _ in range(2):
+        await asyncio.sleep(SECONDS * 0.3)
+        async with engine.connect() as conn:
+            killed += len(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = 'garagebook' AND pid <> pg_backend_pid()"
+                        )
+                    )
+                ).all()
+            )
+    await engine.dispose()
+    await running
+    assert killed > 0
+    assert_no_server_errors(load, allowed=(201, 409, 503))
+    # Recovered: the last second of the run booked normally.
+    tail = load.outcomes[-50:]
+    assert sum(o.status in (201, 409) for o in tail) >= 45
+    report("database connections killed ×2", load, sessions_killed=killed)
+    await audit(chaos.database_url, server.url, load.created_ids())
+
+
+async def test_database_down_and_back(
+    chaos: Stack, cluster: PostgresCluster, start_server: StartServer
+) -> None:
+    server = start_server(chaos.env(DATABASE_TIMEOUT_SECONDS="2"), workers=2)
+    load = Load([server.url], await free_slot_ids(server.url, 300))
+    running = asyncio.create_task(load.run(SECONDS * 1.5))
+    await asyncio.sleep(SECONDS * 0.3)
+    cluster.stop("fast")
+    down_at = time.monotonic()
+    await asyncio.sleep(SECONDS * 0.4)
+    async with httpx.AsyncClient() as http:
+        started = time.perf_counter()
+        health = await http.get(f"{server.url}/health", timeout=10)
+        health_seconds = time.perf_counter() - started
+    cluster.start()
+    up_at = time.monotonic()
+    await running
+
+    assert health.status_code == 503
+    assert health_seconds < 5  # no hang
+    assert_no_server_errors(load, allowed=(201, 409, 503))
+    assert load.counts()[503] > 0
+    unavailable = [o for o in load.outcomes if o.status == 503]
+    assert all(o.body["error"]["code"] == "database_unavailable" for o in unavailable)
+    wait_healthy(server.url)
+    recovered = time.monotonic() - up_at
+    report(
+        "database down and back",
+        load,
+        down_seconds=round(up_at - down_at, 1),
+        recovered_within_s=round(recovered, 1),
+    )
+    await audit(chaos.database_url, server.url, load.created_ids())
+
+
+async def test_api_killed_mid_burst_and_restarted(chaos: Stack, start_server: StartServer) -> None:
+    env = chaos.env(RESERVATION_TTL_SECONDS="3")
+    server = start_server(env, workers=2)
+    slots = await free_slot_ids(server.url, 100)
+    load = Load([server.url], slots)
+    running = asyncio.create_task(load.run(SECONDS))
+    await asyncio.sleep(SECONDS * 0.4)
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGKILL)  # the whole server, mid-burst
+    killed_at = time.monotonic()
+    server.process.wait(10)
+    server.process = None
+    await running
+    restarted = start_server(env, workers=2)
+    await audit(chaos.database_url, restarted.url, load.created_ids())
+
+    # Slots the killed requests had reserved but never booked: free again once their keys
+    # expire (RESERVATION_TTL_SECONDS), never sooner than the database allows.
+    free_after = await free_slot_ids(restarted.url, 1000)
+    unbooked = [s for s in slots if s in set(free_after)]
+    async with httpx.AsyncClient(base_url=restarted.url) as http:
+        deadline = time.monotonic() + 30
+        pending = list(unbooked)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for slot_id in pending:
+                response = await http.post("/api/bookings", json=booking_body(slot_id))
+                assert response.status_code in (201, 409), response.text
+                if response.status_code == 409:
+                    still.append(slot_id)
+            pending = still
+            if pending:
+                await asyncio.sleep(0.25)
+    assert pending == []
+    assert_no_server_errors(load, allowed=(201, 409, 503, None))
+    report(
+        "API killed -9 and restarted",
+        load,
+        reserved_slots_free_after_s=round(time.monotonic() - killed_at, 1),
+    )
