@@ -47,6 +47,7 @@ PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token"
+TEST_REDIS_TIMEOUT_MS = 2000
 DATA_TABLES = [
     "outbox",
     "idempotency_keys",
@@ -155,6 +156,9 @@ class Stack:
             "redis_key_prefix": self.key_prefix,
             "admin_token": ADMIN_TOKEN,
             "log_level": "WARNING",
+            # Generous: on a busy CI machine a starved event loop must not open the breaker
+            # in tests that are about something else (breaker tests set their own timeouts).
+            "redis_timeout_ms": TEST_REDIS_TIMEOUT_MS,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -167,6 +171,7 @@ class Stack:
             REDIS_KEY_PREFIX=self.key_prefix,
             ADMIN_TOKEN=ADMIN_TOKEN,
             LOG_LEVEL="WARNING",
+            REDIS_TIMEOUT_MS=str(TEST_REDIS_TIMEOUT_MS),
         )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url

@@ -20,6 +20,7 @@ from garagebook.http import BodySizeLimit, install_error_handlers, json_response
 from garagebook.jobs import queue
 from garagebook.jobs.worker import EmbeddedWorker
 from garagebook.logs import configure_logging
+from garagebook.ratelimit import RateLimiter
 from garagebook.reservations import RedisReservations, create_reservations
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(create_engine(settings))
         app.state.reservations = create_reservations(settings)
         app.state.plans = PlanCache(settings.timezone)
+        app.state.rate_limiter = RateLimiter(settings, app.state.reservations)
         # The embedded default delivers its own mail; production runs `garagebook worker`.
         worker = EmbeddedWorker(settings) if settings.runs_embedded_worker else None
         if worker is not None:
@@ -45,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if worker is not None:
                 await worker.stop()
+            await app.state.rate_limiter.close()
             await app.state.reservations.close()
             await app.state.db.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -10,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
+import limits
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -82,6 +84,14 @@ class Settings(BaseSettings):
     # Booking rules
     reservation_ttl_seconds: int = Field(default=300, ge=1)
     hold_ttl_seconds: int = Field(default=300, ge=1, le=3600)
+
+    # Abuse protection, per client address (limits' notation: "20/minute", "5/second")
+    rate_limit_bookings: str = "20/minute"
+    rate_limit_holds: str = "30/minute"
+    rate_limit_cancels: str = "10/minute"
+    max_holds_per_client: int = Field(default=3, ge=1)  # per HOLD_TTL_SECONDS
+    # Not limited: the machine itself (health checks, the concurrency test run on the host).
+    rate_limit_exempt: str = "127.0.0.0/8,::1"
     garage_name: str = "garagebook demo garage"
     garage_timezone: str = "Europe/London"
 
@@ -104,6 +114,19 @@ class Settings(BaseSettings):
     job_retry_max_seconds: float = Field(default=900.0, gt=0)
 
     log_level: str = "INFO"
+
+    @field_validator("rate_limit_bookings", "rate_limit_holds", "rate_limit_cancels")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        limits.parse(value)  # raises ValueError for a bad rate
+        return value
+
+    @field_validator("rate_limit_exempt")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        for network in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(network, strict=False)
+        return value
 
     @field_validator("garage_timezone")
     @classmethod

@@ -6,13 +6,14 @@ dependency per request (it was the largest cost on the hot path)."""
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import AdminNotConfigured, Forbidden, NotAuthenticated
+from garagebook.ratelimit import Action, RateLimiter
 from garagebook.reservations import ReservationStore
 from garagebook.slots.service import PlanCache
 
@@ -55,3 +56,13 @@ async def require_admin(request: Request, settings: SettingsDep) -> None:
 
 
 AdminDep = Depends(require_admin)
+
+
+def rate_limit(action: Action) -> Any:
+    """A route dependency: 429 once this client address has done `action` too often."""
+
+    async def check(request: Request) -> None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        await limiter.check(action, request.client.host if request.client else None)
+
+    return Depends(check)

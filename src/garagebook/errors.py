@@ -18,6 +18,9 @@ class DomainError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.data}}
 
+    def headers(self) -> dict[str, str] | None:
+        return None
+
 
 class SlotUnavailable(DomainError):
     code = "slot_unavailable"
@@ -94,6 +97,17 @@ class Forbidden(DomainError):
     message = "That token is not allowed here."
 
 
+class RateLimited(DomainError):
+    code = "rate_limited"
+    message = "Too many requests from your address; please wait a moment and try again."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after=retry_after)
+
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.data["retry_after"])}
+
+
 class DatabaseUnavailable(DomainError):
     code = "database_unavailable"
     message = "The booking database cannot be reached right now; please try again shortly."
@@ -111,6 +125,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     IdempotencyKeyReused: 422,
     InvalidRequest: 422,
     PayloadTooLarge: 413,
+    RateLimited: 429,
     NotAuthenticated: 401,
     Forbidden: 403,
     AdminNotConfigured: 403,

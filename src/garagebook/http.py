@@ -32,7 +32,7 @@ def json_response(
 
 
 def error_response(error: DomainError) -> Response:
-    return json_response(error.body(), http_status(error))
+    return json_response(error.body(), http_status(error), error.headers())
 
 
 def validation_error(errors: list[Any]) -> InvalidRequest:

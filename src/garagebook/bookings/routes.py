@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from garagebook.bookings import holds, service
 from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, HoldIn
-from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
+from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep, rate_limit
 from garagebook.errors import (
     BookingNotFound,
     DatabaseUnavailable,
@@ -28,6 +28,7 @@ _BOOKING_ID_MAX = 64
 @router.post(
     "",
     status_code=201,
+    dependencies=[rate_limit("booking")],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -91,7 +92,7 @@ async def get_booking(booking_id: str, db: DatabaseDep, settings: SettingsDep) -
         return json_response(await service.get_booking(conn, settings, booking_id))
 
 
-@router.post("/{booking_id}/cancel")
+@router.post("/{booking_id}/cancel", dependencies=[rate_limit("cancel")])
 async def cancel_booking(
     booking_id: str, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
 ) -> Response:
@@ -104,7 +105,7 @@ async def cancel_booking(
 holds_router = APIRouter(prefix="/api/holds", tags=["holds"])
 
 
-@holds_router.post("", status_code=201)
+@holds_router.post("", status_code=201, dependencies=[rate_limit("hold")])
 async def create_hold(
     request: Request,
     db: DatabaseDep,
@@ -147,7 +148,7 @@ async def get_managed_booking(
         return json_response(await service.get_booking(conn, settings, booking_id))
 
 
-@manage_router.post("/{cancel_token}/cancel")
+@manage_router.post("/{cancel_token}/cancel", dependencies=[rate_limit("cancel")])
 async def cancel_managed_booking(
     cancel_token: str, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
 ) -> Response:
