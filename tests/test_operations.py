@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -33,26 +36,91 @@ async def test_metrics_count_outcomes(api: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.slow
-async def test_no_personal_data_or_booking_ids_in_server_logs(
+async def test_no_personal_data_or_tokens_in_any_log_line(
     stack: Stack, start_server: Callable[..., ServerProcess]
 ) -> None:
     server = start_server(stack.env(LOG_LEVEL="DEBUG"))
+    customer = {
+        "name": "Grace Hopper",
+        "email": "grace.hopper@example.org",
+        "phone": "+44 7700 900999",
+    }
     async with httpx.AsyncClient(base_url=server.url) as client:
-        slot = (await client.get("/api/slots", params={"available": "true", "limit": 1})).json()[0]
-        body = booking_body(slot["id"])
-        body["customer"] = {
-            "name": "Grace Hopper",
-            "email": "grace.hopper@example.org",
-            "phone": "+44 7700 900999",
-        }
+        slots = (await client.get("/api/slots", params={"available": "true", "limit": 3})).json()
+        held = await client.post("/api/holds", json={"slot_id": slots[0]["id"], "service_id": 1})
+        hold_token = held.json()["hold_token"]
+        body = {**booking_body(slots[0]["id"]), "customer": customer, "hold_token": hold_token}
         booking = (await client.post("/api/bookings", json=body)).json()
         await client.get(f"/api/bookings/{booking['id']}")
-        await client.post(f"/api/bookings/{booking['id']}/cancel")
+        await client.get(f"/api/manage/{booking['cancel_token']}")
+        await client.post(f"/api/manage/{booking['cancel_token']}/cancel")
+        other = await client.post("/api/holds", json={"slot_id": slots[1]["id"], "service_id": 1})
+        await client.delete(f"/api/holds/{other.json()['hold_token']}")
+        # Invalid input and a database conflict: error paths log too.
+        await client.post("/api/bookings", json={**body, "customer": {"email": customer["email"]}})
         await client.post(
-            "/api/bookings", json={**body, "customer": {"email": "grace.hopper@example.org"}}
+            "/api/bookings", json={**booking_body(slots[2]["id"]), "customer": customer}
         )
+        await client.post(
+            "/api/bookings", json={**booking_body(slots[2]["id"]), "customer": customer}
+        )
+        traced = await client.get("/health", headers={"X-Request-ID": "trace-me-42"})
+        assert traced.headers["X-Request-ID"] == "trace-me-42"
     server.stop()
-    logs = server.output()
-    assert "POST /api/bookings" in logs  # the access log is on, so this test can fail
-    for secret in ("grace.hopper", "900999", "Grace Hopper", booking["id"], "test-admin-token"):
-        assert secret not in logs
+    lines = [line for line in server.output().splitlines() if line.startswith("{")]
+    requests = [json.loads(line) for line in lines if '"message": "request"' in line]
+    assert len(requests) >= 12  # one line per request, so this test can fail
+    assert {"request_id", "method", "path", "status", "duration_ms"} <= set(requests[0])
+    assert any(r["request_id"] == "trace-me-42" for r in requests)
+    secrets_ = [
+        "grace.hopper",
+        "Grace",
+        "Hopper",
+        "900999",
+        booking["id"],
+        booking["cancel_token"],
+        hold_token,
+        other.json()["hold_token"],
+        "test-admin-token",
+    ]
+    for line in server.output().splitlines():
+        for secret in secrets_:
+            assert secret not in line, line
+
+
+async def test_ready_when_migrated(api: httpx.AsyncClient) -> None:
+    response = await api.get("/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "database": "ok", "migrations": "current"}
+
+
+async def test_not_ready_on_an_older_schema(
+    api: httpx.AsyncClient, sql: Callable[..., Any]
+) -> None:
+    (current,) = (await sql("SELECT version_num FROM alembic_version"))[0]
+    await sql("UPDATE alembic_version SET version_num = '0002_slot_unique'")
+    try:
+        response = await api.get("/ready")
+    finally:
+        await sql("UPDATE alembic_version SET version_num = :v", v=current)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "not_ready"
+    assert response.json()["error"]["migrations"] == "behind"
+
+
+async def test_metrics_under_load(api: httpx.AsyncClient) -> None:
+    slots = await free_slots(api)
+    await asyncio.gather(
+        *(api.post("/api/bookings", json=booking_body(slots[0]["id"])) for _ in range(10))
+    )
+    await api.get(f"/api/bookings/{'x' * 22}")
+    text = (await api.get("/metrics")).text
+    assert (
+        'garagebook_http_requests_total{method="POST",route="/api/bookings",status="201"} ' in text
+    )
+    assert 'route="/api/bookings/{booking_id}"' in text  # templates, never raw ids
+    assert "x" * 22 not in text
+    assert 'garagebook_http_request_duration_seconds_bucket{le="0.1",route="/api/bookings"}' in text
+    assert "garagebook_reservation_layer_up 1.0" in text
+    assert 'garagebook_outbox_jobs{state="pending"} 1.0' in text
+    assert "garagebook_db_pool_connections_in_use" in text

@@ -51,6 +51,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=0,
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"timeout": settings.database_timeout_seconds},
+        hide_parameters=True,  # an error message must never carry a customer's data
     )
 
 
@@ -59,6 +60,7 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
         settings.database_url,
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"timeout": settings.database_timeout_seconds},
+        hide_parameters=True,  # an error message must never carry a customer's data
     )
     busy_ms = int(settings.database_timeout_seconds * 1000)
 
@@ -111,6 +113,10 @@ class Database:
         except DatabaseUnavailable:
             return False
         return True
+
+    def connections_in_use(self) -> int:
+        checked_out = getattr(self.engine.pool, "checkedout", None)
+        return int(checked_out()) if callable(checked_out) else 0
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -111,3 +113,42 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": {"code": "internal_error", "message": "Something went wrong on our side."}},
             500,
         )
+
+
+class ShutdownGuard:
+    """A request cut off by the server's shutdown (uvicorn cancels what is still running when
+    its graceful-shutdown time is up — e.g. a request whose body it stopped reading) gets a
+    503 "retry", not a bare 500: it was never processed, so retrying is safe."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not started:
+                response = json_response(
+                    {
+                        "error": {
+                            "code": "shutting_down",
+                            "message": "The server is restarting; please retry.",
+                        }
+                    },
+                    503,
+                    {"Connection": "close", "Retry-After": "1"},
+                )
+                with contextlib.suppress(Exception):
+                    await response(scope, receive, send)
+            raise

@@ -1,30 +1,106 @@
-"""Logging that keeps secrets and personal data out: booking ids in paths are capabilities
-(whoever has one can read the booking), so access-log lines show them redacted."""
+"""Logs: one JSON object per line, one line per request (request id, method, path, status,
+duration), and never a customer's e-mail, phone or name, nor a token. Booking ids and the
+tokens of cancel links and holds are capabilities (whoever has one can act on the booking),
+so they are cut out of logged paths."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import secrets
+import time
+from typing import Any
 
-_BOOKING_PATH = re.compile(r"(/api/bookings/)[^/\s\"?]+")
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# /api/bookings/<id>, /api/manage/<token>, /api/holds/<token>, /manage/<token>, and any other
+# long token-looking path segment.
+_SECRET_SEGMENT = re.compile(r"(?<=/)(?:(?<=bookings/)|(?<=manage/)|(?<=holds/))[^/?#\s]+")
+_TOKEN_LIKE = re.compile(r"(?<=/)[A-Za-z0-9_-]{20,}(?=[/?#]|$)")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+log = logging.getLogger("garagebook.request")
 
 
-class RedactBookingIds(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and isinstance(record.args, tuple):
-            record.args = tuple(
-                _BOOKING_PATH.sub(r"\1…", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
-        record.msg = _BOOKING_PATH.sub(r"\1…", str(record.msg))
-        return True
+def redact_path(path: str) -> str:
+    return _TOKEN_LIKE.sub("…", _SECRET_SEGMENT.sub("…", path))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class RequestLog:
+    """One line per request, and an `X-Request-ID` on every answer (the caller's, if sane)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or secrets.token_hex(8)
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                fields = {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": redact_path(scope["path"]),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+                log.info("request", extra={"fields": fields})
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            return candidate if _REQUEST_ID.match(candidate) else None
+    return None
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("uvicorn.access").addFilter(RedactBookingIds())
-    # These log statements with their parameters (names, emails, phones) at DEBUG: never ours.
-    for chatty in ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg"):
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Ours replaces uvicorn's access log; these others log statements with their parameters
+    # (names, emails, phones) at DEBUG: never ours.
+    for chatty in (
+        "uvicorn.access",
+        "aiosqlite",
+        "sqlalchemy.engine",
+        "sqlalchemy.pool",
+        "asyncpg",
+    ):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -1,6 +1,12 @@
-"""Prometheus metrics, served at /metrics (per process: each worker counts its own)."""
+"""Prometheus metrics, served at /metrics. Each server process counts its own (scrape every
+worker, or run one worker per container); the gauges are read when scraped."""
 
-from prometheus_client import Counter
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BOOKING_OUTCOMES = Counter(
     "garagebook_booking_attempts_total",
@@ -11,3 +17,55 @@ RESERVATION_LAYER_SKIPPED = Counter(
     "garagebook_reservation_layer_skipped_total",
     "Reservation calls skipped because Redis was unreachable or slow (the database decided)",
 )
+RESERVATION_BREAKER_OPENS = Counter(
+    "garagebook_reservation_breaker_opens_total",
+    "Times the circuit breaker in front of Redis opened",
+)
+RESERVATION_LAYER_UP = Gauge(
+    "garagebook_reservation_layer_up",
+    "1 while the reservation layer works (Redis answering, or in-process), 0 while degraded",
+)
+HTTP_REQUESTS = Counter(
+    "garagebook_http_requests_total", "HTTP requests", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "garagebook_http_request_duration_seconds",
+    "HTTP request duration",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+OUTBOX_JOBS = Gauge("garagebook_outbox_jobs", "Mail jobs by state", ["state"])
+OUTBOX_OLDEST_DUE = Gauge(
+    "garagebook_outbox_oldest_due_seconds", "How long the oldest due mail job has waited"
+)
+DB_POOL_IN_USE = Gauge(
+    "garagebook_db_pool_connections_in_use", "Database connections checked out of the pool"
+)
+
+
+class RequestMetrics:
+    """Counts and times every request by its route template (never the raw path: ids in
+    paths would make one series per booking)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from garagebook.config import Settings
-from garagebook.metrics import RESERVATION_LAYER_SKIPPED
+from garagebook.metrics import RESERVATION_BREAKER_OPENS, RESERVATION_LAYER_SKIPPED
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ class RedisReservations:
     def _trip(self, exc: BaseException) -> None:
         if not self._open:
             log.warning("reservation layer degraded: Redis unavailable (%s)", type(exc).__name__)
+            RESERVATION_BREAKER_OPENS.inc()
         self._open = True
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())

@@ -101,6 +101,7 @@ class Outcome:
     status: int | None  # None: no answer (connection refused/reset, timeout)
     latency: float
     body: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the client's exception when there was no answer
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Load:
 
     async def run(self, seconds: float) -> None:
         limits = httpx.Limits(max_connections=self.clients)
-        async with httpx.AsyncClient(limits=limits, timeout=15) as client:
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
             deadline = time.monotonic() + seconds
 
             async def one_client(index: int) -> None:
@@ -127,8 +128,9 @@ class Load:
                     started = time.perf_counter()
                     try:
                         response = await client.post(f"{url}/api/bookings", json=body)
-                    except httpx.HTTPError:
-                        self.outcomes.append(Outcome(None, time.perf_counter() - started))
+                    except httpx.HTTPError as exc:
+                        elapsed = time.perf_counter() - started
+                        self.outcomes.append(Outcome(None, elapsed, error=type(exc).__name__))
                         await asyncio.sleep(0.05)
                         continue
                     outcome = Outcome(response.status_code, time.perf_counter() - started)
@@ -202,7 +204,8 @@ async def audit(database_url: str, api_url: str, created: list[str]) -> dict[str
 def assert_no_server_errors(load: Load, allowed: tuple[int | None, ...] = (201, 409, 503)) -> None:
     counts = load.counts()
     unexpected = {status: n for status, n in counts.items() if status not in allowed}
-    assert unexpected == {}, f"unexpected answers {unexpected} of {dict(counts)}"
+    errors = Counter(o.error for o in load.outcomes if o.status is None)
+    assert unexpected == {}, f"unexpected answers {unexpected} of {dict(counts)}; {dict(errors)}"
 
 
 def wait_healthy(url: str, timeout: float = 30) -> None:
@@ -213,3 +216,37 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
             return False
 
     wait_for(healthy, timeout, f"{url} to be healthy")
+
+
+class SlowProxy:
+    """A TCP proxy in front of Redis that holds every answer back by `delay` seconds."""
+
+    def __init__(self, upstream_port: int, delay: float) -> None:
+        self.upstream_port = upstream_port
+        self.delay = delay
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pump(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
+        ) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await source.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pump(reader, up_writer, 0), pump(up_reader, writer, self.delay))

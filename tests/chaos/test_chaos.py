@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from tests.chaos.harness import (
     Load,
     PostgresCluster,
+    SlowProxy,
     assert_no_server_errors,
     audit,
     free_slot_ids,
@@ -87,7 +89,11 @@ async def test_redis_flushed_then_killed_mid_burst(
             await asyncio.sleep(0.1)
         assert (await http.get(f"{server.url}/health")).json()["reservations"] == "ok"
     assert_no_server_errors(load, allowed=(201, 409))
-    assert while_dead.p99() < 1.0  # the breaker: a dead Redis costs nothing per request
+    # The breaker: a dead Redis costs nothing per request, so latency stays what it was
+    # (relative, as a shared CI machine makes absolute bounds meaningless).
+    before = Load([server.url], [])
+    before.outcomes = load.outcomes[:dead_at]
+    assert while_dead.p99() < max(1.0, 3 * before.p99())
     report("redis flushed + killed", load, p99_while_redis_dead_ms=round(while_dead.p99() * 1000))
     await audit(chaos.database_url, server.url, load.created_ids())
 
@@ -232,3 +238,54 @@ async def test_api_killed_mid_burst_and_restarted(chaos: Stack, start_server: St
         load,
         reserved_slots_free_after_s=round(time.monotonic() - killed_at, 1),
     )
+
+
+async def test_redis_slow(chaos: Stack, own_redis: RedisProcess, start_server: StartServer) -> None:
+    """Every Redis answer 2 s late: after a few short timeouts the breaker opens and the
+    database decides, so bookings answer within the reservation timeout budget."""
+    proxy = SlowProxy(own_redis.port, delay=2.0)
+    await proxy.start()
+    try:
+        env = chaos.env(
+            REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
+            REDIS_TIMEOUT_MS="250",
+            REDIS_RETRY_SECONDS="5",
+        )
+        server = start_server(env, workers=2)
+        load = Load([server.url], await free_slot_ids(server.url, 30), clients=20)
+        await load.run(SECONDS)
+    finally:
+        await proxy.stop()
+    assert_no_server_errors(load, allowed=(201, 409))
+    by_database = sum(
+        1 for o in load.outcomes if o.status == 409 and o.body["error"]["rejected_by"] == "database"
+    )
+    assert by_database > 0
+    assert load.p99() < 1.5  # never the 2 s delay: a few 250 ms timeouts, then no Redis call
+    report("redis 2 s slow", load, rejected_by_database=by_database)
+    await audit(chaos.database_url, server.url, load.created_ids())
+
+
+async def test_graceful_shutdown_under_load(chaos: Stack, start_server: StartServer) -> None:
+    """SIGTERM mid-burst: requests in flight finish (no connection cut mid-answer), new ones
+    are refused at the door, and every 201 was committed."""
+    server = start_server(chaos.env(), workers=2)
+    load = Load([server.url], await free_slot_ids(server.url, 200))
+    running = asyncio.create_task(load.run(SECONDS))
+    await asyncio.sleep(SECONDS * 0.4)
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGTERM)
+    server.process.wait(20)
+    server.process = None
+    await running
+    cut = Counter(o.error for o in load.outcomes if o.status is None)
+    # Refused at the door, or (rarely) a keep-alive connection the server closed just as the
+    # client sent on it: the request was never read, which the audit below confirms.
+    assert set(cut) <= {"ConnectError", "ReadError", "RemoteProtocolError"}, cut
+    # A request uvicorn stopped reading at shutdown is told to retry (503), never 500.
+    assert_no_server_errors(load, allowed=(201, 409, 503, None))
+    retry = [o.body for o in load.outcomes if o.status == 503]
+    assert all(body["error"]["code"] == "shutting_down" for body in retry)
+    restarted = start_server(chaos.env(), workers=2)
+    report("graceful shutdown (SIGTERM)", load, refused=cut["ConnectError"], cut=cut["ReadError"])
+    await audit(chaos.database_url, restarted.url, load.created_ids())
