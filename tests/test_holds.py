@@ -161,3 +161,25 @@ async def test_guessing_manage_tokens_and_references_finds_nothing(api: httpx.As
         + [(await api.get(f"/api/bookings/{g}")).status_code for g in guesses]
     )
     assert statuses == {404: 2 * len(guesses)}
+
+
+async def test_an_idempotency_key_does_not_pass_someone_elses_hold(api: httpx.AsyncClient) -> None:
+    """Found by the stateful test: a request carrying an Idempotency-Key once went past the
+    reservation layer (to let retries pass their own first attempt) and took a held time."""
+    slot = (await free_slots(api))[0]
+    assert (await hold(api, slot["id"])).status_code == 201
+    keyed = await api.post(
+        "/api/bookings", json=booking_body(slot["id"]), headers={"Idempotency-Key": "k-1"}
+    )
+    assert keyed.status_code == 409
+    assert keyed.json()["error"]["rejected_by"] == "reservation"
+
+
+async def test_a_hold_used_for_another_time_ends_too(api: httpx.AsyncClient) -> None:
+    """Found by the stateful test: booking another time with a hold's token left the held
+    time blocked until the hold expired."""
+    first, second = (await free_slots(api))[:2]
+    token = (await hold(api, first["id"])).json()["hold_token"]
+    body = booking_body(second["id"], hold_token=token)
+    assert (await api.post("/api/bookings", json=body)).status_code == 201
+    assert (await api.post("/api/bookings", json=booking_body(first["id"]))).status_code == 201

@@ -24,6 +24,8 @@ from garagebook.cli import migrate_database
 from tests.conftest import booking_body, free_port, in_thread, service_missing, wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Each finished scenario's figures, for the summary table (tests/chaos/conftest.py).
+SCENARIOS: list[dict[str, Any]] = []
 
 
 class PostgresCluster:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.chaos.harness import (
+    SCENARIOS,
     Load,
     PostgresCluster,
     SlowProxy,
@@ -52,11 +55,18 @@ async def chaos(cluster: PostgresCluster, own_redis: RedisProcess) -> Stack:
 
 def report(name: str, load: Load, **figures: Any) -> None:
     counts = load.counts()
-    print(
-        f"\n[chaos] {name}: requests {len(load.outcomes)}, 201 {counts[201]}, 409 {counts[409]},"
-        f" 503 {counts[503]}, no answer {counts[None]}, p99 {load.p99() * 1000:.0f} ms"
-        + "".join(f", {k} {v}" for k, v in figures.items())
-    )
+    row = {
+        "scenario": name,
+        "requests": len(load.outcomes),
+        "201": counts[201],
+        "409": counts[409],
+        "503": counts[503],
+        "no answer": counts[None],
+        "p99 ms": round(load.p99() * 1000),
+        "figures": ", ".join(f"{k} {v}" for k, v in figures.items()),
+    }
+    SCENARIOS.append(row)
+    print(f"\n[chaos] {row}")
 
 
 async def test_redis_flushed_then_killed_mid_burst(
@@ -164,9 +174,26 @@ async def test_database_connections_killed_under_load(
 
 
 async def test_database_down_and_back(
-    chaos: Stack, cluster: PostgresCluster, start_server: StartServer
+    chaos: Stack, cluster: PostgresCluster, start_server: StartServer, tmp_path: Path
 ) -> None:
-    server = start_server(chaos.env(DATABASE_TIMEOUT_SECONDS="2"), workers=2)
+    mail = tmp_path / "mail"
+    env = chaos.env(
+        DATABASE_TIMEOUT_SECONDS="2",
+        MAIL_DROP_DIR=str(mail),
+        WORKER_POLL_SECONDS="0.2",
+        # A job the worker held when the database vanished is taken up again after its lease.
+        WORKER_LEASE_SECONDS="5",
+    )
+    server = start_server(env, workers=2)
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "garagebook.cli",
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     load = Load([server.url], await free_slot_ids(server.url, 300))
     running = asyncio.create_task(load.run(SECONDS * 1.5))
     await asyncio.sleep(SECONDS * 0.3)
@@ -196,6 +223,27 @@ async def test_database_down_and_back(
         recovered_within_s=round(recovered, 1),
     )
     await audit(chaos.database_url, server.url, load.created_ids())
+
+    # The worker lived through the outage: every booking's confirmation arrives.
+    engine = create_async_engine(chaos.database_url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text("SELECT count(*) FROM outbox WHERE status IN ('pending', 'running')")
+                )
+                references = set((await conn.scalars(text("SELECT reference FROM bookings"))).all())
+            if waiting == 0:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+        worker.terminate()
+        await asyncio.wait_for(worker.wait(), 30)
+    assert waiting == 0
+    mailed = {path.name.split(".")[0] for path in mail.glob("*.confirmed.eml")}
+    assert mailed == references
 
 
 async def test_api_killed_mid_burst_and_restarted(chaos: Stack, start_server: StartServer) -> None:

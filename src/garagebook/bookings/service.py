@@ -28,6 +28,7 @@ import orjson
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.bookings.holds import slots_of
 from garagebook.bookings.schemas import BookingIn
 from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
@@ -97,14 +98,19 @@ async def book(
             "database", "The service does not fit at that time: the slots after it are not free."
         )
 
-    # Layer 1. A hold's own keys are accepted (the token is the key's value). A retry that
-    # carries an Idempotency-Key may find its own first attempt holding the keys: it must not
-    # be told 409, so it goes on to the database, which knows.
-    token = request.hold_token or secrets.token_hex(16)
+    # Layer 1. The key's value is the request's token, and a key holding our own token counts
+    # as free: so a hold's keys are accepted for its holder, and a retry with the same
+    # Idempotency-Key and body (same token) passes its own first attempt's keys and goes on to
+    # the database, which knows whether that attempt committed. Anyone else: 409.
+    token = request.hold_token or (
+        f"idem:{fingerprint[:32]}:{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}"
+        if idempotency_key is not None
+        else secrets.token_hex(16)
+    )
     outcome = await reservations.reserve(
         plan.slot_ids, token, settings.reservation_ttl_seconds * 1000
     )
-    if outcome is Outcome.CONFLICT and idempotency_key is None:
+    if outcome is Outcome.CONFLICT:
         raise SlotUnavailable("reservation")
 
     cancel_token = secrets.token_urlsafe(24)
@@ -115,6 +121,11 @@ async def book(
         # Layers 2 and 3.
         async with db.transaction() as conn:
             await _write_booking(conn, row, plan.slot_ids, body, key)
+        if request.hold_token:
+            # The hold ends with the booking: slots it held that were not booked go free.
+            others = [s for s in slots_of(request.hold_token) if s not in plan.slot_ids]
+            if others:
+                await reservations.release(others, request.hold_token)
         return BookingResult(body, replayed=False)
     except BaseException as exc:
         # Whatever went wrong, our keys must not keep the slots from anyone for a full TTL.
