@@ -206,6 +206,8 @@ async def test_database_down_and_back(
         health_seconds = time.perf_counter() - started
     cluster.start()
     up_at = time.monotonic()
+    await asyncio.to_thread(wait_healthy, server.url)
+    recovered = time.monotonic() - up_at
     await running
 
     assert health.status_code == 503
@@ -214,8 +216,6 @@ async def test_database_down_and_back(
     assert load.counts()[503] > 0
     unavailable = [o for o in load.outcomes if o.status == 503]
     assert all(o.body["error"]["code"] == "database_unavailable" for o in unavailable)
-    wait_healthy(server.url)
-    recovered = time.monotonic() - up_at
     report(
         "database down and back",
         load,
