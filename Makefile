@@ -9,7 +9,7 @@ PORT ?= 3000
 ADMIN_TOKEN ?= dev-admin-token
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test test-concurrency bench worker chaos lint typecheck format audit clean
+.PHONY: run install install-test test test-concurrency bench worker chaos fuzz lint typecheck format audit clean
 
 $(BIN)/garagebook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: install
 ## chaos: the chaos scenarios (own PostgreSQL and Redis, killed on purpose) under longer load
 chaos: install-test
 	CHAOS_SECONDS=30 $(BIN)/pytest -s -p no:xdist tests/chaos
+
+## fuzz: the property tests and schemathesis, with many more examples than in `make test`
+fuzz: install-test
+	STATEFUL_EXAMPLES=400 SCHEMATHESIS_EXAMPLES=1000 $(BIN)/pytest -p no:xdist tests/test_stateful.py tests/test_schema_fuzz.py
 
 lint: install-test
 	$(BIN)/ruff check src tests

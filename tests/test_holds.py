@@ -155,7 +155,7 @@ async def test_manage_link_reads_and_cancels(api: httpx.AsyncClient) -> None:
 async def test_guessing_manage_tokens_and_references_finds_nothing(api: httpx.AsyncClient) -> None:
     slot = (await free_slots(api))[0]
     created = (await api.post("/api/bookings", json=booking_body(slot["id"]))).json()
-    guesses = [secrets.token_urlsafe(24) for _ in range(300)] + [created["reference"]]
+    guesses = [secrets.token_urlsafe(24) for _ in range(1000)] + [created["reference"]]
     statuses = Counter(
         [(await api.get(f"/api/manage/{g}")).status_code for g in guesses]
         + [(await api.get(f"/api/bookings/{g}")).status_code for g in guesses]

@@ -194,3 +194,33 @@ async def test_the_201_does_not_wait_for_a_slow_mail_server(
             f"\n[{stack.name}] {label}: 30 bookings, median {medians[label] * 1000:.1f} ms, "
             f"max {max(latencies) * 1000:.1f} ms"
         )
+
+
+@pytest.mark.slow
+async def test_a_stopped_worker_hands_its_jobs_back(
+    stack: Stack, sql: SQL, start_worker: StartWorker
+) -> None:
+    """SIGTERM while holding jobs: after WORKER_SHUTDOWN_SECONDS the unfinished ones go back at
+    once (not after the 60 s lease), and another worker delivers every mail."""
+    sink = SmtpSink(delay=2.0)
+    sink.start()
+    try:
+        async with running_app(stack.settings()) as api:
+            bookings = await book_slots(api, (await free_slots(api))[:8])
+        env = mail_env(stack, sink, WORKER_SHUTDOWN_SECONDS="0.3")
+        stopping = start_worker(env, concurrency=4)
+
+        async def holding() -> bool:
+            return len(await held_by(sql, stopping)) == 4
+
+        await wait_until(holding, 20, "the worker to hold 4 jobs")
+        assert stopping.process is not None
+        stopping.process.terminate()
+        stopping.process.wait(15)
+        assert await held_by(sql, stopping) == {}  # nothing left locked by it
+
+        start_worker(env, concurrency=8)
+        mails = await sink.wait_for(8, within=20)  # well inside the 60 s lease
+        assert {m.reference for m in mails} == {b["reference"] for b in bookings}
+    finally:
+        sink.stop()

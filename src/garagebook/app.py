@@ -10,15 +10,17 @@ from fastapi import FastAPI
 from garagebook import __version__
 from garagebook.bookings.routes import holds_router, manage_router
 from garagebook.bookings.routes import router as bookings_router
+from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
-from garagebook.http import BodySizeLimit, ShutdownGuard, install_error_handlers
+from garagebook.http import BodySizeLimit, ShutdownGuard, document_bodies, install_error_handlers
 from garagebook.jobs.worker import EmbeddedWorker
 from garagebook.logs import RequestLog, configure_logging
 from garagebook.metrics import RequestMetrics
 from garagebook.ops import router as ops_router
 from garagebook.ratelimit import RateLimiter
 from garagebook.reservations import create_reservations
+from garagebook.slots.routes import SlotIn
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
 
@@ -58,5 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(manage_router)
     app.include_router(slots_router)
     app.include_router(ops_router)
+    document_bodies(app, BookingIn, HoldIn, SlotIn)
 
     return app

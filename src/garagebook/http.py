@@ -11,6 +11,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +37,64 @@ def json_response(
 
 def error_response(error: DomainError) -> Response:
     return json_response(error.body(), http_status(error), error.headers())
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")  # each error's data fields, e.g. rejected_by
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: {"error": {"code": "...", "message": "...", ...}}."""
+
+    error: ErrorDetail
+
+
+_STATUS_TEXT = {
+    401: "No admin token",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict (the time is taken, the booking already cancelled, …)",
+    413: "Body too large",
+    422: "Invalid request",
+    429: "Rate limited (see Retry-After)",
+    503: "Database unavailable, or the server is restarting: retry",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a route's possible errors, all in the one error shape."""
+    return {
+        status: {"model": ErrorBody, "description": _STATUS_TEXT[status]} for status in statuses
+    }
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI `openapi_extra=` for a route that parses its JSON body itself (strictly, with
+    `model`), so the schema still says what it takes. See `document_bodies`."""
+    reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}}
+    }
+
+
+def document_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Add the models named by `json_body` to the app's OpenAPI components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
 
 def validation_error(errors: list[Any]) -> InvalidRequest:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from garagebook.deps import DatabaseDep, ReservationsDep
 from garagebook.errors import DatabaseUnavailable
-from garagebook.http import json_response
+from garagebook.http import error_responses, json_response
 from garagebook.jobs import queue
 from garagebook.metrics import (
     DB_POOL_IN_USE,
@@ -36,7 +36,7 @@ def schema_head() -> str | None:
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
-@router.get("/health")
+@router.get("/health", responses=error_responses(503))
 async def health(db: DatabaseDep, reservations: ReservationsDep) -> Response:
     """200 while the database answers (reservations may be `degraded`), else 503. With the
     mail backlog: jobs waiting, and how long the oldest due one has waited."""
@@ -63,7 +63,7 @@ async def health(db: DatabaseDep, reservations: ReservationsDep) -> Response:
     return json_response(body, 200 if database_ok else 503)
 
 
-@router.get("/ready")
+@router.get("/ready", responses=error_responses(503))
 async def ready(db: DatabaseDep) -> Response:
     """Send traffic here? Only when the database answers and is migrated to this code's head
     (a server on an older schema would fail its writes)."""

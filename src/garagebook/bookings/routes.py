@@ -16,7 +16,13 @@ from garagebook.errors import (
     InvalidRequest,
     SlotUnavailable,
 )
-from garagebook.http import error_response, json_response, validation_error
+from garagebook.http import (
+    error_response,
+    error_responses,
+    json_body,
+    json_response,
+    validation_error,
+)
 from garagebook.metrics import BOOKING_OUTCOMES
 from garagebook.timeutil import to_local_iso
 
@@ -29,12 +35,8 @@ _BOOKING_ID_MAX = 64
     "",
     status_code=201,
     dependencies=[rate_limit("booking")],
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": BookingIn.model_json_schema()}},
-        }
-    },
+    openapi_extra=json_body(BookingIn),
+    responses=error_responses(404, 409, 413, 422, 429, 503),
 )
 async def create_booking(
     request: Request,
@@ -84,7 +86,7 @@ def _outcome_of(error: DomainError) -> str:
     return "invalid"
 
 
-@router.get("/{booking_id}")
+@router.get("/{booking_id}", responses=error_responses(404, 503))
 async def get_booking(booking_id: str, db: DatabaseDep, settings: SettingsDep) -> Response:
     if len(booking_id) > _BOOKING_ID_MAX:
         raise BookingNotFound()
@@ -92,7 +94,11 @@ async def get_booking(booking_id: str, db: DatabaseDep, settings: SettingsDep) -
         return json_response(await service.get_booking(conn, settings, booking_id))
 
 
-@router.post("/{booking_id}/cancel", dependencies=[rate_limit("cancel")])
+@router.post(
+    "/{booking_id}/cancel",
+    dependencies=[rate_limit("cancel")],
+    responses=error_responses(404, 409, 429, 503),
+)
 async def cancel_booking(
     booking_id: str, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
 ) -> Response:
@@ -105,7 +111,13 @@ async def cancel_booking(
 holds_router = APIRouter(prefix="/api/holds", tags=["holds"])
 
 
-@holds_router.post("", status_code=201, dependencies=[rate_limit("hold")])
+@holds_router.post(
+    "",
+    status_code=201,
+    dependencies=[rate_limit("hold")],
+    openapi_extra=json_body(HoldIn),
+    responses=error_responses(404, 409, 413, 422, 429, 503),
+)
 async def create_hold(
     request: Request,
     db: DatabaseDep,
@@ -138,7 +150,7 @@ async def release_hold(hold_token: str, reservations: ReservationsDep) -> Respon
 manage_router = APIRouter(prefix="/api/manage", tags=["bookings"])
 
 
-@manage_router.get("/{cancel_token}")
+@manage_router.get("/{cancel_token}", responses=error_responses(404, 503))
 async def get_managed_booking(
     cancel_token: str, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
@@ -148,7 +160,11 @@ async def get_managed_booking(
         return json_response(await service.get_booking(conn, settings, booking_id))
 
 
-@manage_router.post("/{cancel_token}/cancel", dependencies=[rate_limit("cancel")])
+@manage_router.post(
+    "/{cancel_token}/cancel",
+    dependencies=[rate_limit("cancel")],
+    responses=error_responses(404, 409, 429, 503),
+)
 async def cancel_managed_booking(
     cancel_token: str, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
 ) -> Response:

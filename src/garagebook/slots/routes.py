@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
 from garagebook.errors import InvalidRequest
-from garagebook.http import json_response, validation_error
+from garagebook.http import error_responses, json_body, json_response, validation_error
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import to_local_iso, utcnow
@@ -35,14 +35,14 @@ def slot_json(slot: Slot, available: bool, zone: ZoneInfo) -> dict[str, object]:
     }
 
 
-@router.get("/services")
+@router.get("/services", responses=error_responses(503))
 async def list_services(db: DatabaseDep) -> Response:
     async with db.read() as conn:
         rows = (await conn.execute(select(services).order_by(services.c.id))).all()
     return json_response([row._asdict() for row in rows])
 
 
-@router.get("/slots")
+@router.get("/slots", responses=error_responses(404, 422, 503))
 async def get_slots(
     db: DatabaseDep,
     settings: SettingsDep,
@@ -73,7 +73,13 @@ class SlotIn(BaseModel):
     ends_at: AwareDatetime
 
 
-@router.post("/admin/slots", status_code=201, dependencies=[AdminDep])
+@router.post(
+    "/admin/slots",
+    status_code=201,
+    dependencies=[AdminDep],
+    openapi_extra=json_body(SlotIn),
+    responses=error_responses(401, 403, 404, 409, 413, 422, 503),
+)
 async def create_admin_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     """Open a slot on a bay; 409 when it overlaps one already there."""
     try:
