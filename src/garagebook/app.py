@@ -13,10 +13,14 @@ from garagebook.bookings.routes import router as bookings_router
 from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
-from garagebook.http import BodySizeLimit, ShutdownGuard, document_bodies, install_error_handlers
+from garagebook.http import (
+    BodySizeLimit,
+    ObserveRequests,
+    document_bodies,
+    install_error_handlers,
+)
 from garagebook.jobs.worker import EmbeddedWorker
-from garagebook.logs import RequestLog, configure_logging
-from garagebook.metrics import RequestMetrics
+from garagebook.logs import configure_logging
 from garagebook.ops import router as ops_router
 from garagebook.ratelimit import RateLimiter
 from garagebook.reservations import create_reservations
@@ -51,9 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="garagebook", version=__version__, lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics)
-    app.add_middleware(RequestLog)
-    app.add_middleware(ShutdownGuard)
+    app.add_middleware(ObserveRequests)
     install_error_handlers(app)
     app.include_router(bookings_router)
     app.include_router(holds_router)

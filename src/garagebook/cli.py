@@ -81,7 +81,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
-        access_log=False,  # garagebook.logs.RequestLog writes one JSON line per request
+        access_log=False,  # garagebook.http.ObserveRequests logs one JSON line per request
         timeout_graceful_shutdown=10,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from garagebook.errors import DomainError, InvalidRequest, PayloadTooLarge, http_status
+from garagebook.logs import log_request, request_id_of
+from garagebook.metrics import record_request
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +178,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-class ShutdownGuard:
-    """A request cut off by the server's shutdown (uvicorn cancels what is still running when
-    its graceful-shutdown time is up — e.g. a request whose body it stopped reading) gets a
-    503 "retry", not a bare 500: it was never processed, so retrying is safe."""
+class ObserveRequests:
+    """Around every request, in one layer (each ASGI layer costs on the hot path): an
+    `X-Request-ID` on the answer, one log line, the request metrics — and, when the server's
+    shutdown cuts a request off before it answered (uvicorn cancels what is still running when
+    its graceful-shutdown time is up, e.g. a request whose body it stopped reading), a 503
+    "retry" instead of a bare 500: that request was never processed."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -187,18 +192,25 @@ class ShutdownGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = time.perf_counter()
+        request_id = request_id_of(scope)
+        status = 500
+        answered = False
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def observed_send(message: Message) -> None:
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                started = True
+                status, answered = message["status"], True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, observed_send)
         except asyncio.CancelledError:
-            if not started:
+            if not answered:
                 response = json_response(
                     {
                         "error": {
@@ -210,5 +222,9 @@ class ShutdownGuard:
                     {"Connection": "close", "Retry-After": "1"},
                 )
                 with contextlib.suppress(Exception):
-                    await response(scope, receive, send)
+                    await response(scope, receive, observed_send)
             raise
+        finally:
+            elapsed = time.perf_counter() - started
+            record_request(scope, status, elapsed)
+            log_request(scope, request_id, status, elapsed)

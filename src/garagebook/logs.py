@@ -9,10 +9,9 @@ import json
 import logging
 import re
 import secrets
-import time
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 # /api/bookings/<id>, /api/manage/<token>, /api/holds/<token>, /manage/<token>, and any other
 # long token-looking path segment.
@@ -41,51 +40,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-class RequestLog:
-    """One line per request, and an `X-Request-ID` on every answer (the caller's, if sane)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _incoming_request_id(scope) or secrets.token_hex(8)
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if log.isEnabledFor(logging.INFO):
-                fields = {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": redact_path(scope["path"]),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                }
-                log.info("request", extra={"fields": fields})
+def log_request(scope: Scope, request_id: str, status: int, seconds: float) -> None:
+    if log.isEnabledFor(logging.INFO):
+        fields = {
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": redact_path(scope["path"]),
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        log.info("request", extra={"fields": fields})
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def request_id_of(scope: Scope) -> str:
+    """The caller's X-Request-ID if it is sane, else a new one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            return candidate if _REQUEST_ID.match(candidate) else None
-    return None
+            candidate = bytes(value).decode("latin-1")
+            if _REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return secrets.token_hex(8)
 
 
 def configure_logging(level: str) -> None:

@@ -3,10 +3,8 @@ worker, or run one worker per container); the gauges are read when scraped."""
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 BOOKING_OUTCOMES = Counter(
     "garagebook_booking_attempts_total",
@@ -43,29 +41,20 @@ DB_POOL_IN_USE = Gauge(
 )
 
 
-class RequestMetrics:
-    """Counts and times every request by its route template (never the raw path: ids in
-    paths would make one series per booking)."""
+_request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
-            HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+def record_request(scope: Scope, status: int, seconds: float) -> None:
+    """Count and time a request by its route template (never the raw path: ids in paths would
+    make one series per booking). The labelled children are cached: a lookup per request."""
+    route = getattr(scope.get("route"), "path", "unmatched")
+    key = (route, scope["method"], status)
+    series = _request_series.get(key)
+    if series is None:
+        series = (
+            HTTP_REQUESTS.labels(route, scope["method"], str(status)),
+            HTTP_LATENCY.labels(route),
+        )
+        _request_series[key] = series
+    series[0].inc()
+    series[1].observe(seconds)

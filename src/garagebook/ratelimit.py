@@ -57,6 +57,7 @@ class RateLimiter:
             ],
             "cancel": [limits.parse(settings.rate_limit_cancels)],
         }
+        self._exempt_cache: dict[str, bool] = {}
         self._exempt = [
             ipaddress.ip_network(part.strip(), strict=False)
             for part in settings.rate_limit_exempt.split(",")
@@ -68,11 +69,18 @@ class RateLimiter:
             await self._pool.aclose()
 
     def _is_exempt(self, client: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return False
-        return any(address in network for network in self._exempt)
+        exempt = self._exempt_cache.get(client)
+        if exempt is None:
+            try:
+                address = ipaddress.ip_address(client)
+            except ValueError:
+                exempt = False
+            else:
+                exempt = any(address in network for network in self._exempt)
+            if len(self._exempt_cache) > 10_000:
+                self._exempt_cache.clear()
+            self._exempt_cache[client] = exempt
+        return exempt
 
     async def check(self, action: Action, client: str | None) -> None:
         """Count one `action` for `client`; RateLimited (429) when over any of its limits."""
