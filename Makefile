@@ -38,6 +38,7 @@ worker: install
 
 ## test: lint, type-check and the whole test suite (needs PostgreSQL and Redis, see README)
 test: install-test lint typecheck
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 ## test-concurrency: N simultaneous bookings of one slot against a running server (see README)

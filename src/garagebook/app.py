@@ -27,6 +27,7 @@ from garagebook.reservations import create_reservations
 from garagebook.slots.routes import SlotIn
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
+from garagebook.web import install_web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,5 +64,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(slots_router)
     app.include_router(ops_router)
     document_bodies(app, BookingIn, HoldIn, SlotIn)
+    install_web(app)
 
     return app

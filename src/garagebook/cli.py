@@ -17,6 +17,7 @@ from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
 from garagebook.jobs.commands import jobs_cli, worker
 from garagebook.slots.seed import seed_demo_garage
+from garagebook.web.commands import staff_cli
 
 cli = typer.Typer(help="garagebook: online booking for car garages.", no_args_is_help=True)
 
@@ -89,6 +90,7 @@ def serve(
 cli.command("concurrency-test")(concurrency_test)
 cli.command()(worker)
 cli.add_typer(jobs_cli, name="jobs")
+cli.add_typer(staff_cli, name="staff")
 
 
 if __name__ == "__main__":

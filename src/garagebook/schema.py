@@ -181,3 +181,13 @@ outbox = Table(
     Column("done_at", UTCDateTime),
     Index("ix_outbox_status_run_at", "status", "run_at"),
 )
+
+staff_users = Table(
+    "staff_users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

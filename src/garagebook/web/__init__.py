@@ -1,0 +1,19 @@
+"""The web front end: the customer's booking page and the staff day view, server-rendered."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from garagebook.web.customer import router as customer_router
+from garagebook.web.pages import STATIC
+from garagebook.web.security import SecurityHeaders
+from garagebook.web.staff import router as staff_router
+
+
+def install_web(app: FastAPI) -> None:
+    """Pages, their static files and their security headers, on the API's app."""
+    app.add_middleware(SecurityHeaders)
+    app.include_router(customer_router)
+    app.include_router(staff_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")

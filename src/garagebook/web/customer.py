@@ -1,0 +1,441 @@
+"""The customer's pages: choose a service, a day and a time at `/`; the booking's own page at
+`/manage/{cancel_token}` with its calendar entry and the cancel link.
+
+With JavaScript, `static/book.js` holds a time and books through the JSON API (`/api/holds`,
+`/api/bookings`), with a live countdown. Without it, the same buttons post to `/book/hold` and
+`/book`, which call the same functions (`create_hold`, `book`): the page works either way."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.datastructures import FormData
+from starlette.responses import RedirectResponse, Response
+
+from garagebook.bookings import service as bookings
+from garagebook.bookings.holds import create_hold
+from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn
+from garagebook.config import Settings
+from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
+from garagebook.errors import (
+    AlreadyCancelled,
+    BookingNotFound,
+    DomainError,
+    RateLimited,
+    ServiceNotFound,
+    SlotInPast,
+    SlotNotFound,
+    SlotUnavailable,
+)
+from garagebook.ratelimit import Action, RateLimiter
+from garagebook.schema import bays, services, slots
+from garagebook.slots.service import list_slots, local_day_bounds
+from garagebook.timeutil import utcnow
+from garagebook.web.auth import CSRF_FIELD, csrf_valid
+from garagebook.web.calendar import booking_calendar
+from garagebook.web.pages import local_time, long_date, render
+
+router = APIRouter(include_in_schema=False)
+
+BOOKING_DAYS = 14
+_TOKEN_MAX = 128
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    label: str
+    bookable: bool
+
+
+@dataclass(frozen=True)
+class Time:
+    slot_id: int
+    label: str
+    starts_at: str
+
+
+@router.get("/")
+async def booking_page(
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    service_id: Annotated[int | None, Query(alias="service", ge=1, le=2**31 - 1)] = None,
+    day: Annotated[date | None, Query(alias="date")] = None,
+    taken: bool = False,
+) -> Response:
+    """Service → day → time. Links and forms that work without JavaScript (the time buttons
+    post to `/book/hold`); `book.js` turns the same buttons into a hold with a countdown."""
+    zone = settings.timezone
+    now = utcnow()
+    today = now.astimezone(zone).date()
+    async with db.read() as conn:
+        service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
+        chosen = next((s for s in service_rows if s.id == service_id), None)
+        days: list[Day] = []
+        times: list[Time] = []
+        if chosen is not None:
+            start, _ = local_day_bounds(today, zone)
+            _, end = local_day_bounds(today + timedelta(days=BOOKING_DAYS - 1), zone)
+            listed = await list_slots(
+                conn, start=start, end=end, now=now, zone=zone, service_id=chosen.id
+            )
+            open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
+            for offset in range(BOOKING_DAYS):
+                d = today + timedelta(days=offset)
+                days.append(Day(d, f"{d:%a} {d.day} {d:%b}", d in open_days))
+            if day is not None and any(d.day == day for d in days):
+                times = _times_of(listed, day, settings)
+    context: dict[str, Any] = {
+        "services": service_rows,
+        "chosen": chosen,
+        "days": days,
+        "day": day if any(d.day == day for d in days) else None,
+        "day_label": long_date(datetime.combine(day, datetime.min.time(), zone), zone)
+        if day
+        else "",
+        "times": times,
+        "hold_ttl_seconds": settings.hold_ttl_seconds,
+        "taken": taken,
+        "values": {},
+        "errors": {},
+    }
+    return render(request, settings, "book.html", context)
+
+
+def _times_of(listed: list[Any], day: date, settings: Settings) -> list[Time]:
+    """One button per start time: the first bay free then (customers do not choose bays)."""
+    zone = settings.timezone
+    seen: dict[datetime, Time] = {}
+    for a in listed:
+        local = a.slot.starts_at.astimezone(zone)
+        if a.available and local.date() == day and a.slot.starts_at not in seen:
+            seen[a.slot.starts_at] = Time(a.slot.id, local.strftime("%H:%M"), local.isoformat())
+    return [seen[k] for k in sorted(seen)]
+
+
+async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> dict[str, Any]:
+    if len(token) > _TOKEN_MAX:
+        raise BookingNotFound()
+    async with db.read() as conn:
+        booking_id = await bookings.booking_id_for_cancel_token(conn, token)
+        booking = await bookings.get_booking(conn, settings, booking_id)
+        service_name = await conn.scalar(
+            select(services.c.name).where(services.c.id == booking["service_id"])
+        )
+        bay_name = await conn.scalar(select(bays.c.name).where(bays.c.id == booking["bay_id"]))
+    booking["service_name"] = service_name or ""
+    booking["bay_name"] = bay_name or ""
+    return booking
+
+
+def _view(booking: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    zone = settings.timezone
+    starts = datetime.fromisoformat(booking["starts_at"])
+    ends = datetime.fromisoformat(booking["ends_at"])
+    return {
+        "booking": booking,
+        "date_label": long_date(starts, zone),
+        "time_label": f"{local_time(starts, zone)}–{local_time(ends, zone)}",
+    }
+
+
+def _not_found(request: Request, settings: Settings) -> Response:
+    return render(
+        request,
+        settings,
+        "message.html",
+        {
+            "title": "Booking not found",
+            "message": "This link does not match a booking. Check that you copied all of it.",
+        },
+        404,
+    )
+
+
+@router.get("/manage/{token}")
+async def manage_page(
+    token: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The confirmation page, and later the customer's way back to their booking."""
+    try:
+        booking = await _booking_by_token(db, settings, token)
+    except BookingNotFound:
+        return _not_found(request, settings)
+    return render(request, settings, "manage.html", {**_view(booking, settings), "token": token})
+
+
+@router.get("/manage/{token}/calendar.ics")
+async def calendar_file(token: str, db: DatabaseDep, settings: SettingsDep) -> Response:
+    try:
+        booking = await _booking_by_token(db, settings, token)
+    except BookingNotFound:
+        return Response("No such booking.\n", 404, media_type="text/plain")
+    body = booking_calendar(booking, settings, f"{settings.public_url}/manage/{token}")
+    return Response(
+        body,
+        media_type="text/calendar; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{booking["reference"]}.ics"'},
+    )
+
+
+@router.get("/manage/{token}/cancel")
+async def cancel_page(
+    token: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """Asks first: a cancel link opened by a mail scanner must not cancel anything."""
+    try:
+        booking = await _booking_by_token(db, settings, token)
+    except BookingNotFound:
+        return _not_found(request, settings)
+    return render(request, settings, "cancel.html", {**_view(booking, settings), "token": token})
+
+
+@router.post("/manage/{token}/cancel")
+async def cancel_booking(
+    token: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    settings: SettingsDep,
+) -> Response:
+    form = await request.form()
+    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
+        return _expired_form(request, settings)
+    if (limited := await _over_limit(request, settings, "cancel")) is not None:
+        return limited
+    try:
+        booking = await _booking_by_token(db, settings, token)
+        await bookings.cancel(db, reservations, settings, booking["id"])
+    except BookingNotFound:
+        return _not_found(request, settings)
+    except AlreadyCancelled:
+        pass  # the page shows it is cancelled
+    except DomainError as exc:
+        return render(
+            request,
+            settings,
+            "message.html",
+            {"title": "Not cancelled", "message": exc.message},
+            503,
+        )
+    return RedirectResponse(f"/manage/{token}", 303)
+
+
+# --- the same journey without JavaScript ------------------------------------------------------
+
+_FIELD_OF = {
+    ("customer", "name"): "name",
+    ("customer", "email"): "email",
+    ("customer", "phone"): "phone",
+    ("vehicle", "registration"): "registration",
+    ("vehicle", "make"): "make",
+    ("vehicle", "model"): "model",
+    ("notes",): "notes",
+}
+_UK_CURRENT = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z]{3}$")
+
+
+def normalise_registration(value: str) -> str:
+    """`ab12cde` → `AB12 CDE` (the current UK format), as book.js does in the browser."""
+    compact = "".join(value.upper().split())
+    if _UK_CURRENT.match(compact):
+        return f"{compact[:4]} {compact[4:]}"
+    return " ".join(value.upper().split())
+
+
+def _int(form: FormData, name: str) -> int:
+    value = form.get(name)
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 10:
+        raise ValueError(name)
+    return int(value)
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+async def _details_page(
+    request: Request,
+    db: DatabaseDep,
+    plans: PlansDep,
+    settings: Settings,
+    form_values: dict[str, Any],
+    status_code: int = 200,
+) -> Response:
+    zone = settings.timezone
+    slot_id, service_id = form_values["slot_id"], form_values["service_id"]
+    plan = await plans.get(db, slot_id, service_id)
+    async with db.read() as conn:
+        service_name = await conn.scalar(select(services.c.name).where(services.c.id == service_id))
+    local = plan.start.starts_at.astimezone(zone)
+    context = {
+        "held": bool(form_values.get("hold_token")),
+        "service_name": service_name or "",
+        "when": f"{long_date(local, zone)} at {local:%H:%M}",
+        "back": f"/?service={service_id}&date={local.date().isoformat()}",
+        "idempotency_key": secrets.token_hex(16),
+        "message": None,
+        "values": {},
+        "errors": {},
+        **form_values,
+    }
+    return render(request, settings, "book_details.html", context, status_code)
+
+
+@router.post("/book/hold")
+async def hold_without_script(
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    form = await request.form()
+    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
+        return _expired_form(request, settings)
+    if (limited := await _over_limit(request, settings, "hold")) is not None:
+        return limited
+    try:
+        slot_id, service_id = _int(form, "slot_id"), _int(form, "service_id")
+    except ValueError:
+        return RedirectResponse("/", 303)
+    try:
+        hold = await create_hold(db, reservations, plans, settings, slot_id, service_id)
+    except (SlotUnavailable, SlotInPast, SlotNotFound):
+        plan_day = await _day_of(db, slot_id, settings)
+        query = urlencode({"service": service_id, "date": plan_day, "taken": "true"})
+        return RedirectResponse(f"/?{query}", 303)
+    except ServiceNotFound:
+        return RedirectResponse("/", 303)
+    until = hold.expires_at.astimezone(settings.timezone).strftime("%H:%M")
+    values = {"slot_id": slot_id, "service_id": service_id, "hold_token": hold.token}
+    return await _details_page(request, db, plans, settings, {**values, "until": until})
+
+
+async def _day_of(db: DatabaseDep, slot_id: int, settings: Settings) -> str:
+    async with db.read() as conn:
+        starts_at = await conn.scalar(select(slots.c.starts_at).where(slots.c.id == slot_id))
+    moment = starts_at or utcnow()
+    return moment.astimezone(settings.timezone).date().isoformat()
+
+
+@router.post("/book")
+async def book_without_script(
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """The details form's post: the same booking path, validation and errors as the API."""
+    form = await request.form()
+    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
+        return _expired_form(request, settings)
+    if (limited := await _over_limit(request, settings, "booking")) is not None:
+        return limited
+    try:
+        slot_id, service_id = _int(form, "slot_id"), _int(form, "service_id")
+    except ValueError:
+        return RedirectResponse("/", 303)
+    values = {name: _text(form, name) for name in _FIELD_OF.values()}
+    values["registration"] = normalise_registration(values["registration"])
+    hold_token = _text(form, "hold_token") or None
+    page_values: dict[str, Any] = {
+        "slot_id": slot_id,
+        "service_id": service_id,
+        "hold_token": hold_token or "",
+        "until": _text(form, "held_until")[:5],
+        "values": values,
+    }
+    key = _text(form, "idempotency_key")
+    try:
+        request_in = BookingIn.model_validate(
+            {
+                "slot_id": slot_id,
+                "service_id": service_id,
+                "hold_token": hold_token,
+                "customer": {
+                    "name": values["name"],
+                    "email": values["email"],
+                    "phone": values["phone"] or None,
+                },
+                "vehicle": {
+                    "registration": values["registration"],
+                    "make": values["make"] or None,
+                    "model": values["model"] or None,
+                },
+                "notes": values["notes"] or None,
+            }
+        )
+        result = await bookings.book(
+            db,
+            reservations,
+            plans,
+            settings,
+            request_in,
+            key if IDEMPOTENCY_KEY.match(key) else None,
+        )
+    except ValidationError as exc:
+        errors = {
+            _FIELD_OF[tuple(str(p) for p in e["loc"])]: str(e["msg"])
+            for e in exc.errors(include_input=False)
+            if tuple(str(p) for p in e["loc"]) in _FIELD_OF
+        }
+        return await _details_page(
+            request, db, plans, settings, {**page_values, "errors": errors}, 422
+        )
+    except (SlotUnavailable, SlotInPast) as exc:
+        message = (
+            "Sorry, that time is no longer available: someone else booked it, or your hold ran "
+            "out and the time was taken. Your details are still below."
+            if isinstance(exc, SlotUnavailable)
+            else exc.message
+        )
+        page_values.update(hold_token="", message=message)
+        return await _details_page(request, db, plans, settings, page_values, 409)
+    booking = orjson.loads(result.body)
+    return RedirectResponse(f"/manage/{booking['cancel_token']}", 303)
+
+
+async def _over_limit(request: Request, settings: Settings, action: Action) -> Response | None:
+    """The API's per-address rate limits apply to the pages' own forms too."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    try:
+        await limiter.check(action, request.client.host if request.client else None)
+    except RateLimited:
+        return render(
+            request,
+            settings,
+            "message.html",
+            {
+                "title": "Please wait a moment",
+                "message": "Too many tries from your connection in a short time. "
+                "Wait a minute, then try again.",
+            },
+            429,
+        )
+    return None
+
+
+def _expired_form(request: Request, settings: Settings) -> Response:
+    return render(
+        request,
+        settings,
+        "message.html",
+        {
+            "title": "Please try again",
+            "message": "This form had expired. Go back, reload the page and try again.",
+        },
+        403,
+    )

@@ -1,0 +1,161 @@
+"""The staff day as a grid: bays as columns, start times as rows. Every item on a bay (a
+booking, or a free slot) covers [start, end) and spans the rows in that range, so a 3-hour
+service is one cell three rows high."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.schema import bays, booking_slots, bookings, services, slots
+from garagebook.slots.service import local_day_bounds
+
+CLOSED_NAME = "Closed by staff"
+
+
+@dataclass
+class Item:
+    kind: str  # "booking", "closed" or "free"
+    starts_at: datetime
+    ends_at: datetime
+    slot_id: int
+    bay_id: int
+    label: str  # "10:00–13:00"
+    booking_id: str | None = None
+    reference: str = ""
+    service: str = ""
+    registration: str = ""
+    customer: str = ""
+    past: bool = False
+
+
+@dataclass
+class Cell:
+    item: Item | None
+    rowspan: int = 1
+
+
+@dataclass
+class Row:
+    label: str
+    cells: list[Cell | None] = field(default_factory=list)  # None: covered by a cell above
+
+
+@dataclass
+class DayGrid:
+    day: date
+    bays: list[tuple[int, str]]
+    rows: list[Row]
+    free_slots: list[Item]  # future free slots, for the walk-in form
+    bookings: int
+
+
+async def load_day(
+    conn: AsyncConnection, day: date, zone: ZoneInfo, now: datetime, closed_email: str
+) -> DayGrid:
+    start, end = local_day_bounds(day, zone)
+    bay_rows = (await conn.execute(select(bays.c.id, bays.c.name).order_by(bays.c.id))).all()
+    slot_rows = (
+        await conn.execute(
+            select(slots.c.id, slots.c.bay_id, slots.c.starts_at, slots.c.ends_at)
+            .where(slots.c.starts_at >= start, slots.c.starts_at < end)
+            .order_by(slots.c.starts_at, slots.c.bay_id)
+        )
+    ).all()
+    claim_rows = (
+        await conn.execute(
+            select(
+                booking_slots.c.slot_id,
+                bookings.c.id,
+                bookings.c.reference,
+                bookings.c.starts_at,
+                bookings.c.ends_at,
+                bookings.c.customer_name,
+                bookings.c.customer_email,
+                bookings.c.vehicle_registration,
+                services.c.name.label("service"),
+            )
+            .select_from(
+                booking_slots.join(bookings, bookings.c.id == booking_slots.c.booking_id)
+                .join(services, services.c.id == bookings.c.service_id)
+                .join(slots, slots.c.id == booking_slots.c.slot_id)
+            )
+            .where(
+                and_(booking_slots.c.active, slots.c.starts_at >= start, slots.c.starts_at < end)
+            )
+        )
+    ).all()
+
+    def span(a: datetime, b: datetime) -> str:
+        return f"{a.astimezone(zone):%H:%M}–{b.astimezone(zone):%H:%M}"
+
+    slot_bay = {s.id: s.bay_id for s in slot_rows}
+    items: list[Item] = []
+    claimed: set[int] = set()
+    seen_bookings: set[str] = set()
+    for c in claim_rows:
+        claimed.add(c.slot_id)
+        if c.id in seen_bookings:
+            continue
+        seen_bookings.add(c.id)
+        closed = c.customer_email == closed_email and c.customer_name == CLOSED_NAME
+        items.append(
+            Item(
+                kind="closed" if closed else "booking",
+                starts_at=c.starts_at,
+                ends_at=c.ends_at,
+                slot_id=c.slot_id,
+                bay_id=slot_bay[c.slot_id],
+                label=span(c.starts_at, c.ends_at),
+                booking_id=c.id,
+                reference=c.reference,
+                service=c.service,
+                registration=c.vehicle_registration,
+                customer=c.customer_name,
+                past=c.ends_at <= now,
+            )
+        )
+    free = [
+        Item(
+            "free",
+            s.starts_at,
+            s.ends_at,
+            s.id,
+            s.bay_id,
+            span(s.starts_at, s.ends_at),
+            past=s.starts_at <= now,
+        )
+        for s in slot_rows
+        if s.id not in claimed
+    ]
+    items.extend(free)
+
+    starts = sorted({s.starts_at for s in slot_rows} | {i.starts_at for i in items})
+    bay_list = [(b.id, b.name) for b in bay_rows]
+    rows = [Row(f"{moment.astimezone(zone):%H:%M}") for moment in starts]
+    for bay_id, _ in bay_list:
+        on_bay = sorted((i for i in items if i.bay_id == bay_id), key=lambda i: i.starts_at)
+        for index, moment in enumerate(starts):
+            item = next((i for i in on_bay if i.starts_at <= moment < i.ends_at), None)
+            if item is None:
+                rows[index].cells.append(Cell(None))
+            elif item.starts_at == moment or index == 0:
+                covered = sum(1 for m in starts[index:] if m < item.ends_at)
+                rows[index].cells.append(Cell(item, covered))
+            else:
+                rows[index].cells.append(None)
+    bay_names = dict(bay_list)
+    return DayGrid(
+        day=day,
+        bays=bay_list,
+        rows=rows,
+        free_slots=sorted(
+            (i for i in free if not i.past),
+            key=lambda i: (i.starts_at, bay_names.get(i.bay_id, "")),
+        ),
+        bookings=sum(1 for i in items if i.kind == "booking"),
+    )

@@ -1,0 +1,372 @@
+"""The staff day view at `/staff`: sign-in, the day's grid (refreshed by `static/staff.js`
+every few seconds), and the actions. Every action goes through the same booking path as the
+API (`bookings.service.book` / `cancel`), so the staff view can never double-book either.
+
+Slots are never changed or deleted (the plan cache relies on it), so closing a slot is a
+booking for the garage itself, and reopening it is cancelling that booking."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from email_validator import EmailNotValidError, validate_email
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.datastructures import FormData
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from garagebook.bookings import service as bookings
+from garagebook.bookings.schemas import BookingIn
+from garagebook.config import Settings
+from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
+from garagebook.errors import DomainError, SlotUnavailable
+from garagebook.schema import bays, services
+from garagebook.slots.service import create_slot
+from garagebook.timeutil import utcnow
+from garagebook.web.auth import (
+    CSRF_FIELD,
+    StaffUser,
+    authenticate,
+    csrf_token,
+    csrf_valid,
+    current_staff,
+    end_session,
+    start_session,
+)
+from garagebook.web.day import CLOSED_NAME, load_day
+from garagebook.web.pages import env, render
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/staff", include_in_schema=False)
+
+# Refresh interval of the day view, in milliseconds (staff.js polls the grid fragment).
+REFRESH_MS = 2000
+_MESSAGES = {
+    "cancelled": "Booking cancelled: the time is free again.",
+    "walk_in": "Walk-in booked.",
+    "closed": "Slot closed.",
+    "reopened": "Slot reopened.",
+    "opened": "Extra slot opened.",
+}
+
+
+def garage_address(settings: Settings, local_part: str) -> str:
+    """An address at the garage's own mail domain (MAIL_FROM's) for bookings that have no
+    customer address: walk-ins without one, and closed slots. A domain the booking path would
+    refuse (the demo's `.localhost`) is replaced by a reserved example domain."""
+    address = f"{local_part}@{settings.mail_sender.domain}"
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return f"{local_part}@garage.example"
+    return address
+
+
+def closed_email(settings: Settings) -> str:
+    return garage_address(settings, "closed-slot")
+
+
+def walk_in_email(settings: Settings) -> str:
+    return garage_address(settings, "walk-in")
+
+
+def _form_str(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _refused(request: Request, settings: Settings) -> Response:
+    return render(
+        request,
+        settings,
+        "message.html",
+        {
+            "title": "Please try again",
+            "message": "This form had expired or did not come from this site. "
+            "Reload the page and try again.",
+        },
+        403,
+    )
+
+
+def _day(value: str | None, settings: Settings) -> date:
+    today = utcnow().astimezone(settings.timezone).date()
+    if not value:
+        return today
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return today
+
+
+def _back(day: date, done: str | None = None, error: str | None = None) -> Response:
+    query: dict[str, str] = {"date": day.isoformat()}
+    if done:
+        query["done"] = done
+    if error:
+        query["error"] = error
+    return RedirectResponse(f"/staff?{urlencode(query)}", 303)
+
+
+# --- sign-in -----------------------------------------------------------------------------------
+
+
+@router.get("/login")
+async def login_page(request: Request, settings: SettingsDep) -> Response:
+    if current_staff(request, settings) is not None:
+        return RedirectResponse("/staff", 303)
+    return render(request, settings, "staff_login.html", {"error": None, "name": ""})
+
+
+@router.post("/login")
+async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
+    form = await request.form()
+    if not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
+        return _refused(request, settings)
+    name = _form_str(form, "name")[:100]
+    password = form.get("password")
+    user = None
+    if name and isinstance(password, str) and password:
+        async with db.read() as conn:
+            user = await authenticate(conn, name, password[:1024])
+    if user is None:
+        log.info("staff sign-in refused")
+        return render(
+            request,
+            settings,
+            "staff_login.html",
+            {"error": "That name and password do not match.", "name": name},
+            401,
+        )
+    response = RedirectResponse("/staff", 303)
+    start_session(response, request, settings, user)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, settings: SettingsDep) -> Response:
+    form = await request.form()
+    if not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
+        return _refused(request, settings)
+    response = RedirectResponse("/staff/login", 303)
+    end_session(response, request, settings)
+    return response
+
+
+# --- the day -----------------------------------------------------------------------------------
+
+
+async def _grid_context(
+    request: Request, db: DatabaseDep, settings: Settings, day: date
+) -> dict[str, Any]:
+    zone = settings.timezone
+    async with db.read() as conn:
+        grid = await load_day(conn, day, zone, utcnow(), closed_email(settings))
+        service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
+    local_day = datetime.combine(day, time(), zone)
+    return {
+        "grid": grid,
+        "services": service_rows,
+        "day": day,
+        "day_label": f"{local_day:%A} {day.day} {local_day:%B %Y}",
+        "previous": (day - timedelta(days=1)).isoformat(),
+        "next": (day + timedelta(days=1)).isoformat(),
+        "today": utcnow().astimezone(zone).date().isoformat(),
+    }
+
+
+@router.get("")
+async def day_view(
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    day: Annotated[str | None, Query(alias="date", max_length=10)] = None,
+    done: Annotated[str | None, Query(max_length=20)] = None,
+    error: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    user = current_staff(request, settings)
+    if user is None:
+        return RedirectResponse("/staff/login", 303)
+    context = await _grid_context(request, db, settings, _day(day, settings))
+    context.update(
+        user=user,
+        flash=_MESSAGES.get(done or ""),
+        error=_ERRORS.get(error or ""),
+        refresh_ms=REFRESH_MS,
+    )
+    return render(request, settings, "staff_day.html", context)
+
+
+@router.get("/grid")
+async def day_grid(
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    day: Annotated[str | None, Query(alias="date", max_length=10)] = None,
+) -> Response:
+    """The grid alone, for the page's polling: it changes when a booking arrives from anywhere."""
+    if current_staff(request, settings) is None:
+        return HTMLResponse("", 401)
+    context = await _grid_context(request, db, settings, _day(day, settings))
+    token, _ = csrf_token(request, settings)  # the page has set the cookie already
+    html = env.get_template("_grid.html").render(csrf_field=CSRF_FIELD, csrf_token=token, **context)
+    return HTMLResponse(html)
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+_ERRORS = {
+    "taken": "That time is no longer free: someone booked it first.",
+    "invalid": "Some details were not valid; nothing was booked.",
+    "overlaps": "That bay already has a slot overlapping that time.",
+    "past": "That time has already started.",
+    "not_found": "That booking or slot no longer exists.",
+    "already": "That booking was already cancelled.",
+    "unavailable": "The booking database did not answer; try again.",
+    "no_fit": "That slot cannot be closed this way (no service fits it exactly).",
+}
+
+
+def _error_code(exc: DomainError) -> str:
+    return {
+        "slot_unavailable": "taken",
+        "validation_error": "invalid",
+        "slot_overlaps": "overlaps",
+        "already_cancelled": "already",
+        "database_unavailable": "unavailable",
+    }.get(exc.code, "not_found" if exc.code.endswith("not_found") else "invalid")
+
+
+async def _action(request: Request, settings: Settings) -> tuple[StaffUser | None, FormData, date]:
+    form = await request.form()
+    day = _day(_form_str(form, "date"), settings)
+    user = current_staff(request, settings)
+    if user is None or not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
+        return None, form, day
+    return user, form, day
+
+
+@router.post("/bookings/{booking_id}/cancel")
+async def cancel_booking(
+    booking_id: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    settings: SettingsDep,
+) -> Response:
+    user, form, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    reopening = _form_str(form, "reopen") == "1"
+    try:
+        await bookings.cancel(db, reservations, settings, booking_id[:64])
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="reopened" if reopening else "cancelled")
+
+
+def _person(name: str, email: str, registration: str) -> dict[str, Any]:
+    return {"customer": {"name": name, "email": email}, "vehicle": {"registration": registration}}
+
+
+@router.post("/walk-in")
+async def walk_in(
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    user, form, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    body: dict[str, Any] = {
+        "customer": {
+            "name": _form_str(form, "name"),
+            "email": _form_str(form, "email") or walk_in_email(settings),
+            "phone": _form_str(form, "phone") or None,
+        },
+        "vehicle": {
+            "registration": _form_str(form, "registration"),
+            "make": _form_str(form, "make") or None,
+            "model": _form_str(form, "model") or None,
+        },
+        "notes": f"Walk-in, booked by {user.name}",
+    }
+    try:
+        body["slot_id"] = int(_form_str(form, "slot_id"))
+        body["service_id"] = int(_form_str(form, "service_id"))
+        request_in = BookingIn.model_validate(body)
+        await bookings.book(db, reservations, plans, settings, request_in, None)
+    except (ValueError, ValidationError):
+        return _back(day, error="invalid")
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="walk_in")
+
+
+@router.post("/slots/{slot_id}/close")
+async def close_slot(
+    slot_id: int,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    user, _, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    async with db.read() as conn:
+        shortest = await conn.scalar(
+            select(services.c.id).order_by(services.c.duration_minutes, services.c.id).limit(1)
+        )
+    if shortest is None:
+        return _back(day, error="no_fit")
+    try:
+        request_in = BookingIn.model_validate(
+            {
+                "slot_id": slot_id,
+                "service_id": shortest,
+                **_person(CLOSED_NAME, closed_email(settings), "CLOSED"),
+                "notes": f"Closed by {user.name}",
+            }
+        )
+        await bookings.book(db, reservations, plans, settings, request_in, None)
+    except ValidationError:
+        return _back(day, error="invalid")
+    except SlotUnavailable as exc:
+        fits = "does not fit" not in exc.message
+        return _back(day, error="taken" if fits else "no_fit")
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="closed")
+
+
+@router.post("/slots")
+async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
+    """An extra slot on a bay: `create_slot`, as `POST /api/admin/slots` does."""
+    user, form, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    try:
+        bay_id = int(_form_str(form, "bay_id"))
+        starts = time.fromisoformat(_form_str(form, "starts"))
+        minutes = int(_form_str(form, "minutes") or "60")
+        if not 15 <= minutes <= 12 * 60:
+            raise ValueError("length out of range")
+    except ValueError:
+        return _back(day, error="invalid")
+    starts_at = datetime.combine(day, starts, settings.timezone)
+    try:
+        async with db.transaction() as conn:
+            if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
+                return _back(day, error="not_found")
+            await create_slot(conn, bay_id, starts_at, starts_at + timedelta(minutes=minutes))
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="opened")
