@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Stack, booking_body, free_slots, service_id_named
 
@@ -187,3 +188,17 @@ async def test_past_slot_is_422(api: httpx.AsyncClient, sql: SQL) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "validation_error"
     assert await sql("SELECT count(*) FROM bookings") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("ab12cde", "AB12 CDE"), (" AB12  cde ", "AB12 CDE"), ("a123 bcd", "A123 BCD"), ("k9", "K9")],
+)
+async def test_registration_is_normalised_as_on_the_booking_page(
+    api: httpx.AsyncClient, typed: str, stored: str
+) -> None:
+    slot = (await free_slots(api))[0]
+    body = booking_body(slot["id"], vehicle={"registration": typed})
+    response = await api.post("/api/bookings", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["vehicle"]["registration"] == stored

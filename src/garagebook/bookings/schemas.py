@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, Str
 _DB_INT_MAX = 2**31 - 1
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{5,24}$")
 _REGISTRATION = re.compile(r"^[A-Z0-9]{1,8}( [A-Z0-9]{1,8})?$")
+_UK_CURRENT = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z]{3}")
 
 
 def _printable(value: str, *, allow_newlines: bool = False) -> str:
@@ -41,7 +42,12 @@ def _phone(value: str) -> str:
 
 
 def _registration(value: str) -> str:
+    """Upper case, single spaces; a current-style UK plate gets its space (ab12cde → AB12 CDE),
+    the same rule the booking page applies, so one car is one vehicle row."""
     normalised = " ".join(value.upper().split())
+    if _UK_CURRENT.fullmatch(normalised.replace(" ", "")):
+        compact = normalised.replace(" ", "")
+        normalised = f"{compact[:4]} {compact[4:]}"
     if not _REGISTRATION.match(normalised):
         raise ValueError("registration must be letters and digits, e.g. 'AB12 CDE'")
     return normalised
