@@ -10,10 +10,12 @@
 
 Correctness rests on layer 3 alone; layers 1 and 2 make it fast and tidy.
 
-Round trips per successful booking, no Idempotency-Key (PostgreSQL + Redis):
-  database 8 = 1 plan read (autocommit SELECT) + BEGIN, INSERT booking, INSERT claims,
-  upsert customer, upsert vehicle, INSERT outbox, COMMIT;  Redis 1 (EVALSHA reserve).
-A request turned away by the reservation layer: database 1 (plan read), Redis 1.
+Round trips (PostgreSQL + Redis; counted by tests/test_round_trips.py):
+  successful booking: database 3 = BEGIN, the one statement of bookings/sql.py, COMMIT (plus
+  the plan read the first time a slot and service are asked for); Redis 1 (reserve).
+  turned away by the reservation layer: database 0, Redis 1.
+  turned away by the database: database 3 (BEGIN, statement, ROLLBACK); Redis 2 (reserve,
+  release). An Idempotency-Key adds one read (the replay check).
 """
 
 from __future__ import annotations
