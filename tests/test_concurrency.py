@@ -142,8 +142,9 @@ async def test_long_and_short_service_race_for_an_overlapping_hour(
 async def test_control_without_the_unique_indexes_the_race_double_books(
     stack: Stack, start_server: StartServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """The same race on a database whose unique indexes were dropped, Redis down: double
-    bookings happen, so the tests above would catch a broken protection."""
+    """The same races (bookings, and reschedules into one time) on a database whose unique
+    indexes were dropped, Redis down: double bookings happen, so the tests above and
+    tests/test_reschedule.py would catch a broken protection."""
     if stack.is_postgres:
         base = stack.database_url.rsplit("/", 1)[0]
         name = f"garagebook_control_{id(request)}"
@@ -165,6 +166,19 @@ async def test_control_without_the_unique_indexes_the_race_double_books(
 
     assert Counter(r.status_code for r in responses)[201] > 1
     assert len(await live_bookings(url)) > 1
+
+    # And reschedules: ten bookings moved into one free time at once all "succeed".
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        free = (await client.get("/api/slots", params={"available": "true", "limit": 11})).json()
+        tokens = [
+            (await client.post("/api/bookings", json=booking_body(s["id"]))).json()["cancel_token"]
+            for s in free[:10]
+        ]
+        target = free[10]["id"]
+        moves = await asyncio.gather(
+            *(client.post(f"/api/manage/{t}/reschedule", json={"slot_id": target}) for t in tokens)
+        )
+    assert Counter(r.status_code for r in moves)[200] > 1
 
 
 async def _fresh_postgres_database(base_url: str, name: str) -> str:

@@ -46,6 +46,7 @@ def booking_at(local_start: datetime, reference: str = "A1-7KQ2M9") -> BookingMa
         bay="Bay 2",
         starts_at=local_start.astimezone(UTC),
         ends_at=(local_start + timedelta(hours=1)).astimezone(UTC),
+        sequence=0,
     )
 
 
@@ -286,3 +287,24 @@ async def test_mails_around_the_next_clock_change_say_nine_oclock(
         zones.append(datetime(day.year, day.month, day.day, 9, tzinfo=LONDON).tzname())
         assert f"({zones[-1]})" in text
     assert zones[0] != zones[1]
+
+
+def test_a_move_is_a_new_message_each_time_threaded_under_the_confirmation() -> None:
+    booking = booking_at(datetime(2026, 12, 1, 9, 0, tzinfo=LONDON))
+    first = compose(
+        BookingMail(**{**booking.__dict__, "sequence": 1}), "rescheduled", settings(), NOW
+    )
+    again = compose(
+        BookingMail(**{**booking.__dict__, "sequence": 1}), "rescheduled", settings(), NOW
+    )
+    second = compose(
+        BookingMail(**{**booking.__dict__, "sequence": 2}), "rescheduled", settings(), NOW
+    )
+    assert first["Subject"].startswith("Booking moved: ")
+    assert first["Message-ID"] == again["Message-ID"]  # a repeated send of one move
+    assert first["Message-ID"] != second["Message-ID"]  # another move
+    assert first["In-Reply-To"] == compose(booking, "confirmed", settings(), NOW)["Message-ID"]
+    text, html = parts(first)
+    assert "has moved to a new time" in html
+    assert "has moved to a new time" in text
+    assert "09:00" in text

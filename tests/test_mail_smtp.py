@@ -110,6 +110,7 @@ def message() -> Any:
         "Bay 1",
         start_at,
         start_at + timedelta(hours=1),
+        0,
     )
     return compose(booking, "confirmed", Settings(_env_file=None), datetime.now(UTC))  # type: ignore[call-arg]
 

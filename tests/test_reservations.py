@@ -130,3 +130,26 @@ async def test_slow_redis_is_skipped_after_a_few_short_timeouts(own_redis: Redis
     finally:
         await admin.aclose()
         await store.close()
+
+
+async def test_after_a_redis_restart_no_stale_connection_reopens_the_breaker(
+    own_redis: RedisProcess,
+) -> None:
+    """Found through a flaky test: a pool full of connections from before a Redis restart made
+    each one fail once more, opening the breaker again and again."""
+    store = RedisReservations(own_redis.url, timeout_ms=500, key_prefix="gb:", retry_seconds=0.05)
+    try:
+        outcomes = await asyncio.gather(*(store.reserve([i], "a", TTL) for i in range(40)))
+        assert set(outcomes) == {Outcome.TAKEN}  # 40 pooled connections now
+        own_redis.stop()
+        own_redis.start()
+        assert await store.reserve([100], "a", TTL) is Outcome.SKIPPED  # notices, opens
+        deadline = time.monotonic() + 10
+        while store.status != "ok" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert store.status == "ok"
+        outcomes = await asyncio.gather(*(store.reserve([i], "b", TTL) for i in range(40)))
+        assert Outcome.SKIPPED not in outcomes
+        assert store.status == "ok"
+    finally:
+        await store.close()

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from garagebook import __version__
-from garagebook.bookings.routes import holds_router, manage_router
+from garagebook.bookings.routes import RescheduleIn, holds_router, manage_router
 from garagebook.bookings.routes import router as bookings_router
 from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.config import Settings, get_settings
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(manage_router)
     app.include_router(slots_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn)
+    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn)
     install_web(app)
 
     return app

@@ -211,6 +211,10 @@ class RedisReservations:
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
 
     async def _probe_until_back(self) -> None:
+        # Drop every pooled connection: after a Redis restart each stale one would fail once
+        # more and open the breaker again (seen as minutes of flapping with a full pool).
+        with contextlib.suppress(RedisError, OSError):
+            await self._client.connection_pool.disconnect()
         while self._open:
             await asyncio.sleep(self._retry_seconds)
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):

@@ -129,6 +129,7 @@ bookings = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("cancelled_at", UTCDateTime),
     Column("cancel_token_hash", String(64)),
+    Column("sequence", Integer, nullable=False, server_default=text("0")),
     Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
     Index(

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from garagebook.bookings import holds, service
+from garagebook.bookings.reschedule import reschedule
 from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, HoldIn
-from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep, rate_limit
+from garagebook.config import Settings
+from garagebook.db import Database
+from garagebook.deps import (
+    AdminDep,
+    DatabaseDep,
+    PlansDep,
+    ReservationsDep,
+    SettingsDep,
+    rate_limit,
+)
 from garagebook.errors import (
     BookingNotFound,
     DatabaseUnavailable,
@@ -24,6 +36,8 @@ from garagebook.http import (
     validation_error,
 )
 from garagebook.metrics import BOOKING_OUTCOMES
+from garagebook.reservations import ReservationStore
+from garagebook.slots.service import PlanCache
 from garagebook.timeutil import to_local_iso
 
 router = APIRouter(prefix="/api/bookings", tags=["bookings"])
@@ -171,3 +185,65 @@ async def cancel_managed_booking(
     async with db.read() as conn:
         booking_id = await service.booking_id_for_cancel_token(conn, cancel_token)
     return json_response(await service.cancel(db, reservations, settings, booking_id))
+
+
+class RescheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    slot_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+async def _reschedule(
+    request: Request,
+    booking_id: str,
+    db: Database,
+    reservations: ReservationStore,
+    plans: PlanCache,
+    settings: Settings,
+) -> Response:
+    try:
+        body = RescheduleIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_input=False)) from None
+    moved = await reschedule(db, reservations, plans, settings, booking_id, body.slot_id)
+    return json_response(moved)
+
+
+@manage_router.post(
+    "/{cancel_token}/reschedule",
+    dependencies=[rate_limit("booking")],
+    openapi_extra=json_body(RescheduleIn),
+    responses=error_responses(404, 409, 413, 422, 429, 503),
+)
+async def reschedule_managed_booking(
+    cancel_token: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """Move the booking behind a customer's link to another time (the link keeps working)."""
+    async with db.read() as conn:
+        booking_id = await service.booking_id_for_cancel_token(conn, cancel_token)
+    return await _reschedule(request, booking_id, db, reservations, plans, settings)
+
+
+@router.post(
+    "/{booking_id}/reschedule",
+    dependencies=[AdminDep],
+    openapi_extra=json_body(RescheduleIn),
+    responses=error_responses(401, 403, 404, 409, 413, 422, 503),
+)
+async def reschedule_booking(
+    booking_id: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """Staff or back-office: move a booking (admin token)."""
+    if len(booking_id) > _BOOKING_ID_MAX:
+        raise BookingNotFound()
+    return await _reschedule(request, booking_id, db, reservations, plans, settings)

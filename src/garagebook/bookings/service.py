@@ -238,7 +238,7 @@ async def _write_booking(
             updated_at=now,
         )
     )
-    await _enqueue(conn, "booking_confirmed", row, now)
+    await enqueue(conn, "booking_confirmed", row, now)
     if key is not None:
         stored = await conn.scalar(
             insert_ignoring_conflicts(conn, idempotency_keys)
@@ -303,9 +303,7 @@ def _outbox_payload(booking: dict[str, Any]) -> str:
     return orjson.dumps({"booking_id": booking["id"], "reference": booking["reference"]}).decode()
 
 
-async def _enqueue(
-    conn: AsyncConnection, kind: str, booking: dict[str, Any], now: datetime
-) -> None:
+async def enqueue(conn: AsyncConnection, kind: str, booking: dict[str, Any], now: datetime) -> None:
     """The outbox row: born in the booking's transaction, so it exists exactly when the booking
     does. It names the booking only; the worker reads the personal data when it sends."""
     await conn.execute(
@@ -377,7 +375,7 @@ async def get_booking(conn: AsyncConnection, settings: Settings, booking_id: str
     row = (await conn.execute(select(bookings).where(bookings.c.id == booking_id))).first()
     if row is None:
         raise BookingNotFound()
-    slot_ids, bay_id = await _claimed_slots(conn, booking_id)
+    slot_ids, bay_id = await claimed_slots(conn, booking_id)
     return booking_json(row._asdict(), bay_id, slot_ids, settings)
 
 
@@ -390,7 +388,7 @@ async def booking_id_for_cancel_token(conn: AsyncConnection, cancel_token: str) 
     return str(booking_id)
 
 
-async def _claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[int], int]:
+async def claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[int], int]:
     rows = (
         await conn.execute(
             select(slots.c.id, slots.c.bay_id)
@@ -425,8 +423,8 @@ async def cancel(
             .where(booking_slots.c.booking_id == booking_id)
             .values(active=False)
         )
-        slot_ids, bay_id = await _claimed_slots(conn, booking_id)
+        slot_ids, bay_id = await claimed_slots(conn, booking_id)
         cancelled = row._asdict()
-        await _enqueue(conn, "booking_cancelled", cancelled, now)
+        await enqueue(conn, "booking_cancelled", cancelled, now)
     await reservations.forget(slot_ids)
     return booking_json(cancelled, bay_id, slot_ids, settings)

@@ -9,10 +9,14 @@ from datetime import datetime
 from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.jobs.mail import DeliveryFailed, Mailer
-from garagebook.jobs.messages import CANCELLED, CONFIRMED, compose, load_booking
+from garagebook.jobs.messages import CANCELLED, CONFIRMED, RESCHEDULED, compose, load_booking
 from garagebook.jobs.queue import DONE, SKIPPED, Job
 
-EVENTS = {"booking_confirmed": CONFIRMED, "booking_cancelled": CANCELLED}
+EVENTS = {
+    "booking_confirmed": CONFIRMED,
+    "booking_cancelled": CANCELLED,
+    "booking_rescheduled": RESCHEDULED,
+}
 
 
 async def run_job(job: Job, db: Database, mailer: Mailer, settings: Settings, now: datetime) -> str:
@@ -27,7 +31,7 @@ async def run_job(job: Job, db: Database, mailer: Mailer, settings: Settings, no
         booking = await load_booking(conn, booking_id)
     if booking is None:
         raise DeliveryFailed("the booking does not exist", permanent=True)
-    if event == CONFIRMED and booking.status == "cancelled":
+    if event in (CONFIRMED, RESCHEDULED) and booking.status == "cancelled":
         # Cancelled before its confirmation went out: a confirmation now would be stale and
         # wrong. The cancellation has its own job, which sends the cancellation mail.
         return SKIPPED

@@ -25,6 +25,7 @@ from garagebook.schema import bays, bookings, services, slots
 
 CONFIRMED = "confirmed"
 CANCELLED = "cancelled"
+RESCHEDULED = "rescheduled"
 
 _templates = Environment(
     loader=PackageLoader("garagebook.jobs", "templates"),
@@ -36,6 +37,7 @@ _templates = Environment(
 _SUBJECTS = {
     CONFIRMED: "Booking confirmed: {service}, {date} at {start_time} ({reference})",
     CANCELLED: "Booking cancelled: {service}, {date} at {start_time} ({reference})",
+    RESCHEDULED: "Booking moved: {service}, now {date} at {start_time} ({reference})",
 }
 
 
@@ -54,6 +56,7 @@ class BookingMail:
     bay: str
     starts_at: datetime
     ends_at: datetime
+    sequence: int  # how many times it was moved
 
 
 async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | None:
@@ -70,6 +73,7 @@ async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | 
                 bays.c.name.label("bay"),
                 bookings.c.starts_at,
                 bookings.c.ends_at,
+                bookings.c.sequence,
             )
             .select_from(
                 bookings.join(services, services.c.id == bookings.c.service_id)
@@ -127,8 +131,10 @@ def compose(booking: BookingMail, event: str, settings: Settings, now: datetime)
     message["From"] = sender
     message["To"] = Address(display_name=context["customer_name"], addr_spec=booking.customer_email)
     message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id(booking.reference, event, sender.domain)
-    if event == CANCELLED:  # threads under the confirmation in the customer's mail client
+    # A move is a new message each time; a repeated send of one move is the same message.
+    mail_event = f"{event}-{booking.sequence}" if event == RESCHEDULED else event
+    message["Message-ID"] = message_id(booking.reference, mail_event, sender.domain)
+    if event in (CANCELLED, RESCHEDULED):  # threads under the confirmation
         confirmation = message_id(booking.reference, CONFIRMED, sender.domain)
         message["In-Reply-To"] = confirmation
         message["References"] = confirmation

@@ -1,0 +1,129 @@
+"""Moving a booking to another time, under the same three layers as a new booking.
+
+One transaction: the booking row is locked (a racing cancel or reschedule of the same
+booking waits for it), the new slots are claimed against the same partial unique index as
+any booking (`ON CONFLICT DO NOTHING`: a lost race is a count, rolled back as a 409 with the
+old time still booked), the old claims are deleted, the row is updated (same id, reference and
+cancel token; `sequence` + 1 for the calendar) and a `booking_rescheduled` job is written.
+The new slots' reservation keys are taken first, like a booking's; the old slots' keys are
+dropped after the commit so they are bookable at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.bookings.service import booking_json, claimed_slots, enqueue
+from garagebook.config import Settings
+from garagebook.db import Database, insert_ignoring_conflicts
+from garagebook.errors import AlreadyCancelled, BookingNotFound, SlotInPast, SlotUnavailable
+from garagebook.reservations import Outcome, ReservationStore
+from garagebook.schema import booking_slots, bookings
+from garagebook.slots.service import PlanCache
+from garagebook.timeutil import utcnow
+
+
+async def reschedule(
+    db: Database,
+    reservations: ReservationStore,
+    plans: PlanCache,
+    settings: Settings,
+    booking_id: str,
+    new_slot_id: int,
+) -> dict[str, Any]:
+    async with db.read() as conn:
+        current = (
+            await conn.execute(
+                select(bookings.c.service_id, bookings.c.status).where(bookings.c.id == booking_id)
+            )
+        ).first()
+        if current is None:
+            raise BookingNotFound()
+        if current.status != "confirmed":
+            raise AlreadyCancelled()
+        old_slots, _ = await claimed_slots(conn, booking_id)
+    now = utcnow()
+    plan = await plans.get(db, new_slot_id, current.service_id)
+    if plan.start.starts_at <= now:
+        raise SlotInPast(slot_id=new_slot_id)
+    if not plan.fits:
+        raise SlotUnavailable(
+            "database", "The service does not fit at that time: the slots after it are not free."
+        )
+    new_slots = [s for s in plan.slot_ids if s not in old_slots]  # the rest are ours already
+
+    token = secrets.token_hex(16)
+    if new_slots:
+        outcome = await reservations.reserve(
+            new_slots, token, settings.reservation_ttl_seconds * 1000
+        )
+        if outcome is Outcome.CONFLICT:
+            raise SlotUnavailable("reservation")
+    try:
+        async with db.transaction() as conn:
+            moved = await _move(conn, booking_id, plan.slot_ids, new_slots, plan, now)
+    except BaseException:
+        if new_slots:
+            await reservations.release(new_slots, token)
+        raise
+    freed = [s for s in old_slots if s not in plan.slot_ids]
+    if freed:
+        await reservations.forget(freed)
+    return booking_json(moved, plan.start.bay_id, plan.slot_ids, settings)
+
+
+async def _move(
+    conn: AsyncConnection,
+    booking_id: str,
+    slot_ids: tuple[int, ...],
+    new_slots: list[int],
+    plan: Any,
+    now: Any,
+) -> dict[str, Any]:
+    # Lock the booking: a cancel or another reschedule of it waits, then sees our result.
+    locked = (
+        await conn.execute(
+            select(bookings.c.status).where(bookings.c.id == booking_id).with_for_update()
+        )
+    ).first()
+    if locked is None:
+        raise BookingNotFound()
+    if locked.status != "confirmed":
+        raise AlreadyCancelled()
+    if new_slots:
+        claimed = (
+            await conn.scalars(
+                insert_ignoring_conflicts(conn, booking_slots)
+                .values(
+                    [{"booking_id": booking_id, "slot_id": s, "active": True} for s in new_slots]
+                )
+                .returning(booking_slots.c.slot_id)
+            )
+        ).all()
+        if len(claimed) != len(new_slots):
+            raise SlotUnavailable("database")  # rolls back: the old time stays booked
+    await conn.execute(
+        delete(booking_slots).where(
+            booking_slots.c.booking_id == booking_id, booking_slots.c.slot_id.not_in(slot_ids)
+        )
+    )
+    row = (
+        await conn.execute(
+            update(bookings)
+            .where(bookings.c.id == booking_id)
+            .values(
+                slot_id=plan.start.id,
+                starts_at=plan.start.starts_at,
+                ends_at=plan.ends_at,
+                sequence=bookings.c.sequence + 1,
+            )
+            .returning(*bookings.c)
+        )
+    ).one()
+    moved = row._asdict()
+    await enqueue(conn, "booking_rescheduled", moved, now)
+    return moved
