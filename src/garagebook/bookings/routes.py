@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from garagebook.bookings import holds, service
@@ -33,7 +33,7 @@ from garagebook.http import (
     error_responses,
     json_body,
     json_response,
-    validation_error,
+    parse_json,
 )
 from garagebook.metrics import BOOKING_OUTCOMES
 from garagebook.reservations import ReservationStore
@@ -66,10 +66,7 @@ async def create_booking(
     try:
         if key is not None and not IDEMPOTENCY_KEY.match(key):
             raise InvalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters.")
-        try:
-            booking = BookingIn.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise validation_error(exc.errors(include_input=False)) from None
+        booking = await parse_json(request, BookingIn)
         result = await service.book(db, reservations, plans, settings, booking, key)
     except DomainError as exc:
         _OUTCOME[_outcome_of(exc)].inc()
@@ -140,10 +137,7 @@ async def create_hold(
     settings: SettingsDep,
 ) -> Response:
     """Hold a time for `HOLD_TTL_SECONDS` while the customer types; 409 if it is taken."""
-    try:
-        body = HoldIn.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_input=False)) from None
+    body = await parse_json(request, HoldIn)
     hold = await holds.create_hold(db, reservations, plans, settings, body.slot_id, body.service_id)
     return json_response(
         {
@@ -201,10 +195,7 @@ async def _reschedule(
     plans: PlanCache,
     settings: Settings,
 ) -> Response:
-    try:
-        body = RescheduleIn.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_input=False)) from None
+    body = await parse_json(request, RescheduleIn)
     moved = await reschedule(db, reservations, plans, settings, booking_id, body.slot_id)
     return json_response(moved)
 

@@ -7,13 +7,13 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.responses import Response
 
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
 from garagebook.errors import InvalidRequest
-from garagebook.http import error_responses, json_body, json_response, validation_error
+from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import to_local_iso, utcnow
@@ -82,10 +82,7 @@ class SlotIn(BaseModel):
 )
 async def create_admin_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     """Open a slot on a bay; 409 when it overlaps one already there."""
-    try:
-        body = SlotIn.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_input=False)) from None
+    body = await parse_json(request, SlotIn)
     length = body.ends_at - body.starts_at
     if not timedelta(0) < length <= MAX_SLOT_LENGTH:
         raise InvalidRequest("ends_at must be after starts_at, and a slot at most 12 hours long.")
