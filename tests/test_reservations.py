@@ -153,3 +153,21 @@ async def test_after_a_redis_restart_no_stale_connection_reopens_the_breaker(
         assert store.status == "ok"
     finally:
         await store.close()
+
+
+async def test_any_client_failure_skips_the_layer_never_raises(own_redis: RedisProcess) -> None:
+    """Found by the chaos suite: a connection cut mid-command made redis-py raise something
+    other than a RedisError, which reached the client as a 500."""
+    store = RedisReservations(own_redis.url, timeout_ms=500, key_prefix="gb:", retry_seconds=0.05)
+
+    async def broken(*_: object, **__: object) -> object:
+        raise AttributeError("'NoneType' object has no attribute 'read'")
+
+    try:
+        store._reserve = broken  # type: ignore[assignment]  # simulate the client's failure
+        store._release = broken  # type: ignore[assignment]
+        assert await store.reserve([1], "a", TTL) is Outcome.SKIPPED
+        assert store.status == "degraded"
+        await store.release([1], "a")  # quiet too
+    finally:
+        await store.close()
