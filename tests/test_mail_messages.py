@@ -220,6 +220,10 @@ async def test_drop_folder_mail_as_a_person_finds_it(
             assert f"https://book.kwik.example/api/bookings/{booking['id']}/cancel" in part
         assert "<html" in html
 
+        async def marked_done() -> bool:  # the file is written before the job is marked done
+            return bool(await sql("SELECT 1 FROM outbox WHERE status = 'done'"))
+
+        await wait_until(marked_done, 5, "the job marked done")
         [(job_id, done_at)] = await sql("SELECT id, done_at FROM outbox WHERE status = 'done'")
         await sql(
             "UPDATE outbox SET status = 'pending', attempts = 0, run_at = created_at "
