@@ -41,13 +41,18 @@ def _phone(value: str) -> str:
     return value
 
 
-def _registration(value: str) -> str:
+def normalise_registration(value: str) -> str:
     """Upper case, single spaces; a current-style UK plate gets its space (ab12cde → AB12 CDE),
-    the same rule the booking page applies, so one car is one vehicle row."""
+    as book.js does in the browser, so one car is one vehicle row."""
     normalised = " ".join(value.upper().split())
-    if _UK_CURRENT.fullmatch(normalised.replace(" ", "")):
-        compact = normalised.replace(" ", "")
-        normalised = f"{compact[:4]} {compact[4:]}"
+    compact = normalised.replace(" ", "")
+    if _UK_CURRENT.fullmatch(compact):
+        return f"{compact[:4]} {compact[4:]}"
+    return normalised
+
+
+def _registration(value: str) -> str:
+    normalised = normalise_registration(value)
     if not _REGISTRATION.match(normalised):
         raise ValueError("registration must be letters and digits, e.g. 'AB12 CDE'")
     return normalised

@@ -7,7 +7,6 @@ With JavaScript, `static/book.js` holds a time and books through the JSON API (`
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -23,7 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from garagebook.bookings import service as bookings
 from garagebook.bookings.holds import create_hold
-from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn
+from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, normalise_registration
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
@@ -242,15 +241,6 @@ _FIELD_OF = {
     ("vehicle", "model"): "model",
     ("notes",): "notes",
 }
-_UK_CURRENT = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z]{3}$")
-
-
-def normalise_registration(value: str) -> str:
-    """`ab12cde` → `AB12 CDE` (the current UK format), as book.js does in the browser."""
-    compact = "".join(value.upper().split())
-    if _UK_CURRENT.match(compact):
-        return f"{compact[:4]} {compact[4:]}"
-    return " ".join(value.upper().split())
 
 
 def _int(form: FormData, name: str) -> int:
