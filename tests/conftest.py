@@ -49,6 +49,8 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token"
 TEST_REDIS_TIMEOUT_MS = 2000
 DATA_TABLES = [
+    "waitlist_offers",
+    "waitlist_entries",
     "outbox",
     "idempotency_keys",
     "booking_slots",

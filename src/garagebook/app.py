@@ -42,7 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.plans = PlanCache(settings.timezone)
         app.state.rate_limiter = RateLimiter(settings, app.state.reservations)
         # The embedded default delivers its own mail; production runs `garagebook worker`.
-        worker = EmbeddedWorker(settings) if settings.runs_embedded_worker else None
+        worker = (
+            EmbeddedWorker(settings, app.state.reservations)
+            if settings.runs_embedded_worker
+            else None
+        )
         if worker is not None:
             worker.start()
         try:

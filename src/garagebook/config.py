@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     garage_name: str = "garagebook demo garage"
     garage_timezone: str = "Europe/London"
 
+    # Reminders, the waitlist and the MOT
+    reminder_hours_before: int = Field(default=24, ge=0, le=24 * 14)  # 0: no reminders
+    waitlist_hold_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    mot_reminder_days: int = Field(default=30, ge=1, le=366)
+    mot_service_name: str = "MOT"  # the service whose completion renews a vehicle's MOT
+
     # Mail: SMTP when SMTP_URL is set, else one .eml file per message in MAIL_DROP_DIR
     smtp_url: SecretStr | None = None  # secret: it may carry the SMTP password
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -96,6 +97,9 @@ vehicles = Table(
     Column("make", String(50)),
     Column("model", String(50)),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("mot_expires_on", Date),  # the MOT certificate's expiry (the garage's local date)
+    Column("mot_reminded_for", Date),  # the expiry the last MOT reminder was sent for
+    Index("ix_vehicles_mot_expires_on", "mot_expires_on"),
 )
 
 bookings = Table(
@@ -130,8 +134,10 @@ bookings = Table(
     Column("cancelled_at", UTCDateTime),
     Column("cancel_token_hash", String(64)),
     Column("sequence", Integer, nullable=False, server_default=text("0")),
+    Column("completed_at", UTCDateTime),  # staff marked it done (status `completed`)
     Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
+    Index("ix_bookings_vehicle_registration", "vehicle_registration"),
     Index(
         "uq_bookings_slot_id_not_cancelled",
         "slot_id",
@@ -191,4 +197,57 @@ staff_users = Table(
     Column("password_hash", String(255), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The cancellation waitlist. An entry is `waiting` → `offered` (it has one open offer) →
+# `booked`; an offer left unanswered ends the entry (`lapsed`) and passes the time on;
+# `left` when the customer takes themselves off the list.
+waitlist_entries = Table(
+    "waitlist_entries",
+    metadata,
+    Column("id", Integer, primary_key=True),  # first come, first served: the order is the id
+    Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
+    Column("day", Date, nullable=False),  # the garage's local date
+    Column("customer_email", String(254), nullable=False),
+    Column("customer_name", String(100), nullable=False),
+    Column("customer_phone", String(32)),
+    Column("vehicle_registration", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("booking_id", String(32), ForeignKey("bookings.id")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("leave_token_hash", String(64), nullable=False),
+    Index("ix_waitlist_entries_day_status", "day", "status", "id"),
+    Index("uq_waitlist_entries_leave_token_hash", "leave_token_hash", unique=True),
+)
+
+_OPEN = text("status = 'open'")
+
+waitlist_offers = Table(
+    "waitlist_offers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("entry_id", Integer, ForeignKey("waitlist_entries.id"), nullable=False),
+    Column("slot_id", Integer, ForeignKey("slots.id"), nullable=False),  # the start slot
+    Column("slot_ids", Text, nullable=False),  # every covered slot, "12,13,14"
+    Column("hold_token", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False),  # of the link's token
+    Column("status", String(16), nullable=False),  # open, accepted, expired, lost
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime),
+    Index("uq_waitlist_offers_token_hash", "token_hash", unique=True),
+    Index(
+        "uq_waitlist_offers_entry_id_open",
+        "entry_id",
+        unique=True,
+        sqlite_where=_OPEN,
+        postgresql_where=_OPEN,
+    ),
+    Index(
+        "uq_waitlist_offers_slot_id_open",
+        "slot_id",
+        unique=True,
+        sqlite_where=_OPEN,
+        postgresql_where=_OPEN,
+    ),
 )

@@ -108,9 +108,30 @@ def local_times(booking: BookingMail, zone: ZoneInfo) -> dict[str, str]:
 
 
 def compose(booking: BookingMail, event: str, settings: Settings, now: datetime) -> EmailMessage:
-    """The complete mail for `event` (`confirmed` or `cancelled`) of `booking`."""
+    """The complete mail for `event` (`confirmed`, `cancelled`, `rescheduled`) of `booking`."""
+    context = booking_context(booking, settings)
+    subject = _SUBJECTS[event].format(**context)
+    sender = settings.mail_sender
+    # A move is a new message each time; a repeated send of one move is the same message.
+    mail_event = f"{event}-{booking.sequence}" if event == RESCHEDULED else event
+    thread = None if event == CONFIRMED else message_id(booking.reference, CONFIRMED, sender.domain)
+    return build_mail(
+        to=Address(display_name=context["customer_name"], addr_spec=booking.customer_email),
+        subject=subject,
+        template=event,
+        context=context,
+        message_id=message_id(booking.reference, mail_event, sender.domain),
+        settings=settings,
+        now=now,
+        thread=thread,
+        reference=booking.reference,
+    )
+
+
+def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
+    """What every booking mail's template may show."""
     base = settings.public_url
-    context: dict[str, Any] = {
+    return {
         "garage_name": settings.garage_name,
         "customer_name": _one_line(booking.customer_name),
         "reference": booking.reference,
@@ -122,27 +143,38 @@ def compose(booking: BookingMail, event: str, settings: Settings, now: datetime)
         "cancel_url": f"{base}/api/bookings/{booking.booking_id}/cancel",
         **local_times(booking, settings.timezone),
     }
-    subject = _SUBJECTS[event].format(**context)
-    context["subject"] = subject
-    sender = settings.mail_sender
 
+
+def build_mail(
+    *,
+    to: Address,
+    subject: str,
+    template: str,
+    context: dict[str, Any],
+    message_id: str,
+    settings: Settings,
+    now: datetime,
+    thread: str | None = None,
+    reference: str | None = None,
+) -> EmailMessage:
+    """Any garagebook mail: `templates/<template>.txt` and `.html` rendered with `context`
+    (plus `subject`), a stable Message-ID, threaded under `thread` when given."""
     message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = sender
-    message["To"] = Address(display_name=context["customer_name"], addr_spec=booking.customer_email)
+    message["Subject"] = _one_line(subject)
+    message["From"] = settings.mail_sender
+    message["To"] = to
     message["Date"] = format_datetime(now)
-    # A move is a new message each time; a repeated send of one move is the same message.
-    mail_event = f"{event}-{booking.sequence}" if event == RESCHEDULED else event
-    message["Message-ID"] = message_id(booking.reference, mail_event, sender.domain)
-    if event in (CANCELLED, RESCHEDULED):  # threads under the confirmation
-        confirmation = message_id(booking.reference, CONFIRMED, sender.domain)
-        message["In-Reply-To"] = confirmation
-        message["References"] = confirmation
+    message["Message-ID"] = message_id
+    if thread is not None:
+        message["In-Reply-To"] = thread
+        message["References"] = thread
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Booking-Reference"] = booking.reference
+    if reference is not None:
+        message["X-Booking-Reference"] = reference
+    context = {**context, "subject": subject}
     # Quoted-printable, not base64: the .eml stays readable in a text editor too.
-    text = _templates.get_template(f"{event}.txt").render(context)
-    html = _templates.get_template(f"{event}.html").render(context)
+    text = _templates.get_template(f"{template}.txt").render(context)
+    html = _templates.get_template(f"{template}.html").render(context)
     message.set_content(text, cte="quoted-printable")
     message.add_alternative(html, subtype="html", cte="quoted-printable")
     return message

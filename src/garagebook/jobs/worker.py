@@ -35,9 +35,11 @@ from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
 from garagebook.jobs import queue
-from garagebook.jobs.handlers import run_job
+from garagebook.jobs.handlers import JobContext, run_job
 from garagebook.jobs.mail import DeliveryFailed, Mailer, create_mailer, redact
 from garagebook.jobs.queue import Job
+from garagebook.reservations import ReservationStore, create_reservations
+from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Worker:
         db: Database,
         mailer: Mailer,
         settings: Settings,
+        reservations: ReservationStore,
         *,
         concurrency: int | None = None,
         name: str | None = None,
@@ -74,6 +77,7 @@ class Worker:
         self.db = db
         self.mailer = mailer
         self.settings = settings
+        self.context = JobContext(db, mailer, settings, reservations, PlanCache(settings.timezone))
         self.concurrency = concurrency or settings.worker_concurrency
         self.name = name or worker_name()
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
@@ -156,7 +160,7 @@ class Worker:
         timeout = self.settings.job_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
-                outcome = await run_job(job, self.db, self.mailer, self.settings, started)
+                outcome = await run_job(job, self.context, started)
         except DeliveryFailed as exc:
             await self._failed(job, str(exc), permanent=exc.permanent)
         except TimeoutError:
@@ -310,11 +314,12 @@ def _worker_database(settings: Settings, concurrency: int) -> Database:
 
 class EmbeddedWorker:
     """The worker inside the server process: the embedded default (SQLite), so that one
-    process, as `make run` starts it, also sends the mail."""
+    process, as `make run` starts it, also sends the mail. It shares the server's reservation
+    layer: on the embedded default that is an in-process store, which only this process sees."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, reservations: ReservationStore) -> None:
         self.db = _worker_database(settings, settings.worker_concurrency)
-        self.worker = Worker(self.db, create_mailer(settings), settings)
+        self.worker = Worker(self.db, create_mailer(settings), settings, reservations)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -336,11 +341,13 @@ class EmbeddedWorker:
 async def run_worker(settings: Settings, concurrency: int) -> None:
     """`garagebook worker`: until SIGTERM or Ctrl-C, then a graceful stop."""
     db = _worker_database(settings, concurrency)
-    worker = Worker(db, create_mailer(settings), settings, concurrency=concurrency)
+    reservations = create_reservations(settings)
+    worker = Worker(db, create_mailer(settings), settings, reservations, concurrency=concurrency)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     try:
         await worker.run()
     finally:
+        await reservations.close()
         await db.dispose()
