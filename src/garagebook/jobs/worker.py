@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
-from garagebook.jobs import queue
+from garagebook.jobs import kinds, queue
 from garagebook.jobs.handlers import JobContext, run_job
 from garagebook.jobs.mail import DeliveryFailed, Mailer, create_mailer, redact
 from garagebook.jobs.queue import Job
@@ -43,6 +43,8 @@ from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+assert kinds  # imported for its side effect: every job kind registers its handler
 
 NOTIFY_CHANNEL = "garagebook_outbox"  # the trigger in migration 0003 notifies this channel
 _LISTEN_RETRY_SECONDS = 5.0

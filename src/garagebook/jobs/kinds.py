@@ -1,0 +1,5 @@
+"""Every kind of job the worker knows. Each module below registers its handlers with
+`jobs.handlers.handles` when imported; the worker imports this module, so a job written by
+the API always finds its handler."""
+
+from garagebook.bookings import reminders  # noqa: F401  (booking_reminder)
