@@ -275,6 +275,7 @@ def pgbench_script() -> str:
         ":created_at": "now()",
         ":cancel_token_hash": "md5(CAST(:n AS text))",
         ":payload": "'{\"booking_id\": \"pgbench\"}'",
+        ":reminder_at": "CAST('2031-01-05 08:00:00+00' AS timestamptz)",
         ":idempotency_key": "NULL",
         ":request_hash": "NULL",
         ":response_body": "NULL",

@@ -62,6 +62,12 @@ DATA_TABLES = [
     "services",
 ]
 
+# Reminders are due a day before the appointment: they stay pending in tests about the other
+# mails, and only some bookings get one (the slot must be more than a day ahead).
+CONFIRMATION_JOBS = (
+    "SELECT kind, payload, status FROM outbox WHERE kind <> 'booking_reminder' ORDER BY id"
+)
+
 T = TypeVar("T")
 
 

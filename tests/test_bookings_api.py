@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, booking_body, free_slots, service_id_named
+from tests.conftest import (
+    CONFIRMATION_JOBS,
+    Stack,
+    booking_body,
+    free_slots,
+    service_id_named,
+)
 
 SQL = Callable[..., Awaitable[list[Any]]]
 Lose = Callable[[], Awaitable[None]]
@@ -44,11 +50,12 @@ async def test_book_then_read_back(api: httpx.AsyncClient, sql: SQL) -> None:
     # One transaction wrote all of it.
     assert await sql("SELECT email, name FROM customers") == [("ada@example.com", "Ada Lovelace")]
     assert await sql("SELECT registration, make FROM vehicles") == [("AB12 CDE", "Ford")]
-    outbox = await sql("SELECT kind, payload, status FROM outbox")
+    outbox = await sql(CONFIRMATION_JOBS)
     assert [(kind, status) for kind, _, status in outbox] == [("booking_confirmed", "pending")]
     assert json.loads(outbox[0][1]) == {
         "booking_id": booking["id"],
         "reference": booking["reference"],
+        "sequence": 0,
     }
 
 
@@ -94,7 +101,7 @@ async def test_cancel_frees_the_slot_at_once(api: httpx.AsyncClient, sql: SQL) -
     twice = await api.post(f"/api/bookings/{booking['id']}/cancel")
     assert twice.status_code == 409
     assert twice.json()["error"]["code"] == "already_cancelled"
-    kinds = await sql("SELECT kind FROM outbox ORDER BY id")
+    kinds = await sql("SELECT kind FROM outbox WHERE kind <> 'booking_reminder' ORDER BY id")
     assert kinds == [("booking_confirmed",), ("booking_cancelled",), ("booking_confirmed",)]
 
 

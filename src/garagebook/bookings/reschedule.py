@@ -4,7 +4,8 @@ One transaction: the booking row is locked (a racing cancel or reschedule of the
 booking waits for it), the new slots are claimed against the same partial unique index as
 any booking (`ON CONFLICT DO NOTHING`: a lost race is a count, rolled back as a 409 with the
 old time still booked), the old claims are deleted, the row is updated (same id, reference and
-cancel token; `sequence` + 1 for the calendar) and a `booking_rescheduled` job is written.
+cancel token; `sequence` + 1 for the calendar), and the `booking_rescheduled` job and the new
+time's reminder are written.
 The new slots' reservation keys are taken first, like a booking's; the old slots' keys are
 dropped after the commit so they are bookable at once.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.bookings.reminders import REMINDER_KIND, reminder_due, worth_sending
 from garagebook.bookings.service import booking_json, claimed_slots, enqueue
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
@@ -66,6 +68,10 @@ async def reschedule(
     try:
         async with db.transaction() as conn:
             moved = await _move(conn, booking_id, plan.slot_ids, new_slots, plan, now)
+            # The reminder for the new time; the old time's job finds the sequence changed.
+            reminder_at = reminder_due(plan.start.starts_at, settings)
+            if worth_sending(reminder_at, now):
+                await enqueue(conn, REMINDER_KIND, moved, now, run_at=reminder_at)
     except BaseException:
         if new_slots:
             await reservations.release(new_slots, token)

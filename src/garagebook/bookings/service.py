@@ -31,6 +31,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.holds import slots_of
+from garagebook.bookings.reminders import REMINDER_KIND, reminder_due, worth_sending
 from garagebook.bookings.schemas import BookingIn
 from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
@@ -117,12 +118,15 @@ async def book(
 
     cancel_token = secrets.token_urlsafe(24)
     row = _booking_row(request, plan, now, cancel_token)
+    reminder_at = reminder_due(plan.start.starts_at, settings)
+    if not worth_sending(reminder_at, now):
+        reminder_at = None
     body = orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings, cancel_token))
     key = None if idempotency_key is None else IdempotencyRecord(idempotency_key, fingerprint)
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
-            await _write_booking(conn, row, plan.slot_ids, body, key)
+            await _write_booking(conn, row, plan.slot_ids, body, key, reminder_at)
         if request.hold_token:
             # The hold ends with the booking: slots it held that were not booked go free.
             others = [s for s in slots_of(request.hold_token) if s not in plan.slot_ids]
@@ -198,11 +202,12 @@ async def _write_booking(
     slot_ids: tuple[int, ...],
     body: bytes,
     key: IdempotencyRecord | None,
+    reminder_at: datetime | None,
 ) -> None:
     """Raises SlotUnavailable when the database refuses a slot, _KeyTaken when the
     Idempotency-Key is already recorded; the caller's transaction then rolls back."""
     if conn.dialect.name == "postgresql":
-        await _write_booking_postgres(conn, row, slot_ids, body, key)
+        await _write_booking_postgres(conn, row, slot_ids, body, key, reminder_at)
         return
     # The start slot, against uq_bookings_slot_id_not_cancelled. A concurrent writer of the same
     # slot makes this wait for its commit, then come back empty.
@@ -239,6 +244,8 @@ async def _write_booking(
         )
     )
     await enqueue(conn, "booking_confirmed", row, now)
+    if reminder_at is not None:
+        await enqueue(conn, REMINDER_KIND, row, now, run_at=reminder_at)
     if key is not None:
         stored = await conn.scalar(
             insert_ignoring_conflicts(conn, idempotency_keys)
@@ -264,6 +271,7 @@ async def _write_booking_postgres(
     slot_ids: tuple[int, ...],
     body: bytes,
     key: IdempotencyRecord | None,
+    reminder_at: datetime | None,
 ) -> None:
     """The same writes in one statement (bookings/sql.py): one round trip."""
     result = (
@@ -287,6 +295,7 @@ async def _write_booking_postgres(
                 "created_at": row["created_at"],
                 "cancel_token_hash": row["cancel_token_hash"],
                 "payload": _outbox_payload(row),
+                "reminder_at": reminder_at,
                 "idempotency_key": key.key if key else None,
                 "request_hash": key.fingerprint if key else None,
                 "response_body": body.decode() if key else None,
@@ -300,10 +309,23 @@ async def _write_booking_postgres(
 
 
 def _outbox_payload(booking: dict[str, Any]) -> str:
-    return orjson.dumps({"booking_id": booking["id"], "reference": booking["reference"]}).decode()
+    """The booking's id and reference, and which time of it (`sequence`: moves so far)."""
+    return orjson.dumps(
+        {
+            "booking_id": booking["id"],
+            "reference": booking["reference"],
+            "sequence": booking.get("sequence", 0),
+        }
+    ).decode()
 
 
-async def enqueue(conn: AsyncConnection, kind: str, booking: dict[str, Any], now: datetime) -> None:
+async def enqueue(
+    conn: AsyncConnection,
+    kind: str,
+    booking: dict[str, Any],
+    now: datetime,
+    run_at: datetime | None = None,
+) -> None:
     """The outbox row: born in the booking's transaction, so it exists exactly when the booking
     does. It names the booking only; the worker reads the personal data when it sends."""
     await conn.execute(
@@ -312,7 +334,7 @@ async def enqueue(conn: AsyncConnection, kind: str, booking: dict[str, Any], now
             payload=_outbox_payload(booking),
             status="pending",
             attempts=0,
-            run_at=now,
+            run_at=run_at or now,
             created_at=now,
         )
     )

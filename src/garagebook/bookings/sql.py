@@ -3,7 +3,8 @@ instead of five. (SQLite has no data-modifying CTEs: it runs the same inserts on
 in service.py, in-process and so cheap.) `make bench` runs this very text under pgbench.
 
 The booking row goes first, against uq_bookings_slot_id_not_cancelled; everything else is
-written only if it went in (`FROM booking`). The claims go against
+written only if it went in (`FROM booking`), including the outbox rows: the confirmation,
+due now, and the reminder, due at :reminder_at (NULL: none). The claims go against
 uq_booking_slots_slot_id_active. Every insert that can lose a race says ON CONFLICT DO
 NOTHING, so losing is a count, not an exception: the caller compares `claimed` with the number
 of slots and `keyed` with whether it sent a key, and rolls back when they differ.
@@ -41,11 +42,15 @@ WITH booking AS (
     FROM booking
     ON CONFLICT (registration) DO UPDATE
         SET make = excluded.make, model = excluded.model, updated_at = excluded.updated_at
-), job AS (
+), jobs AS (
     INSERT INTO outbox (kind, payload, status, attempts, run_at, created_at)
-    SELECT 'booking_confirmed', CAST(:payload AS text), 'pending', 0,
-           CAST(:created_at AS timestamptz), CAST(:created_at AS timestamptz)
-    FROM booking
+    SELECT due.kind, CAST(:payload AS text), 'pending', 0, due.run_at,
+           CAST(:created_at AS timestamptz)
+    FROM booking CROSS JOIN (VALUES
+        ('booking_confirmed', CAST(:created_at AS timestamptz)),
+        ('booking_reminder', CAST(:reminder_at AS timestamptz))
+    ) AS due (kind, run_at)
+    WHERE due.run_at IS NOT NULL
 ), idempotency AS (
     INSERT INTO idempotency_keys (key, request_hash, booking_id, response_body, created_at)
     SELECT CAST(:idempotency_key AS varchar), CAST(:request_hash AS varchar), booking.id,

@@ -26,6 +26,7 @@ from garagebook.schema import bays, bookings, services, slots
 CONFIRMED = "confirmed"
 CANCELLED = "cancelled"
 RESCHEDULED = "rescheduled"
+REMINDER = "reminder"
 
 _templates = Environment(
     loader=PackageLoader("garagebook.jobs", "templates"),
@@ -38,6 +39,7 @@ _SUBJECTS = {
     CONFIRMED: "Booking confirmed: {service}, {date} at {start_time} ({reference})",
     CANCELLED: "Booking cancelled: {service}, {date} at {start_time} ({reference})",
     RESCHEDULED: "Booking moved: {service}, now {date} at {start_time} ({reference})",
+    REMINDER: "Reminder: {service} {date} at {start_time} ({reference})",
 }
 
 
@@ -112,8 +114,8 @@ def compose(booking: BookingMail, event: str, settings: Settings, now: datetime)
     context = booking_context(booking, settings)
     subject = _SUBJECTS[event].format(**context)
     sender = settings.mail_sender
-    # A move is a new message each time; a repeated send of one move is the same message.
-    mail_event = f"{event}-{booking.sequence}" if event == RESCHEDULED else event
+    # A move (and its reminder) is a new message each time; a repeated send is the same message.
+    mail_event = f"{event}-{booking.sequence}" if event in (RESCHEDULED, REMINDER) else event
     thread = None if event == CONFIRMED else message_id(booking.reference, CONFIRMED, sender.domain)
     return build_mail(
         to=Address(display_name=context["customer_name"], addr_spec=booking.customer_email),
