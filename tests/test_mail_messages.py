@@ -89,7 +89,11 @@ def test_headers_and_both_parts() -> None:
     )
     start = datetime(2026, 6, 1, 14, tzinfo=LONDON)
     confirmed = compose(booking_at(start), "confirmed", config, NOW)
-    assert confirmed.get_content_type() == "multipart/alternative"
+    # Text and HTML as alternatives, then the calendar entry as an attachment.
+    assert confirmed.get_content_type() == "multipart/mixed"
+    body, calendar = confirmed.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert calendar.get_content_type() == "text/calendar"
     assert str(confirmed["From"]) == "Kwik Garage <bookings@kwik.example>"
     assert str(confirmed["To"]) == "Ada Lovelace <ada@example.com>"
     assert confirmed["Message-ID"] == "<A1-7KQ2M9.confirmed@kwik.example>"

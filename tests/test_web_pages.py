@@ -71,7 +71,10 @@ async def test_the_booking_page_lists_services_days_and_times(api: httpx.AsyncCl
     page = await api.get("/", params={"service": 4, "date": day})
     assert f'data-slot-id="{slot["id"]}"' in page.text
     assert 'aria-disabled="true"' in page.text  # Sundays: shown, not bookable
-    assert (await api.get("/", params={"service": "x"})).status_code == 422
+    # A mangled link is the normal page (issue 8: deep links from mails), never an error.
+    fallback = await api.get("/", params={"service": "x", "date": "2027-02-30", "slot": "-1"})
+    assert fallback.status_code == 200
+    assert "2. Day" not in fallback.text
 
 
 async def test_what_a_customer_typed_is_escaped_on_their_page_and_in_the_calendar(

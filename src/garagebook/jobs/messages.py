@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
 from garagebook.schema import bays, bookings, services, slots
 
@@ -117,7 +118,7 @@ def compose(booking: BookingMail, event: str, settings: Settings, now: datetime)
     # A move (and its reminder) is a new message each time; a repeated send is the same message.
     mail_event = f"{event}-{booking.sequence}" if event in (RESCHEDULED, REMINDER) else event
     thread = None if event == CONFIRMED else message_id(booking.reference, CONFIRMED, sender.domain)
-    return build_mail(
+    message = build_mail(
         to=Address(display_name=context["customer_name"], addr_spec=booking.customer_email),
         subject=subject,
         template=event,
@@ -127,6 +128,42 @@ def compose(booking: BookingMail, event: str, settings: Settings, now: datetime)
         now=now,
         thread=thread,
         reference=booking.reference,
+    )
+    if event in _WITH_CALENDAR:
+        attach_calendar(message, booking, event, settings, now)
+    return message
+
+
+# The mails that change the customer's calendar entry carry it: same UID, SEQUENCE = moves.
+_WITH_CALENDAR = (CONFIRMED, RESCHEDULED, CANCELLED)
+
+
+def attach_calendar(
+    message: EmailMessage, booking: BookingMail, event: str, settings: Settings, now: datetime
+) -> None:
+    """The booking's .ics (a cancellation's removes the entry). Without a manage link: the
+    cancel token is stored hashed, so a mail sent later cannot show it."""
+    status = "cancelled" if event == CANCELLED else booking.status
+    body = booking_ics(
+        settings,
+        reference=booking.reference,
+        service=booking.service,
+        bay=booking.bay,
+        starts_at=booking.starts_at,
+        ends_at=booking.ends_at,
+        status=status,
+        sequence=booking.sequence,
+        registration=booking.vehicle_registration,
+        manage_url=None,
+        stamp=now,
+    )
+    method = "CANCEL" if status == "cancelled" else "PUBLISH"
+    message.add_attachment(
+        body,
+        maintype="text",
+        subtype="calendar",
+        params={"method": method},
+        filename=ics_filename(booking.reference),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -161,10 +162,12 @@ async def list_slots(
     now: datetime,
     zone: ZoneInfo,
     service_id: int | None,
+    own_slots: Collection[int] = (),
 ) -> list[Availability]:
     """Slots starting in [start, end), soonest first. A slot is available when it is in the
     future and free; with a service, when the whole service fits from it and every slot it
-    would cover is free. (A read: the database's unique index still decides at booking.)"""
+    would cover is free. (A read: the database's unique index still decides at booking.)
+    `own_slots` count as free: a booking being moved may overlap its own current time."""
     duration: timedelta | None = None
     if service_id is not None:
         minutes = await conn.scalar(
@@ -194,7 +197,7 @@ async def list_slots(
             .order_by(slots.c.starts_at, slots.c.bay_id)
         )
     ).all()
-    taken = {r.id for r in rows if r.taken}
+    taken = {r.id for r in rows if r.taken}.difference(own_slots)
     by_bay: dict[int, list[Slot]] = defaultdict(list)
     listed: list[Slot] = []
     for r in rows:

@@ -1,5 +1,5 @@
 """The customer's pages: choose a service, a day and a time at `/`; the booking's own page at
-`/manage/{cancel_token}` with its calendar entry and the cancel link.
+`/manage/{cancel_token}` with its calendar entry, "Move to another time" and the cancel link.
 
 With JavaScript, `static/book.js` holds a time and books through the JSON API (`/api/holds`,
 `/api/bookings`), with a live countdown. Without it, the same buttons post to `/book/hold` and
@@ -17,12 +17,15 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from garagebook.bookings import service as bookings
 from garagebook.bookings.holds import create_hold
+from garagebook.bookings.reschedule import reschedule
 from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, normalise_registration
+from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
@@ -37,10 +40,10 @@ from garagebook.errors import (
 )
 from garagebook.ratelimit import Action, RateLimiter
 from garagebook.schema import bays, services, slots
+from garagebook.schema import bookings as bookings_table
 from garagebook.slots.service import list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import CSRF_FIELD, csrf_valid
-from garagebook.web.calendar import booking_calendar
 from garagebook.web.pages import local_time, long_date, render
 
 router = APIRouter(include_in_schema=False)
@@ -63,61 +66,131 @@ class Time:
     starts_at: str
 
 
+def _positive_int(value: str | None) -> int | None:
+    """A query value from a link someone may have mangled: an id, or None."""
+    if value is None or not value.isdigit() or len(value) > 10:
+        return None
+    number = int(value)
+    return number if 1 <= number <= 2**31 - 1 else None
+
+
+def _iso_day(value: str | None) -> date | None:
+    if not value or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+async def _day_choices(
+    conn: AsyncConnection,
+    settings: Settings,
+    service_id: int,
+    now: datetime,
+    own_slots: list[int] | None = None,
+    current_start: datetime | None = None,
+) -> tuple[list[Day], list[Any]]:
+    """The next BOOKING_DAYS days for a service, each bookable or not, and the listed slots.
+    When moving a booking, its own slots count as free and its current start is no choice."""
+    zone = settings.timezone
+    today = now.astimezone(zone).date()
+    start, _ = local_day_bounds(today, zone)
+    _, end = local_day_bounds(today + timedelta(days=BOOKING_DAYS - 1), zone)
+    listed = await list_slots(
+        conn,
+        start=start,
+        end=end,
+        now=now,
+        zone=zone,
+        service_id=service_id,
+        own_slots=own_slots or (),
+    )
+    listed = [a for a in listed if a.slot.starts_at != current_start]
+    open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
+    days = []
+    for offset in range(BOOKING_DAYS):
+        d = today + timedelta(days=offset)
+        days.append(Day(d, f"{d:%a} {d.day} {d:%b}", d in open_days))
+    return days, listed
+
+
+def _day_label(day: date, settings: Settings) -> str:
+    return long_date(
+        datetime.combine(day, datetime.min.time(), settings.timezone), settings.timezone
+    )
+
+
 @router.get("/")
 async def booking_page(
     request: Request,
     db: DatabaseDep,
     settings: SettingsDep,
-    service_id: Annotated[int | None, Query(alias="service", ge=1, le=2**31 - 1)] = None,
-    day: Annotated[date | None, Query(alias="date")] = None,
-    taken: bool = False,
+    service: str | None = None,
+    date_value: Annotated[str | None, Query(alias="date")] = None,
+    day_value: Annotated[str | None, Query(alias="day")] = None,
+    slot: str | None = None,
+    taken: str | None = None,
 ) -> Response:
     """Service → day → time. Links and forms that work without JavaScript (the time buttons
-    post to `/book/hold`); `book.js` turns the same buttons into a hold with a countdown."""
-    zone = settings.timezone
+    post to `/book/hold`); `book.js` turns the same buttons into a hold with a countdown.
+
+    Deep links (a reminder mail's): `?service=ID&slot=ID` opens the slot's day with that time
+    marked, so one click holds it; `?service=ID&day=YYYY-MM-DD` opens that day. Anything
+    unknown or malformed is ignored: the page falls back to what it can show."""
     now = utcnow()
-    today = now.astimezone(zone).date()
+    service_id = _positive_int(service)
+    day = _iso_day(day_value) or _iso_day(date_value)
+    slot_id = _positive_int(slot)
     async with db.read() as conn:
         service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
         chosen = next((s for s in service_rows if s.id == service_id), None)
         days: list[Day] = []
         times: list[Time] = []
         if chosen is not None:
-            start, _ = local_day_bounds(today, zone)
-            _, end = local_day_bounds(today + timedelta(days=BOOKING_DAYS - 1), zone)
-            listed = await list_slots(
-                conn, start=start, end=end, now=now, zone=zone, service_id=chosen.id
-            )
-            open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
-            for offset in range(BOOKING_DAYS):
-                d = today + timedelta(days=offset)
-                days.append(Day(d, f"{d:%a} {d.day} {d:%b}", d in open_days))
+            if slot_id is not None:
+                slot_start = await conn.scalar(
+                    select(slots.c.starts_at).where(slots.c.id == slot_id)
+                )
+                if slot_start is None:
+                    slot_id = None
+                else:
+                    day = slot_start.astimezone(settings.timezone).date()
+            days, listed = await _day_choices(conn, settings, chosen.id, now)
             if day is not None and any(d.day == day for d in days):
-                times = _times_of(listed, day, settings)
+                times = _times_of(listed, day, settings, prefer=slot_id)
+            else:
+                day = None
+    suggested = next((t for t in times if t.slot_id == slot_id), None)
     context: dict[str, Any] = {
         "services": service_rows,
         "chosen": chosen,
         "days": days,
-        "day": day if any(d.day == day for d in days) else None,
-        "day_label": long_date(datetime.combine(day, datetime.min.time(), zone), zone)
-        if day
-        else "",
+        "day": day,
+        "day_label": _day_label(day, settings) if day else "",
         "times": times,
+        "suggested": suggested,
+        "link_taken": slot_id is not None and day is not None and suggested is None,
         "hold_ttl_seconds": settings.hold_ttl_seconds,
-        "taken": taken,
+        "taken": taken == "true",
         "values": {},
         "errors": {},
     }
     return render(request, settings, "book.html", context)
 
 
-def _times_of(listed: list[Any], day: date, settings: Settings) -> list[Time]:
-    """One button per start time: the first bay free then (customers do not choose bays)."""
+def _times_of(
+    listed: list[Any], day: date, settings: Settings, prefer: int | None = None
+) -> list[Time]:
+    """One button per start time: the first bay free then (customers do not choose bays),
+    or the `prefer`red slot when it is free (the one a deep link named)."""
     zone = settings.timezone
     seen: dict[datetime, Time] = {}
     for a in listed:
         local = a.slot.starts_at.astimezone(zone)
-        if a.available and local.date() == day and a.slot.starts_at not in seen:
+        if not a.available or local.date() != day:
+            continue
+        if a.slot.starts_at not in seen or a.slot.id == prefer:
             seen[a.slot.starts_at] = Time(a.slot.id, local.strftime("%H:%M"), local.isoformat())
     return [seen[k] for k in sorted(seen)]
 
@@ -132,8 +205,12 @@ async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> 
             select(services.c.name).where(services.c.id == booking["service_id"])
         )
         bay_name = await conn.scalar(select(bays.c.name).where(bays.c.id == booking["bay_id"]))
+        sequence = await conn.scalar(
+            select(bookings_table.c.sequence).where(bookings_table.c.id == booking_id)
+        )
     booking["service_name"] = service_name or ""
     booking["bay_name"] = bay_name or ""
+    booking["sequence"] = sequence or 0
     return booking
 
 
@@ -161,16 +238,111 @@ def _not_found(request: Request, settings: Settings) -> Response:
     )
 
 
+async def _manage(
+    request: Request,
+    db: DatabaseDep,
+    settings: Settings,
+    token: str,
+    booking: dict[str, Any],
+    move_day: date | None,
+    message: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The booking's page, with "Move to another time": the next days where its service fits
+    (its own current slots count as free for it) and, for `move_day`, the free start times."""
+    now = utcnow()
+    starts = datetime.fromisoformat(booking["starts_at"])
+    movable = booking["status"] == "confirmed" and starts > now
+    days: list[Day] = []
+    times: list[Time] = []
+    if movable:
+        async with db.read() as conn:
+            days, listed = await _day_choices(
+                conn, settings, booking["service_id"], now, booking["slot_ids"], starts
+            )
+        if move_day is not None and any(d.day == move_day for d in days):
+            times = _times_of(listed, move_day, settings)
+        else:
+            move_day = None
+    context = {
+        **_view(booking, settings),
+        "token": token,
+        "movable": movable,
+        "move_days": days,
+        "move_day": move_day,
+        "move_day_label": _day_label(move_day, settings) if move_day else "",
+        "move_times": times,
+        "moved": request.query_params.get("moved") == "1",
+        "move_error": message,
+    }
+    return render(request, settings, "manage.html", context, status_code)
+
+
 @router.get("/manage/{token}")
 async def manage_page(
-    token: str, request: Request, db: DatabaseDep, settings: SettingsDep
+    token: str,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    day: str | None = None,
 ) -> Response:
-    """The confirmation page, and later the customer's way back to their booking."""
+    """The confirmation page, and later the customer's way back to their booking: move it
+    (`?day=` lists that day's free times, without JavaScript too) or cancel it."""
     try:
         booking = await _booking_by_token(db, settings, token)
     except BookingNotFound:
         return _not_found(request, settings)
-    return render(request, settings, "manage.html", {**_view(booking, settings), "token": token})
+    return await _manage(request, db, settings, token, booking, _iso_day(day))
+
+
+@router.post("/manage/{token}/reschedule")
+async def reschedule_booking(
+    token: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """The move form's post: `bookings.reschedule`, as `POST /api/manage/{token}/reschedule`.
+    A taken time leaves the booking where it was, and the page says so."""
+    form = await request.form()
+    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
+        return _expired_form(request, settings)
+    if (limited := await _over_limit(request, settings, "booking")) is not None:
+        return limited
+    try:
+        booking = await _booking_by_token(db, settings, token)
+    except BookingNotFound:
+        return _not_found(request, settings)
+    move_day = _iso_day(_text(form, "day"))
+    try:
+        slot_id = _int(form, "slot_id")
+    except ValueError:
+        return await _manage(
+            request, db, settings, token, booking, move_day, "Pick a new time first.", 422
+        )
+    try:
+        await reschedule(db, reservations, plans, settings, booking["id"], slot_id)
+    except (SlotUnavailable, SlotNotFound, ServiceNotFound):
+        message = (
+            "Sorry, that time has just been taken by someone else. Your booking has not "
+            "changed. Pick another time below."
+        )
+        return await _manage(request, db, settings, token, booking, move_day, message, 409)
+    except SlotInPast as exc:
+        return await _manage(request, db, settings, token, booking, move_day, exc.message, 409)
+    except (BookingNotFound, AlreadyCancelled):
+        return RedirectResponse(f"/manage/{token}", 303)  # the page shows what it is now
+    except DomainError as exc:
+        return render(
+            request,
+            settings,
+            "message.html",
+            {"title": "Not moved", "message": exc.message},
+            503,
+        )
+    return RedirectResponse(f"/manage/{token}?moved=1", 303)
 
 
 @router.get("/manage/{token}/calendar.ics")
@@ -179,11 +351,23 @@ async def calendar_file(token: str, db: DatabaseDep, settings: SettingsDep) -> R
         booking = await _booking_by_token(db, settings, token)
     except BookingNotFound:
         return Response("No such booking.\n", 404, media_type="text/plain")
-    body = booking_calendar(booking, settings, f"{settings.public_url}/manage/{token}")
+    body = booking_ics(
+        settings,
+        reference=booking["reference"],
+        service=booking["service_name"],
+        bay=booking["bay_name"],
+        starts_at=datetime.fromisoformat(booking["starts_at"]),
+        ends_at=datetime.fromisoformat(booking["ends_at"]),
+        status=booking["status"],
+        sequence=booking["sequence"],
+        registration=booking["vehicle"]["registration"],
+        manage_url=f"{settings.public_url}/manage/{token}",
+    )
+    filename = ics_filename(booking["reference"])
     return Response(
         body,
         media_type="text/calendar; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{booking["reference"]}.ics"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

@@ -1,6 +1,7 @@
 """The staff day view at `/staff`: sign-in, the day's grid (refreshed by `static/staff.js`
 every few seconds), and the actions. Every action goes through the same booking path as the
-API (`bookings.service.book` / `cancel`), so the staff view can never double-book either.
+API (`bookings.service.book` / `cancel`, `bookings.reschedule.reschedule` for a move), so the
+staff view can never double-book either.
 
 Slots are never changed or deleted (the plan cache relies on it), so closing a slot is a
 booking for the garage itself, and reopening it is cancelling that booking."""
@@ -20,12 +21,13 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from garagebook.bookings import service as bookings
+from garagebook.bookings.reschedule import reschedule
 from garagebook.bookings.schemas import BookingIn
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
-from garagebook.errors import DomainError, SlotUnavailable
+from garagebook.errors import BookingNotFound, DomainError, SlotInPast, SlotUnavailable
 from garagebook.schema import bays, services
-from garagebook.slots.service import create_slot
+from garagebook.slots.service import create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import (
     CSRF_FIELD,
@@ -51,7 +53,10 @@ _MESSAGES = {
     "closed": "Slot closed.",
     "reopened": "Slot reopened.",
     "opened": "Extra slot opened.",
+    "moved": "Booking moved: the customer gets an email with the new time.",
 }
+# The move page offers free start times from the day shown for this many days.
+MOVE_DAYS = 7
 
 
 def garage_address(settings: Settings, local_part: str) -> str:
@@ -370,3 +375,92 @@ async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) ->
     except DomainError as exc:
         return _back(day, error=_error_code(exc))
     return _back(day, done="opened")
+
+
+# --- moving a booking --------------------------------------------------------------------------
+
+
+@router.get("/bookings/{booking_id}/move")
+async def move_page(
+    booking_id: str,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    day: Annotated[str | None, Query(alias="date", max_length=10)] = None,
+) -> Response:
+    """The free start times (every bay) where the booking's service fits, from the day shown
+    for MOVE_DAYS days; the booking's own slots count as free for it."""
+    if current_staff(request, settings) is None:
+        return RedirectResponse("/staff/login", 303)
+    zone = settings.timezone
+    now = utcnow()
+    back_day = _day(day, settings)
+    first = max(back_day, now.astimezone(zone).date())
+    try:
+        async with db.read() as conn:
+            booking = await bookings.get_booking(conn, settings, booking_id[:64])
+            service_name = await conn.scalar(
+                select(services.c.name).where(services.c.id == booking["service_id"])
+            )
+            bay_rows = (await conn.execute(select(bays.c.id, bays.c.name))).all()
+            start, _ = local_day_bounds(first, zone)
+            _, end = local_day_bounds(first + timedelta(days=MOVE_DAYS - 1), zone)
+            listed = await list_slots(
+                conn,
+                start=start,
+                end=end,
+                now=now,
+                zone=zone,
+                service_id=booking["service_id"],
+                own_slots=booking["slot_ids"],
+            )
+    except BookingNotFound:
+        return _back(back_day, error="not_found")
+    if booking["status"] != "confirmed":
+        return _back(back_day, error="already")
+    bay_names = {b.id: b.name for b in bay_rows}
+    current = datetime.fromisoformat(booking["starts_at"])
+    options: dict[date, list[tuple[int, str]]] = {}
+    for a in listed:
+        if not a.available or a.slot.id == booking["slot_id"]:
+            continue
+        local = a.slot.starts_at.astimezone(zone)
+        text = f"{local:%H:%M} · {bay_names.get(a.slot.bay_id, '')}"
+        options.setdefault(local.date(), []).append((a.slot.id, text))
+    context = {
+        "booking": booking,
+        "service_name": service_name or "",
+        "bay_name": bay_names.get(booking["bay_id"], ""),
+        "current_label": f"{current:%A} {current.day} {current:%B %Y}, {current:%H:%M}",
+        "options": [(f"{d:%A} {d.day} {d:%B}", choices) for d, choices in options.items()],
+        "first_label": f"{first:%A} {first.day} {first:%B}",
+        "move_days": MOVE_DAYS,
+        "back_day": back_day.isoformat(),
+    }
+    return render(request, settings, "staff_move.html", context)
+
+
+@router.post("/bookings/{booking_id}/move")
+async def move_booking(
+    booking_id: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """`reschedule()`, as the API's: a taken time leaves the booking where it was."""
+    user, form, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    try:
+        slot_id = int(_form_str(form, "slot_id"))
+    except ValueError:
+        return _back(day, error="invalid")
+    try:
+        await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
+    except SlotInPast:
+        return _back(day, error="past")
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="moved")
