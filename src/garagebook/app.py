@@ -27,6 +27,8 @@ from garagebook.reservations import create_reservations
 from garagebook.slots.routes import SlotIn
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
+from garagebook.vehicles.mot import MotIn
+from garagebook.vehicles.routes import router as vehicles_router
 from garagebook.web import install_web
 
 
@@ -66,8 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(holds_router)
     app.include_router(manage_router)
     app.include_router(slots_router)
+    app.include_router(vehicles_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn)
+    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn)
     install_web(app)
 
     return app

@@ -1,4 +1,4 @@
-"""The `garagebook` command: migrate, seed, serve, worker, jobs, concurrency-test."""
+"""The `garagebook` command: migrate, seed, serve, worker, jobs, remind-mot, concurrency-test."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from alembic.config import Config
 from garagebook.concurrency.command import concurrency_test
 from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
+from garagebook.errors import DomainError
 from garagebook.jobs.commands import jobs_cli, worker
 from garagebook.slots.seed import seed_demo_garage
+from garagebook.vehicles.reminders import run_remind_mot
 from garagebook.web.commands import staff_cli
 
 cli = typer.Typer(help="garagebook: online booking for car garages.", no_args_is_help=True)
@@ -85,6 +87,18 @@ def serve(
         access_log=False,  # garagebook.http.ObserveRequests logs one JSON line per request
         timeout_graceful_shutdown=10,
     )
+
+
+@cli.command("remind-mot")
+def remind_mot() -> None:
+    """Queue MOT reminders: vehicles whose MOT expires within MOT_REMINDER_DAYS, once per
+    expiry. Run it daily (cron); the embedded default runs it in-process."""
+    try:
+        queued = asyncio.run(run_remind_mot(get_settings()))
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{queued} MOT reminder(s) queued")
 
 
 cli.command("concurrency-test")(concurrency_test)

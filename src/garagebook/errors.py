@@ -52,6 +52,11 @@ class BookingNotFound(DomainError):
     message = "No such booking."
 
 
+class VehicleNotFound(DomainError):
+    code = "vehicle_not_found"
+    message = "No vehicle with that registration has been booked here."
+
+
 class AlreadyCancelled(DomainError):
     code = "already_cancelled"
     message = "This booking is already cancelled."
@@ -121,6 +126,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     ServiceNotFound: 404,
     BayNotFound: 404,
     BookingNotFound: 404,
+    VehicleNotFound: 404,
     SlotInPast: 422,
     IdempotencyKeyReused: 422,
     InvalidRequest: 422,

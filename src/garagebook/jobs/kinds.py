@@ -3,3 +3,4 @@
 the API always finds its handler."""
 
 from garagebook.bookings import reminders  # noqa: F401  (booking_reminder)
+from garagebook.vehicles import reminders as mot_reminders  # noqa: F401  (mot_reminder)

@@ -41,6 +41,7 @@ from garagebook.jobs.queue import Job
 from garagebook.reservations import ReservationStore, create_reservations
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
+from garagebook.vehicles.reminders import queue_mot_reminders
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ assert kinds  # imported for its side effect: every job kind registers its handl
 NOTIFY_CHANNEL = "garagebook_outbox"  # the trigger in migration 0003 notifies this channel
 _LISTEN_RETRY_SECONDS = 5.0
 _RECORD_TRIES = 3
+MOT_REMINDER_INTERVAL_SECONDS = 24 * 3600.0  # the embedded default's `remind-mot`
 
 
 def worker_name() -> str:
@@ -317,15 +319,19 @@ def _worker_database(settings: Settings, concurrency: int) -> Database:
 class EmbeddedWorker:
     """The worker inside the server process: the embedded default (SQLite), so that one
     process, as `make run` starts it, also sends the mail. It shares the server's reservation
-    layer: on the embedded default that is an in-process store, which only this process sees."""
+    layer: on the embedded default that is an in-process store, which only this process sees.
+    It also runs `remind-mot` daily (see `_remind_mot`)."""
 
     def __init__(self, settings: Settings, reservations: ReservationStore) -> None:
+        self.settings = settings
         self.db = _worker_database(settings, settings.worker_concurrency)
         self.worker = Worker(self.db, create_mailer(settings), settings, reservations)
         self._task: asyncio.Task[None] | None = None
+        self._mot_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="garagebook-embedded-worker")
+        self._mot_task = asyncio.create_task(self._remind_mot(), name="garagebook-remind-mot")
 
     async def _run(self) -> None:
         try:
@@ -333,7 +339,27 @@ class EmbeddedWorker:
         except Exception:
             log.exception("the embedded worker stopped on an error")
 
+    async def _remind_mot(self) -> None:
+        """`garagebook remind-mot`, once at start and then every 24 hours: the embedded default
+        has no cron. (Production runs the command from cron; `garagebook worker` does not.)
+        Runs are idempotent, so a restart running it again early is harmless."""
+        while True:
+            try:
+                async with self.db.transaction() as conn:
+                    queued = await queue_mot_reminders(conn, self.settings, utcnow())
+                if queued:
+                    log.info("remind-mot: %d MOT reminder(s) queued", len(queued))
+                delay = MOT_REMINDER_INTERVAL_SECONDS
+            except Exception as exc:  # a failed run is retried, never the end of the reminders
+                log.warning("remind-mot failed (%s); trying again in 5 minutes", describe(exc))
+                delay = 300.0
+            await asyncio.sleep(delay)
+
     async def stop(self) -> None:
+        if self._mot_task is not None:
+            self._mot_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._mot_task
         self.worker.stop()
         if self._task is not None:
             await self._task

@@ -9,6 +9,7 @@ from garagebook.web.customer import router as customer_router
 from garagebook.web.pages import STATIC
 from garagebook.web.security import SecurityHeaders
 from garagebook.web.staff import router as staff_router
+from garagebook.web.vehicles import router as vehicles_router
 
 
 def install_web(app: FastAPI) -> None:
@@ -16,4 +17,5 @@ def install_web(app: FastAPI) -> None:
     app.add_middleware(SecurityHeaders)
     app.include_router(customer_router)
     app.include_router(staff_router)
+    app.include_router(vehicles_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -1,0 +1,198 @@
+"""A vehicle's history, its MOT expiry, and marking a booking done. Functions taking a
+connection only execute statements; `complete_booking` owns its transaction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.bookings.schemas import normalise_registration
+from garagebook.bookings.service import booking_id_for_cancel_token, get_booking
+from garagebook.config import Settings
+from garagebook.db import Database
+from garagebook.errors import AlreadyCancelled, BookingNotFound, VehicleNotFound
+from garagebook.schema import bookings, services, vehicles
+from garagebook.timeutil import to_local_iso, utcnow
+from garagebook.vehicles.mot import check_expiry, next_mot_expiry
+
+_REGISTRATION_MAX = 16
+_BOOKING_ID_MAX = 64
+
+
+def registration_of(value: str) -> str:
+    """A registration as typed or as in a URL (`ab12cde`, `AB12%20CDE`) → the vehicle's key."""
+    registration = normalise_registration(value)
+    if not registration or len(registration) > _REGISTRATION_MAX:
+        raise VehicleNotFound()
+    return registration
+
+
+def local_today(settings: Settings, now: datetime | None = None) -> date:
+    """The garage's date: MOT expiries are local dates."""
+    return (now or utcnow()).astimezone(settings.timezone).date()
+
+
+async def vehicle_history(
+    conn: AsyncConnection, settings: Settings, registration: str, now: datetime
+) -> dict[str, Any]:
+    """The vehicle, its bookings (upcoming soonest first, past latest first, cancelled ones
+    included with their status) and the services done on it."""
+    vehicle = (
+        await conn.execute(select(vehicles).where(vehicles.c.registration == registration))
+    ).first()
+    if vehicle is None:
+        raise VehicleNotFound(registration=registration)
+    rows = (
+        await conn.execute(
+            select(
+                bookings.c.id,
+                bookings.c.reference,
+                bookings.c.service_id,
+                services.c.name.label("service"),
+                bookings.c.starts_at,
+                bookings.c.ends_at,
+                bookings.c.status,
+                bookings.c.completed_at,
+                bookings.c.customer_name,
+                bookings.c.customer_email,
+            )
+            .join_from(bookings, services, services.c.id == bookings.c.service_id)
+            .where(bookings.c.vehicle_registration == registration)
+            .order_by(bookings.c.starts_at, bookings.c.id)
+        )
+    ).all()
+    zone = settings.timezone
+
+    def shown(row: Any) -> dict[str, Any]:
+        return {
+            "id": row.id,
+            "reference": row.reference,
+            "service_id": row.service_id,
+            "service": row.service,
+            "starts_at": to_local_iso(row.starts_at, zone),
+            "ends_at": to_local_iso(row.ends_at, zone),
+            "status": row.status,
+            "completed_at": to_local_iso(row.completed_at, zone) if row.completed_at else None,
+            "customer": {"name": row.customer_name, "email": row.customer_email},
+        }
+
+    done = sorted((r for r in rows if r.completed_at), key=lambda r: r.completed_at, reverse=True)
+    return {
+        "registration": vehicle.registration,
+        "make": vehicle.make,
+        "model": vehicle.model,
+        "mot_expires_on": _iso(vehicle.mot_expires_on),
+        "mot_reminded_for": _iso(vehicle.mot_reminded_for),
+        "upcoming": [shown(r) for r in rows if r.starts_at >= now],
+        "past": [shown(r) for r in reversed(rows) if r.starts_at < now],
+        "services_done": [
+            {
+                "reference": r.reference,
+                "service": r.service,
+                "starts_at": to_local_iso(r.starts_at, zone),
+                "completed_at": to_local_iso(r.completed_at, zone),
+            }
+            for r in done
+        ],
+    }
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+async def set_mot_expiry(
+    conn: AsyncConnection, registration: str, expires_on: date, now: datetime, today: date
+) -> None:
+    """Record the MOT certificate's expiry. A new date also means a new reminder when it comes
+    within MOT_REMINDER_DAYS (reminders are once per expiry date, not once per vehicle)."""
+    check_expiry(expires_on, today)
+    result = await conn.execute(
+        update(vehicles)
+        .where(vehicles.c.registration == registration)
+        .values(mot_expires_on=expires_on, updated_at=now)
+    )
+    if result.rowcount == 0:
+        raise VehicleNotFound(registration=registration)
+
+
+async def registration_for_cancel_token(conn: AsyncConnection, cancel_token: str) -> str:
+    """The vehicle of the booking behind a customer's manage link."""
+    booking_id = await booking_id_for_cancel_token(conn, cancel_token)
+    registration = await conn.scalar(
+        select(bookings.c.vehicle_registration).where(bookings.c.id == booking_id)
+    )
+    if registration is None:
+        raise BookingNotFound()
+    return str(registration)
+
+
+async def complete_booking(db: Database, settings: Settings, booking_id: str) -> dict[str, Any]:
+    """Staff mark a booking done: `confirmed` → `completed`, keeping its slots (the unique
+    indexes exclude only cancelled bookings). Done again: the same answer, nothing changes.
+    A completed MOT renews the vehicle's MOT expiry, in the same transaction.
+
+    The test date is the booking's day, or today if staff mark it done before that day."""
+    if len(booking_id) > _BOOKING_ID_MAX:
+        raise BookingNotFound()
+    now = utcnow()
+    async with db.transaction() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    bookings.c.status,
+                    bookings.c.starts_at,
+                    bookings.c.vehicle_registration,
+                    services.c.name.label("service"),
+                )
+                .join_from(bookings, services, services.c.id == bookings.c.service_id)
+                .where(bookings.c.id == booking_id)
+                .with_for_update(of=bookings)
+            )
+        ).first()
+        if row is None:
+            raise BookingNotFound()
+        if row.status == "cancelled":
+            raise AlreadyCancelled()
+        if row.status == "confirmed":
+            await conn.execute(
+                update(bookings)
+                .where(bookings.c.id == booking_id, bookings.c.status == "confirmed")
+                .values(status="completed", completed_at=now)
+            )
+            if row.service == settings.mot_service_name:
+                test_date = min(local_today(settings, row.starts_at), local_today(settings, now))
+                await _renew_mot(conn, row.vehicle_registration, test_date, now)
+        booking = await get_booking(conn, settings, booking_id)
+        completed_at, mot_expires_on = (
+            await conn.execute(
+                select(bookings.c.completed_at, vehicles.c.mot_expires_on)
+                .join_from(
+                    bookings,
+                    vehicles,
+                    vehicles.c.registration == bookings.c.vehicle_registration,
+                )
+                .where(bookings.c.id == booking_id)
+            )
+        ).one()
+    booking["completed_at"] = to_local_iso(completed_at, settings.timezone)
+    booking["vehicle"]["mot_expires_on"] = _iso(mot_expires_on)
+    return booking
+
+
+async def _renew_mot(
+    conn: AsyncConnection, registration: str, test_date: date, now: datetime
+) -> None:
+    current = await conn.scalar(
+        select(vehicles.c.mot_expires_on)
+        .where(vehicles.c.registration == registration)
+        .with_for_update()
+    )
+    await conn.execute(
+        update(vehicles)
+        .where(vehicles.c.registration == registration)
+        .values(mot_expires_on=next_mot_expiry(test_date, current), updated_at=now)
+    )

@@ -1,0 +1,183 @@
+"""Vehicle pages and forms: the staff's vehicle history at `/staff/vehicles/{registration}`
+with its MOT expiry form, marking a booking done from the day view, and the customer's MOT
+expiry form on their manage page. Sessions, CSRF and redirects are the staff and customer
+pages' own helpers; the work is `vehicles.service`, as for the API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from garagebook.config import Settings
+from garagebook.deps import DatabaseDep, SettingsDep
+from garagebook.errors import BookingNotFound, DomainError, InvalidRequest, VehicleNotFound
+from garagebook.timeutil import utcnow
+from garagebook.vehicles.service import (
+    complete_booking,
+    local_today,
+    registration_for_cancel_token,
+    registration_of,
+    set_mot_expiry,
+    vehicle_history,
+)
+from garagebook.web.auth import CSRF_FIELD, csrf_valid, current_staff
+from garagebook.web.customer import _expired_form, _not_found, _over_limit, _text
+from garagebook.web.pages import local_time, long_date, render
+from garagebook.web.staff import _action, _back, _error_code, _form_str, _refused
+
+router = APIRouter(include_in_schema=False)
+
+_MESSAGES = {"mot": "MOT expiry saved."}
+_ERRORS = {
+    "invalid": "That is not a date an MOT certificate can carry; nothing was changed.",
+    "unavailable": "The booking database did not answer; try again.",
+}
+_TOKEN_MAX = 128
+
+
+def vehicle_url(registration: str) -> str:
+    return f"/staff/vehicles/{quote(registration)}"
+
+
+def _when(iso: str, settings: Settings) -> str:
+    moment = datetime.fromisoformat(iso)
+    return f"{long_date(moment, settings.timezone)}, {local_time(moment, settings.timezone)}"
+
+
+def _form_date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        return None
+
+
+@router.get("/staff/vehicles/{registration}")
+async def vehicle_page(
+    registration: str,
+    request: Request,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    done: Annotated[str | None, Query(max_length=20)] = None,
+    error: Annotated[str | None, Query(max_length=20)] = None,
+) -> Response:
+    user = current_staff(request, settings)
+    if user is None:
+        return RedirectResponse("/staff/login", 303)
+    try:
+        key = registration_of(registration)
+        async with db.read() as conn:
+            history = await vehicle_history(conn, settings, key, utcnow())
+    except VehicleNotFound:
+        return render(
+            request,
+            settings,
+            "message.html",
+            {"title": "Vehicle not found", "message": "No booking here was ever for that car."},
+            404,
+        )
+    for booking in (*history["upcoming"], *history["past"]):
+        booking["when"] = _when(booking["starts_at"], settings)
+        booking["day"] = booking["starts_at"][:10]
+        booking["done_when"] = (
+            _when(booking["completed_at"], settings) if booking["completed_at"] else ""
+        )
+    for service in history["services_done"]:
+        service["done_when"] = _when(service["completed_at"], settings)
+    expires = history["mot_expires_on"]
+    context = {
+        "user": user,
+        "vehicle": history,
+        "url": vehicle_url(history["registration"]),
+        "mot_label": long_date(datetime.fromisoformat(expires), settings.timezone)
+        if expires
+        else None,
+        "flash": _MESSAGES.get(done or ""),
+        "error": _ERRORS.get(error or ""),
+    }
+    return render(request, settings, "staff_vehicle.html", context)
+
+
+@router.post("/staff/vehicles/{registration}/mot")
+async def staff_set_mot(
+    registration: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    user, form, _ = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    try:
+        key = registration_of(registration)
+    except VehicleNotFound:
+        return RedirectResponse("/staff", 303)
+    expires_on = _form_date(_form_str(form, "expires_on"))
+    if expires_on is None:
+        return RedirectResponse(f"{vehicle_url(key)}?error=invalid", 303)
+    now = utcnow()
+    try:
+        async with db.transaction() as conn:
+            await set_mot_expiry(conn, key, expires_on, now, local_today(settings, now))
+    except VehicleNotFound:
+        return RedirectResponse("/staff", 303)
+    except DomainError as exc:
+        problem = "invalid" if isinstance(exc, InvalidRequest) else "unavailable"
+        return RedirectResponse(f"{vehicle_url(key)}?error={problem}", 303)
+    return RedirectResponse(f"{vehicle_url(key)}?done=mot", 303)
+
+
+@router.post("/staff/bookings/{booking_id}/complete")
+async def staff_complete_booking(
+    booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The day view's "Done" button; back to the day (`?done=completed`)."""
+    user, _, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    try:
+        await complete_booking(db, settings, booking_id[:64])
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="completed")
+
+
+@router.post("/manage/{token}/mot")
+async def customer_set_mot(
+    token: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The manage page's MOT form (`expires_on`): the vehicle of this booking."""
+    form = await request.form()
+    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
+        return _expired_form(request, settings)
+    if (limited := await _over_limit(request, settings, "cancel")) is not None:
+        return limited
+    if len(token) > _TOKEN_MAX:
+        return _not_found(request, settings)
+    expires_on = _form_date(_text(form, "expires_on"))
+    now = utcnow()
+    try:
+        if expires_on is None:
+            raise ValueError("not a date")
+        async with db.transaction() as conn:
+            key = await registration_for_cancel_token(conn, token)
+            await set_mot_expiry(conn, key, expires_on, now, local_today(settings, now))
+    except BookingNotFound:
+        return _not_found(request, settings)
+    except (ValueError, InvalidRequest):
+        return render(
+            request,
+            settings,
+            "message.html",
+            {
+                "title": "MOT date not saved",
+                "message": "Enter the expiry date printed on the MOT certificate "
+                "(within a year before and three years after today). Go back and try again.",
+            },
+            422,
+        )
+    except DomainError as exc:
+        return render(
+            request, settings, "message.html", {"title": "Not saved", "message": exc.message}, 503
+        )
+    return RedirectResponse(f"/manage/{token}", 303)
