@@ -29,6 +29,8 @@ from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
 from garagebook.vehicles.mot import MotIn
 from garagebook.vehicles.routes import router as vehicles_router
+from garagebook.waitlist.routes import router as waitlist_router
+from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.web import install_web
 
 
@@ -69,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(manage_router)
     app.include_router(slots_router)
     app.include_router(vehicles_router)
+    app.include_router(waitlist_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn)
+    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn)
     install_web(app)
 
     return app

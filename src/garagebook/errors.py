@@ -62,6 +62,21 @@ class AlreadyCancelled(DomainError):
     message = "This booking is already cancelled."
 
 
+class OfferNotFound(DomainError):
+    code = "offer_not_found"
+    message = "No such waitlist offer."
+
+
+class OfferGone(DomainError):
+    code = "offer_gone"
+    message = "This offer has ended: it was taken up, or it ran out and passed to the next person."
+
+
+class WaitlistEntryNotFound(DomainError):
+    code = "waitlist_entry_not_found"
+    message = "No such waitlist entry."
+
+
 class SlotInPast(DomainError):
     code = "validation_error"
     message = "That slot has already started; pick a time in the future."
@@ -122,6 +137,9 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     SlotUnavailable: 409,
     SlotOverlaps: 409,
     AlreadyCancelled: 409,
+    OfferGone: 409,
+    OfferNotFound: 404,
+    WaitlistEntryNotFound: 404,
     SlotNotFound: 404,
     ServiceNotFound: 404,
     BayNotFound: 404,

@@ -217,6 +217,15 @@ waitlist_entries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("leave_token_hash", String(64), nullable=False),
     Index("ix_waitlist_entries_day_status", "day", "status", "id"),
+    Index(
+        "uq_waitlist_entries_active",
+        "service_id",
+        "day",
+        "customer_email",
+        unique=True,
+        sqlite_where=text("status IN ('waiting', 'offered')"),
+        postgresql_where=text("status IN ('waiting', 'offered')"),
+    ),
     Index("uq_waitlist_entries_leave_token_hash", "leave_token_hash", unique=True),
 )
 

@@ -27,6 +27,7 @@ from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import booking_slots, bookings
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
+from garagebook.waitlist.triggers import time_freed
 
 
 async def reschedule(
@@ -40,7 +41,9 @@ async def reschedule(
     async with db.read() as conn:
         current = (
             await conn.execute(
-                select(bookings.c.service_id, bookings.c.status).where(bookings.c.id == booking_id)
+                select(bookings.c.service_id, bookings.c.status, bookings.c.starts_at).where(
+                    bookings.c.id == booking_id
+                )
             )
         ).first()
         if current is None:
@@ -68,6 +71,8 @@ async def reschedule(
     try:
         async with db.transaction() as conn:
             moved = await _move(conn, booking_id, plan.slot_ids, new_slots, plan, now)
+            # The old time is free: someone on that day's waitlist may want it.
+            await time_freed(conn, current.starts_at.astimezone(settings.timezone).date(), now)
             # The reminder for the new time; the old time's job finds the sequence changed.
             reminder_at = reminder_due(plan.start.starts_at, settings)
             if worth_sending(reminder_at, now):

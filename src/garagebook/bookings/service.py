@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,7 @@ from garagebook.schema import (
 )
 from garagebook.slots.service import Plan, PlanCache
 from garagebook.timeutil import to_local_iso, utcnow
+from garagebook.waitlist.triggers import time_freed
 
 # Crockford's base32: no I, L, O or U, so a reference read over the phone is unambiguous.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -84,7 +86,10 @@ async def book(
     settings: Settings,
     request: BookingIn,
     idempotency_key: str | None,
+    within: Callable[[AsyncConnection, str], Awaitable[None]] | None = None,
 ) -> BookingResult:
+    """`within` runs in the booking's transaction once the booking is written (given its id),
+    for a caller whose own write must stand or fall with it (a waitlist offer taken up)."""
     fingerprint = _fingerprint(request) if idempotency_key is not None else ""
     if idempotency_key is not None:
         async with db.read() as conn:
@@ -127,6 +132,8 @@ async def book(
         # Layers 2 and 3.
         async with db.transaction() as conn:
             await _write_booking(conn, row, plan.slot_ids, body, key, reminder_at)
+            if within is not None:
+                await within(conn, row["id"])
         if request.hold_token:
             # The hold ends with the booking: slots it held that were not booked go free.
             others = [s for s in slots_of(request.hold_token) if s not in plan.slot_ids]
@@ -448,5 +455,6 @@ async def cancel(
         slot_ids, bay_id = await claimed_slots(conn, booking_id)
         cancelled = row._asdict()
         await enqueue(conn, "booking_cancelled", cancelled, now)
+        await time_freed(conn, cancelled["starts_at"].astimezone(settings.timezone).date(), now)
     await reservations.forget(slot_ids)
     return booking_json(cancelled, bay_id, slot_ids, settings)

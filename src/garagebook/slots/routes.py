@@ -87,5 +87,5 @@ async def create_admin_slot(request: Request, db: DatabaseDep, settings: Setting
     if not timedelta(0) < length <= MAX_SLOT_LENGTH:
         raise InvalidRequest("ends_at must be after starts_at, and a slot at most 12 hours long.")
     async with db.transaction() as conn:
-        slot = await create_slot(conn, body.bay_id, body.starts_at, body.ends_at)
+        slot = await create_slot(conn, body.bay_id, body.starts_at, body.ends_at, settings.timezone)
     return json_response(slot_json(slot, slot.starts_at > utcnow(), settings.timezone), 201)

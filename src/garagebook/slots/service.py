@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.db import Database
 from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps
 from garagebook.schema import bays, booking_slots, services, slots
+from garagebook.timeutil import utcnow
+from garagebook.waitlist.triggers import time_freed
 
 # A service covers at most this many back-to-back slots (8 hours of 15-minute slots).
 MAX_SLOTS_PER_SERVICE = 32
@@ -228,11 +230,11 @@ def local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 async def create_slot(
-    conn: AsyncConnection, bay_id: int, starts_at: datetime, ends_at: datetime
+    conn: AsyncConnection, bay_id: int, starts_at: datetime, ends_at: datetime, zone: ZoneInfo
 ) -> Slot:
     """Insert a slot unless it overlaps one on the same bay. The check runs under a lock on the
     bay row (PostgreSQL; SQLite's write transaction is exclusive), so two concurrent creations
-    cannot both pass it."""
+    cannot both pass it. A new slot is a freed time for that day's waitlist."""
     bay = await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id).with_for_update())
     if bay is None:
         raise BayNotFound(bay_id=bay_id)
@@ -249,4 +251,5 @@ async def create_slot(
         .returning(slots.c.id)
     )
     assert slot_id is not None  # INSERT … RETURNING always returns the row
+    await time_freed(conn, starts_at.astimezone(zone).date(), utcnow())
     return Slot(slot_id, bay_id, starts_at, ends_at)

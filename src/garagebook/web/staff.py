@@ -371,7 +371,9 @@ async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) ->
         async with db.transaction() as conn:
             if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
                 return _back(day, error="not_found")
-            await create_slot(conn, bay_id, starts_at, starts_at + timedelta(minutes=minutes))
+            await create_slot(
+                conn, bay_id, starts_at, starts_at + timedelta(minutes=minutes), settings.timezone
+            )
     except DomainError as exc:
         return _back(day, error=_error_code(exc))
     return _back(day, done="opened")

@@ -5,7 +5,8 @@
 - `bookings.completed_at` (staff mark a booking done; status `completed` keeps its claims);
 - `waitlist_entries` (who waits for which service on which local day, first come first served)
   and `waitlist_offers` (a freed time held for one waiting person). At most one open offer per
-  entry and per start slot, enforced by partial unique indexes.
+  entry and per start slot, and one active entry per customer, service and day, enforced by
+  partial unique indexes.
 
 Revision ID: 0007_waitlist_and_mot
 Revises: 0006_booking_sequence
@@ -23,6 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _OPEN = sa.text("status = 'open'")
+_ACTIVE = sa.text("status IN ('waiting', 'offered')")
 
 
 def upgrade() -> None:
@@ -47,6 +49,14 @@ def upgrade() -> None:
         sa.Column("leave_token_hash", sa.String(64), nullable=False),
     )
     op.create_index("ix_waitlist_entries_day_status", "waitlist_entries", ["day", "status", "id"])
+    op.create_index(
+        "uq_waitlist_entries_active",
+        "waitlist_entries",
+        ["service_id", "day", "customer_email"],
+        unique=True,
+        sqlite_where=_ACTIVE,
+        postgresql_where=_ACTIVE,
+    )
     op.create_index(
         "uq_waitlist_entries_leave_token_hash",
         "waitlist_entries",

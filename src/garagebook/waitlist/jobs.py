@@ -1,0 +1,90 @@
+"""The waitlist's jobs: matching a day (when a time may have freed up, and when an offer runs
+out) and the offer mail."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+from garagebook.jobs.handlers import JobContext, handles
+from garagebook.jobs.mail import DeliveryFailed
+from garagebook.jobs.messages import build_mail, message_id
+from garagebook.jobs.queue import DONE, SKIPPED, Job
+from garagebook.timeutil import to_local_iso
+from garagebook.waitlist.service import (
+    EXPIRY_KIND,
+    OFFERED_KIND,
+    Offer,
+    load_offer,
+    match_day,
+)
+from garagebook.waitlist.triggers import MATCH_KIND
+
+
+def _day_of(job: Job) -> date:
+    try:
+        return date.fromisoformat(str(job.payload["day"]))
+    except (KeyError, ValueError):
+        raise DeliveryFailed("the job's payload names no day", permanent=True) from None
+
+
+@handles(MATCH_KIND)
+async def waitlist_match(job: Job, context: JobContext, now: datetime) -> str:
+    await match_day(context.db, context.reservations, context.settings, _day_of(job), now)
+    return DONE
+
+
+@handles(EXPIRY_KIND)
+async def waitlist_offer_expired(job: Job, context: JobContext, now: datetime) -> str:
+    """Due when the offer runs out: matching ends it (if it was not taken up) and passes the
+    time to the next person."""
+    await match_day(context.db, context.reservations, context.settings, _day_of(job), now)
+    return DONE
+
+
+@handles(OFFERED_KIND)
+async def waitlist_offered(job: Job, context: JobContext, now: datetime) -> str:
+    offer_id, token = job.payload.get("offer_id"), job.payload.get("token")
+    if not isinstance(offer_id, int) or not isinstance(token, str):
+        raise DeliveryFailed("the job's payload names no offer", permanent=True)
+    async with context.db.read() as conn:
+        offer = await load_offer(conn, offer_id=offer_id)
+    if offer is None:
+        raise DeliveryFailed("the offer does not exist", permanent=True)
+    if not offer.is_open(now):
+        return SKIPPED  # taken up, given up or run out before the mail went: nothing to offer
+    await context.mailer.send(compose_offer(offer, token, context, now))
+    return DONE
+
+
+def compose_offer(offer: Offer, token: str, context: JobContext, now: datetime) -> EmailMessage:
+    settings = context.settings
+    zone = settings.timezone
+    start, end = offer.starts_at.astimezone(zone), offer.ends_at.astimezone(zone)
+    until = offer.expires_at.astimezone(zone)
+    values = {
+        "garage_name": settings.garage_name,
+        "customer_name": " ".join(offer.customer_name.split()),
+        "service": offer.service,
+        "bay": offer.bay,
+        "registration": offer.vehicle_registration,
+        "date": f"{start:%A} {start.day} {start:%B %Y}",
+        "start_time": f"{start:%H:%M}",
+        "end_time": f"{end:%H:%M}",
+        "zone_name": start.tzname() or str(zone),
+        "hold_until": f"{until:%H:%M} on {until:%A} {until.day} {until:%B}",
+        "expires_at": to_local_iso(offer.expires_at, zone),
+        "offer_url": f"{settings.public_url}/waitlist/offers/{token}",
+        "reference": f"W{offer.id}",
+    }
+    sender = settings.mail_sender
+    return build_mail(
+        to=Address(display_name=values["customer_name"], addr_spec=offer.customer_email),
+        subject=f"A time came free: {offer.service}, {values['date']} at {values['start_time']}",
+        template="waitlist_offered",
+        context=values,
+        message_id=message_id(f"waitlist-offer-{offer.id}", "offered", sender.domain),
+        settings=settings,
+        now=now,
+    )

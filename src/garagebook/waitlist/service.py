@@ -1,0 +1,548 @@
+"""The cancellation waitlist.
+
+A customer who finds no free time for a service on a day joins that day's list. Whenever a
+time may have freed up on that day (a cancel, a move, a new slot, an offer running out: see
+triggers.py), the `waitlist_match` job runs `match_day`, which, in one transaction:
+
+1. ends the day's offers whose time ran out (the entry `lapsed`; its hold is released);
+2. walks the people still waiting, first come first served, and gives each the earliest free
+   time their service fits, if any: a hold (the reservation layer, like a customer's hold on
+   the booking page, for WAITLIST_HOLD_MINUTES), an open offer row, the offer mail and the
+   job that ends the offer when its time runs out.
+
+Never two people for one time: matching is serialized (an advisory lock on PostgreSQL; SQLite's
+write transaction is exclusive), times under an open offer count as taken, and the partial
+unique indexes on `waitlist_offers` (one open offer per start slot, one per entry) are the
+final word, as the booking indexes are for bookings. Accepting goes through the booking path
+itself (`bookings.service.book` with the offer's hold token), and marks the offer accepted in
+the booking's own transaction, so an offer is accepted exactly when its booking exists.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.bookings.holds import new_hold_token
+from garagebook.bookings.schemas import BookingIn, CustomerIn, VehicleIn
+from garagebook.bookings.service import BookingResult, book, hash_token
+from garagebook.config import Settings
+from garagebook.db import Database, insert_ignoring_conflicts
+from garagebook.errors import (
+    InvalidRequest,
+    OfferGone,
+    OfferNotFound,
+    ServiceNotFound,
+    SlotUnavailable,
+    WaitlistEntryNotFound,
+)
+from garagebook.reservations import Outcome, ReservationStore
+from garagebook.schema import bays, outbox, services, slots, waitlist_entries, waitlist_offers
+from garagebook.slots.service import (
+    MAX_SLOTS_PER_SERVICE,
+    PlanCache,
+    Slot,
+    cover,
+    list_slots,
+    local_day_bounds,
+)
+from garagebook.timeutil import to_local_iso, utcnow
+from garagebook.waitlist.schemas import WaitlistIn
+from garagebook.waitlist.triggers import time_freed
+
+WAITING, OFFERED, BOOKED, LAPSED, LEFT = "waiting", "offered", "booked", "lapsed", "left"
+OPEN, ACCEPTED, EXPIRED, LOST = "open", "accepted", "expired", "lost"
+OFFERED_KIND = "waitlist_offered"
+EXPIRY_KIND = "waitlist_offer_expired"
+JOIN_DAYS_AHEAD = 90
+# pg_advisory_xact_lock key: "garagebook waitlist" (any constant shared by every process).
+_MATCH_LOCK = 0x6761726167657761
+
+
+# --- joining and leaving ---------------------------------------------------------------------
+
+
+async def join(db: Database, settings: Settings, request: WaitlistIn) -> dict[str, Any]:
+    now = utcnow()
+    today = now.astimezone(settings.timezone).date()
+    if not today <= request.day <= today + timedelta(days=JOIN_DAYS_AHEAD):
+        raise InvalidRequest(f"day must be between today and {JOIN_DAYS_AHEAD} days ahead.")
+    leave_token = secrets.token_urlsafe(24)
+    async with db.transaction() as conn:
+        service = await conn.scalar(
+            select(services.c.id).where(services.c.id == request.service_id)
+        )
+        if service is None:
+            raise ServiceNotFound(service_id=request.service_id)
+        entry_id = await conn.scalar(
+            insert_ignoring_conflicts(conn, waitlist_entries)
+            .values(
+                service_id=request.service_id,
+                day=request.day,
+                customer_email=request.customer.email,
+                customer_name=request.customer.name,
+                customer_phone=request.customer.phone,
+                vehicle_registration=request.vehicle.registration,
+                status=WAITING,
+                created_at=now,
+                leave_token_hash=hash_token(leave_token),
+            )
+            .returning(waitlist_entries.c.id)
+        )
+        if entry_id is None:
+            raise InvalidRequest(
+                "You are already on the waitlist for that service on that day.",
+                already_waiting=True,
+            )
+        # A time may be free already (freed while the customer typed): let matching look.
+        await time_freed(conn, request.day, now)
+        ahead = await conn.scalar(
+            select(func.count()).where(
+                waitlist_entries.c.day == request.day,
+                waitlist_entries.c.status.in_((WAITING, OFFERED)),
+                waitlist_entries.c.id < entry_id,
+            )
+        )
+    return {
+        "id": entry_id,
+        "service_id": request.service_id,
+        "day": request.day.isoformat(),
+        "status": WAITING,
+        "position": int(ahead or 0) + 1,
+        "leave_token": leave_token,
+    }
+
+
+async def leave(db: Database, reservations: ReservationStore, leave_token: str) -> None:
+    """Off the list; an open offer ends with it and passes on at once."""
+    now = utcnow()
+    released: list[tuple[tuple[int, ...], str]] = []
+    async with db.transaction() as conn:
+        entry = (
+            await conn.execute(
+                update(waitlist_entries)
+                .where(
+                    waitlist_entries.c.leave_token_hash == hash_token(leave_token),
+                    waitlist_entries.c.status.in_((WAITING, OFFERED)),
+                )
+                .values(status=LEFT)
+                .returning(waitlist_entries.c.id, waitlist_entries.c.day)
+            )
+        ).first()
+        if entry is None:
+            raise WaitlistEntryNotFound()
+        offers = await conn.execute(
+            update(waitlist_offers)
+            .where(waitlist_offers.c.entry_id == entry.id, waitlist_offers.c.status == OPEN)
+            .values(status=EXPIRED, decided_at=now)
+            .returning(waitlist_offers.c.slot_ids, waitlist_offers.c.hold_token)
+        )
+        released = [(_slot_ids(o.slot_ids), o.hold_token) for o in offers]
+        if released:
+            await time_freed(conn, entry.day, now)
+    for slot_ids, token in released:
+        await reservations.release(slot_ids, token)
+
+
+# --- matching --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offered:
+    offer_id: int
+    entry_id: int
+    slot_ids: tuple[int, ...]
+
+
+async def match_day(
+    db: Database, reservations: ReservationStore, settings: Settings, day: date, now: datetime
+) -> list[Offered]:
+    """End the day's stale offers, then offer free times to the people waiting, in order."""
+    hold = timedelta(minutes=settings.waitlist_hold_minutes)
+    taken_keys: list[tuple[tuple[int, ...], str]] = []
+    try:
+        async with db.transaction() as conn:
+            await _serialize(conn)
+            for slot_ids, token in await _end_stale_offers(conn, day, now):
+                await reservations.release(slot_ids, token)
+            waiting = (
+                await conn.execute(
+                    select(waitlist_entries.c.id, waitlist_entries.c.service_id)
+                    .where(waitlist_entries.c.day == day, waitlist_entries.c.status == WAITING)
+                    .order_by(waitlist_entries.c.id)
+                )
+            ).all()
+            if not waiting:
+                return []
+            # Only times that start after the hold would end: an offer must be takeable.
+            free = await _FreeTimes.load(conn, day, now + hold, settings)
+            made: list[Offered] = []
+            for entry in waiting:
+                offered = await _offer_first_fit(
+                    conn, reservations, settings, entry.id, entry.service_id, free, now
+                )
+                if offered is not None:
+                    taken_keys.append((offered[0].slot_ids, offered[1]))
+                    made.append(offered[0])
+            return made
+    except BaseException:
+        for slot_ids, token in taken_keys:  # rolled back: the holds must not outlive the offers
+            await reservations.release(slot_ids, token)
+        raise
+
+
+async def _serialize(conn: AsyncConnection) -> None:
+    """One matcher at a time, until this transaction ends (SQLite's BEGIN IMMEDIATE already
+    made the transaction exclusive)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(_MATCH_LOCK)))
+
+
+async def _end_stale_offers(
+    conn: AsyncConnection, day: date, now: datetime
+) -> list[tuple[tuple[int, ...], str]]:
+    of_the_day = select(waitlist_entries.c.id).where(waitlist_entries.c.day == day)
+    ended = (
+        await conn.execute(
+            update(waitlist_offers)
+            .where(
+                waitlist_offers.c.status == OPEN,
+                waitlist_offers.c.expires_at <= now,
+                waitlist_offers.c.entry_id.in_(of_the_day.scalar_subquery()),
+            )
+            .values(status=EXPIRED, decided_at=now)
+            .returning(
+                waitlist_offers.c.entry_id, waitlist_offers.c.slot_ids, waitlist_offers.c.hold_token
+            )
+        )
+    ).all()
+    if ended:
+        await conn.execute(
+            update(waitlist_entries)
+            .where(
+                waitlist_entries.c.id.in_([e.entry_id for e in ended]),
+                waitlist_entries.c.status == OFFERED,
+            )
+            .values(status=LAPSED)
+        )
+    return [(_slot_ids(e.slot_ids), e.hold_token) for e in ended]
+
+
+@dataclass
+class _FreeTimes:
+    """The day's slots, which of them are free (not booked, not under an open offer), and the
+    services' durations: enough to find where a service fits, in memory."""
+
+    ordered: list[Slot]
+    by_bay: dict[int, list[Slot]]
+    free: set[int]
+    durations: dict[int, timedelta]
+    zone: Any
+
+    @classmethod
+    async def load(
+        cls, conn: AsyncConnection, day: date, not_before: datetime, settings: Settings
+    ) -> _FreeTimes:
+        zone = settings.timezone
+        start, end = local_day_bounds(day, zone)
+        listed = await list_slots(
+            conn, start=start, end=end, now=not_before, zone=zone, service_id=None
+        )
+        offered = await conn.scalars(
+            select(waitlist_offers.c.slot_ids)
+            .select_from(waitlist_offers.join(slots, slots.c.id == waitlist_offers.c.slot_id))
+            .where(
+                waitlist_offers.c.status == OPEN,
+                slots.c.starts_at >= start,
+                slots.c.starts_at < end,
+            )
+        )
+        held = {s for text in offered for s in _slot_ids(text)}
+        by_bay: dict[int, list[Slot]] = defaultdict(list)
+        for availability in listed:
+            by_bay[availability.slot.bay_id].append(availability.slot)
+        durations = {
+            r.id: timedelta(minutes=r.duration_minutes)
+            for r in await conn.execute(select(services.c.id, services.c.duration_minutes))
+        }
+        return cls(
+            ordered=[a.slot for a in listed],
+            by_bay=by_bay,
+            free={a.slot.id for a in listed if a.available} - held,
+            durations=durations,
+            zone=zone,
+        )
+
+    def fits(self, service_id: int) -> list[tuple[Slot, tuple[int, ...]]]:
+        """Every start where the service fits on free slots, earliest first."""
+        duration = self.durations.get(service_id)
+        if duration is None:
+            return []
+        found = []
+        for slot in self.ordered:
+            if slot.id not in self.free:
+                continue
+            bay_slots = self.by_bay[slot.bay_id]
+            at = bay_slots.index(slot)
+            covered = cover(
+                slot, bay_slots[at + 1 : at + MAX_SLOTS_PER_SERVICE], duration, self.zone
+            )
+            if covered and self.free.issuperset(covered):
+                found.append((slot, covered))
+        return found
+
+
+async def _offer_first_fit(
+    conn: AsyncConnection,
+    reservations: ReservationStore,
+    settings: Settings,
+    entry_id: int,
+    service_id: int,
+    free: _FreeTimes,
+    now: datetime,
+) -> tuple[Offered, str] | None:
+    hold = timedelta(minutes=settings.waitlist_hold_minutes)
+    for start, covered in free.fits(service_id):
+        hold_token = new_hold_token(covered)
+        outcome = await reservations.reserve(covered, hold_token, int(hold.total_seconds() * 1000))
+        if outcome is Outcome.CONFLICT:  # someone is booking or holding it right now
+            free.free.difference_update(covered)
+            continue
+        link_token = secrets.token_urlsafe(24)
+        offer_id = await conn.scalar(
+            insert_ignoring_conflicts(conn, waitlist_offers)
+            .values(
+                entry_id=entry_id,
+                slot_id=start.id,
+                slot_ids=",".join(str(s) for s in covered),
+                hold_token=hold_token,
+                token_hash=hash_token(link_token),
+                status=OPEN,
+                created_at=now,
+                expires_at=now + hold,
+            )
+            .returning(waitlist_offers.c.id)
+        )
+        if offer_id is None:  # the unique indexes said no: never two open offers for a time
+            await reservations.release(covered, hold_token)
+            free.free.difference_update(covered)
+            continue
+        await conn.execute(
+            update(waitlist_entries).where(waitlist_entries.c.id == entry_id).values(status=OFFERED)
+        )
+        day = start.starts_at.astimezone(settings.timezone).date().isoformat()
+        reference = f"waitlist offer {offer_id}"
+        # The link's token travels in the job (it is stored hashed on the offer row).
+        mail = {"offer_id": offer_id, "token": link_token, "reference": reference}
+        await _enqueue(conn, OFFERED_KIND, mail, now, now)
+        await _enqueue(
+            conn,
+            EXPIRY_KIND,
+            {"offer_id": offer_id, "day": day, "reference": reference},
+            now,
+            now + hold,
+        )
+        free.free.difference_update(covered)
+        return Offered(offer_id, entry_id, covered), hold_token
+    return None
+
+
+async def _enqueue(
+    conn: AsyncConnection, kind: str, payload: dict[str, Any], now: datetime, run_at: datetime
+) -> None:
+    await conn.execute(
+        outbox.insert().values(
+            kind=kind,
+            payload=orjson.dumps(payload).decode(),
+            status="pending",
+            attempts=0,
+            run_at=run_at,
+            created_at=now,
+        )
+    )
+
+
+def _slot_ids(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part)
+
+
+# --- the offer, as its link shows it, and taking it up -----------------------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: int
+    entry_id: int
+    status: str
+    slot_id: int
+    slot_ids: tuple[int, ...]
+    hold_token: str
+    expires_at: datetime
+    starts_at: datetime
+    ends_at: datetime
+    service_id: int
+    service: str
+    bay: str
+    day: date
+    customer_name: str
+    customer_email: str
+    customer_phone: str | None
+    vehicle_registration: str
+    booking_id: str | None
+
+    def is_open(self, now: datetime) -> bool:
+        return self.status == OPEN and self.expires_at > now
+
+    def as_json(self, settings: Settings, now: datetime) -> dict[str, Any]:
+        zone = settings.timezone
+        return {
+            "status": self.status if self.status != OPEN or self.is_open(now) else EXPIRED,
+            "service_id": self.service_id,
+            "service": self.service,
+            "bay": self.bay,
+            "slot_id": self.slot_id,
+            "starts_at": to_local_iso(self.starts_at, zone),
+            "ends_at": to_local_iso(self.ends_at, zone),
+            "expires_at": to_local_iso(self.expires_at, zone),
+            "customer": {"name": self.customer_name},
+            "vehicle": {"registration": self.vehicle_registration},
+        }
+
+
+async def load_offer(
+    conn: AsyncConnection, *, token: str | None = None, offer_id: int | None = None
+) -> Offer | None:
+    condition = (
+        waitlist_offers.c.token_hash == hash_token(token)
+        if token is not None
+        else waitlist_offers.c.id == offer_id
+    )
+    row = (
+        await conn.execute(
+            select(
+                waitlist_offers.c.id,
+                waitlist_offers.c.entry_id,
+                waitlist_offers.c.status,
+                waitlist_offers.c.slot_id,
+                waitlist_offers.c.slot_ids,
+                waitlist_offers.c.hold_token,
+                waitlist_offers.c.expires_at,
+                slots.c.starts_at,
+                waitlist_entries.c.service_id,
+                services.c.name.label("service"),
+                services.c.duration_minutes,
+                bays.c.name.label("bay"),
+                waitlist_entries.c.day,
+                waitlist_entries.c.customer_name,
+                waitlist_entries.c.customer_email,
+                waitlist_entries.c.customer_phone,
+                waitlist_entries.c.vehicle_registration,
+                waitlist_entries.c.booking_id,
+            )
+            .select_from(
+                waitlist_offers.join(
+                    waitlist_entries, waitlist_entries.c.id == waitlist_offers.c.entry_id
+                )
+                .join(slots, slots.c.id == waitlist_offers.c.slot_id)
+                .join(bays, bays.c.id == slots.c.bay_id)
+                .join(services, services.c.id == waitlist_entries.c.service_id)
+            )
+            .where(condition)
+        )
+    ).first()
+    if row is None:
+        return None
+    values = row._asdict()
+    minutes = values.pop("duration_minutes")
+    values["slot_ids"] = _slot_ids(values["slot_ids"])
+    values["ends_at"] = values["starts_at"] + timedelta(minutes=minutes)
+    return Offer(**values)
+
+
+async def offer_for_link(db: Database, token: str) -> Offer:
+    async with db.read() as conn:
+        offer = await load_offer(conn, token=token)
+    if offer is None:
+        raise OfferNotFound()
+    return offer
+
+
+async def accept(
+    db: Database,
+    reservations: ReservationStore,
+    plans: PlanCache,
+    settings: Settings,
+    token: str,
+) -> BookingResult:
+    """Book the offered time for the person it was offered to: the booking path with the
+    offer's hold token, and the offer marked accepted in the booking's transaction (so a
+    second click, or a click racing the offer's expiry, books nothing)."""
+    offer = await offer_for_link(db, token)
+    now = utcnow()
+    if offer.status == ACCEPTED:
+        raise OfferGone("You have booked this time already: see your confirmation mail.")
+    if not offer.is_open(now):
+        raise OfferGone()
+    request = BookingIn(
+        slot_id=offer.slot_id,
+        service_id=offer.service_id,
+        customer=CustomerIn(
+            name=offer.customer_name, email=offer.customer_email, phone=offer.customer_phone
+        ),
+        vehicle=VehicleIn(registration=offer.vehicle_registration),
+        hold_token=offer.hold_token,
+    )
+
+    async def take_up(conn: AsyncConnection, booking_id: str) -> None:
+        taken = await conn.execute(
+            update(waitlist_offers)
+            .where(
+                waitlist_offers.c.id == offer.id,
+                waitlist_offers.c.status == OPEN,
+                waitlist_offers.c.expires_at > utcnow(),
+            )
+            .values(status=ACCEPTED, decided_at=utcnow())
+        )
+        if taken.rowcount != 1:
+            raise OfferGone()  # rolls the booking back
+        await conn.execute(
+            update(waitlist_entries)
+            .where(waitlist_entries.c.id == offer.entry_id)
+            .values(status=BOOKED, booking_id=booking_id)
+        )
+
+    try:
+        return await book(db, reservations, plans, settings, request, None, within=take_up)
+    except SlotUnavailable:
+        # Booked by someone else after all (the hold is best effort when Redis is down): the
+        # person keeps their place and the day is matched again.
+        await _offer_lost(db, offer, now)
+        raise SlotUnavailable(
+            "database", "Sorry: that time was taken after all. You are still on the waitlist."
+        ) from None
+
+
+async def _offer_lost(db: Database, offer: Offer, now: datetime) -> None:
+    async with db.transaction() as conn:
+        lost = await conn.execute(
+            update(waitlist_offers)
+            .where(waitlist_offers.c.id == offer.id, waitlist_offers.c.status == OPEN)
+            .values(status=LOST, decided_at=now)
+        )
+        if lost.rowcount == 1:
+            await conn.execute(
+                update(waitlist_entries)
+                .where(
+                    waitlist_entries.c.id == offer.entry_id,
+                    waitlist_entries.c.status == OFFERED,
+                )
+                .values(status=WAITING)
+            )
+            await time_freed(conn, offer.day, now)

@@ -1,0 +1,321 @@
+"""The cancellation waitlist, end to end (real worker, real SMTP server, frozen clock) and its
+race: one freed time is offered to one person at a time, first come first served; an offer
+that runs out passes on; two times freed at once go to two different people. The control
+shows that without the serialization and the unique indexes the same time goes to several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import time_machine
+from sqlalchemy import text
+
+from garagebook.db import Database, create_engine
+from garagebook.reservations import LayerStatus, Outcome
+from garagebook.timeutil import utcnow
+from garagebook.waitlist import service as waitlist
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ReceivedMail,
+    SmtpSink,
+    Stack,
+    booking_body,
+    mail_settings,
+    running_app,
+    wait_until,
+)
+
+SQL = Callable[..., Awaitable[list[Any]]]
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLOCK = datetime(2027, 6, 1, 8, 0, tzinfo=UTC)  # a Tuesday
+SUNDAY = date(2027, 6, 6)  # the demo garage has no slots on Sundays: the test opens them
+WAITERS = ["first@example.com", "second@example.com", "third@example.com"]
+
+
+async def open_slot(api: httpx.AsyncClient, hour: int, bay_id: int = 1) -> int:
+    start = datetime(SUNDAY.year, SUNDAY.month, SUNDAY.day, hour, tzinfo=UTC)
+    response = await api.post(
+        "/api/admin/slots",
+        json={
+            "bay_id": bay_id,
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=1)).isoformat(),
+        },
+        headers=AUTH,
+    )
+    assert response.status_code == 201, response.text
+    slot_id: int = response.json()["id"]
+    return slot_id
+
+
+async def book(api: httpx.AsyncClient, slot_id: int, email: str) -> dict[str, Any]:
+    body = booking_body(slot_id)
+    body["customer"] = {**body["customer"], "email": email}
+    response = await api.post("/api/bookings", json=body)
+    assert response.status_code == 201, response.text
+    booking: dict[str, Any] = response.json()
+    return booking
+
+
+async def join(api: httpx.AsyncClient, email: str, service_id: int = 1) -> dict[str, Any]:
+    response = await api.post(
+        "/api/waitlist",
+        json={
+            "service_id": service_id,
+            "day": SUNDAY.isoformat(),
+            "customer": {"name": email.split("@")[0].title(), "email": email},
+            "vehicle": {"registration": "ab12cde"},
+        },
+    )
+    assert response.status_code == 201, response.text
+    entry: dict[str, Any] = response.json()
+    return entry
+
+
+def offers_in(sink: SmtpSink) -> list[ReceivedMail]:
+    return [m for m in sink.mails if str(m.message["Subject"]).startswith("A time came free")]
+
+
+def link_of(mail: ReceivedMail) -> str:
+    [url] = [word for word in mail.text().split() if "/waitlist/offers/" in word]
+    return url.rsplit("/", 1)[1]
+
+
+async def entry_states(sql: SQL) -> list[tuple[str, str]]:
+    rows = await sql("SELECT customer_email, status FROM waitlist_entries ORDER BY id")
+    return [(email, status) for email, status in rows]
+
+
+async def jobs_settled(sql: SQL) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        rows = await sql(
+            "SELECT count(*) FROM outbox WHERE status IN ('pending', 'running') "
+            "AND run_at <= :now AND kind <> 'booking_reminder'",
+            now=utcnow(),
+        )
+        return rows == [(0,)]
+
+    return check
+
+
+@asynccontextmanager
+async def garage(stack: Stack, sink: SmtpSink) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(mail_settings(stack, sink)) as api:
+        yield api
+
+
+async def test_three_waiting_one_cancellation_one_offer_then_it_passes_on_when_it_runs_out(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    with time_machine.travel(CLOCK, tick=True) as traveller:
+        async with garage(stack, smtp_sink) as api:
+            slot = await open_slot(api, 9)
+            taken = await book(api, slot, "early@example.com")
+            entries = [await join(api, email) for email in WAITERS]
+            assert [e["position"] for e in entries] == [1, 2, 3]
+            await wait_until(await jobs_settled(sql), 10, "the join's matching")
+            assert offers_in(smtp_sink) == [], "nothing is free: nobody is offered anything"
+
+            cancelled = await api.post(f"/api/manage/{taken['cancel_token']}/cancel")
+            assert cancelled.status_code == 200
+            await wait_until(lambda: _count(smtp_sink, 1), 10, "the offer mail")
+            await asyncio.sleep(0.5)  # a second offer, if one were made, would be here by now
+            [offer_mail] = offers_in(smtp_sink)
+            assert offer_mail.recipients == ["first@example.com"]
+            assert "09:00–10:00 (GMT)" not in offer_mail.text()  # June: BST
+            assert "10:00–11:00 (BST)" in offer_mail.text()
+            assert await entry_states(sql) == [
+                ("first@example.com", "offered"),
+                ("second@example.com", "waiting"),
+                ("third@example.com", "waiting"),
+            ]
+            # The time is held for the first person: nobody else can book it meanwhile.
+            refused = await api.post("/api/bookings", json=booking_body(slot))
+            assert refused.status_code == 409
+            first_link = link_of(offer_mail)
+            shown = (await api.get(f"/api/waitlist/offers/{first_link}")).json()
+            assert shown["status"] == "open"
+            assert shown["starts_at"] == "2027-06-06T10:00:00+01:00"
+
+            # 31 minutes later the first person has not answered: the time passes on.
+            traveller.move_to(CLOCK + timedelta(minutes=31))
+            await wait_until(lambda: _count(smtp_sink, 2), 10, "the second offer")
+            second_mail = offers_in(smtp_sink)[1]
+            assert second_mail.recipients == ["second@example.com"]
+            assert await entry_states(sql) == [
+                ("first@example.com", "lapsed"),
+                ("second@example.com", "offered"),
+                ("third@example.com", "waiting"),
+            ]
+            late = await api.post(f"/api/waitlist/offers/{first_link}/confirm")
+            assert late.status_code == 409
+            assert late.json()["error"]["code"] == "offer_gone"
+
+            # One click books it for the second person, once.
+            second_link = link_of(second_mail)
+            booked = await api.post(f"/api/waitlist/offers/{second_link}/confirm")
+            assert booked.status_code == 201, booked.text
+            booking = booked.json()
+            assert booking["customer"]["email"] == "second@example.com"
+            assert booking["slot_id"] == slot
+            assert booking["cancel_token"]
+            again = await api.post(f"/api/waitlist/offers/{second_link}/confirm")
+            assert again.status_code == 409
+            assert await sql("SELECT customer_email FROM bookings WHERE status = 'confirmed'") == [
+                ("second@example.com",)
+            ]
+            assert (await entry_states(sql))[1] == ("second@example.com", "booked")
+            await asyncio.sleep(0.5)
+            assert len(offers_in(smtp_sink)) == 2, "the third person was never offered it"
+
+
+async def test_two_times_freed_at_once_go_to_two_different_people(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    with time_machine.travel(CLOCK, tick=True):
+        async with garage(stack, smtp_sink) as api:
+            slots = [await open_slot(api, 9, bay_id=1), await open_slot(api, 9, bay_id=2)]
+            bookings = [await book(api, s, f"early{i}@example.com") for i, s in enumerate(slots)]
+            for email in WAITERS:
+                await join(api, email)
+            answers = await asyncio.gather(
+                *(api.post(f"/api/manage/{b['cancel_token']}/cancel") for b in bookings)
+            )
+            assert [a.status_code for a in answers] == [200, 200]
+            await wait_until(lambda: _count(smtp_sink, 2), 10, "two offers")
+            await wait_until(await jobs_settled(sql), 10, "the matching jobs")
+            mails = offers_in(smtp_sink)
+            assert sorted(m.recipients[0] for m in mails) == WAITERS[:2]
+            offered = await sql("SELECT slot_id FROM waitlist_offers WHERE status = 'open'")
+            assert sorted(s for (s,) in offered) == sorted(slots)
+            assert (await entry_states(sql))[2] == ("third@example.com", "waiting")
+
+
+def _count(sink: SmtpSink, offers: int) -> Awaitable[bool]:
+    async def check() -> bool:
+        return len(offers_in(sink)) >= offers
+
+    return check()
+
+
+# --- the race itself, at the matching function, with the reservation layer down ------------
+
+
+class ReservationsDown:
+    """What the reservation layer answers while Redis is unreachable: nothing held, go on."""
+
+    def status(self) -> LayerStatus:
+        return "degraded"
+
+    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+        return Outcome.SKIPPED
+
+    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+        return None
+
+    async def forget(self, slot_ids: Sequence[int]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def race_matchers(stack: Stack, api: httpx.AsyncClient, matchers: int) -> None:
+    """Two free times and three people waiting, then `matchers` matchings of that day at once."""
+    for bay in (1, 2):
+        await open_slot(api, 9, bay_id=bay)
+    for email in WAITERS:
+        await join(api, email)
+    settings = stack.settings()
+    databases = [Database(create_engine(settings)) for _ in range(matchers)]
+    try:
+        # The joins' own matching jobs are not run here (no worker): this is the only matching.
+        await asyncio.gather(
+            *(
+                waitlist.match_day(db, ReservationsDown(), settings, SUNDAY, utcnow())
+                for db in databases
+            )
+        )
+    finally:
+        for db in databases:
+            await db.dispose()
+
+
+async def open_offers(sql: SQL) -> list[tuple[int, int]]:
+    rows = await sql("SELECT entry_id, slot_id FROM waitlist_offers WHERE status = 'open'")
+    return [(entry, slot) for entry, slot in rows]
+
+
+def assert_one_person_per_time(offers: list[tuple[int, int]]) -> None:
+    assert len(offers) == 2, offers
+    assert len({slot for _, slot in offers}) == 2
+    assert len({entry for entry, _ in offers}) == 2
+
+
+async def test_concurrent_matching_offers_each_time_to_one_person(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    with time_machine.travel(CLOCK, tick=True):
+        await race_matchers(stack, api, matchers=6)
+    offers = await open_offers(sql)
+    assert_one_person_per_time(offers)
+    first_two = [i for (i,) in await sql("SELECT id FROM waitlist_entries ORDER BY id LIMIT 2")]
+    assert sorted(entry for entry, _ in offers) == first_two  # first come, first served
+
+
+async def test_without_the_lock_the_unique_indexes_still_hold(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(waitlist, "_serialize", _no_lock)
+    with time_machine.travel(CLOCK, tick=True):
+        await race_matchers(stack, api, matchers=6)
+    assert_one_person_per_time(await open_offers(sql))
+
+
+async def test_control_without_lock_and_indexes_a_time_goes_to_several_people(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not stack.is_postgres:
+        pytest.skip("SQLite's write transactions are exclusive: matchers cannot interleave")
+    monkeypatch.setattr(waitlist, "_serialize", _no_lock)
+    await _run_ddl(stack, DROP_OFFER_INDEXES)
+    try:
+        with time_machine.travel(CLOCK, tick=True):
+            await race_matchers(stack, api, matchers=6)
+        offers = await open_offers(sql)
+        assert len(offers) > 2, "without the protection the same times go to several people"
+    finally:
+        await _run_ddl(stack, ["TRUNCATE waitlist_offers", *CREATE_OFFER_INDEXES])
+
+
+DROP_OFFER_INDEXES = [
+    "DROP INDEX uq_waitlist_offers_slot_id_open",
+    "DROP INDEX uq_waitlist_offers_entry_id_open",
+]
+CREATE_OFFER_INDEXES = [
+    "CREATE UNIQUE INDEX uq_waitlist_offers_slot_id_open ON waitlist_offers (slot_id) "
+    "WHERE status = 'open'",
+    "CREATE UNIQUE INDEX uq_waitlist_offers_entry_id_open ON waitlist_offers (entry_id) "
+    "WHERE status = 'open'",
+]
+
+
+async def _run_ddl(stack: Stack, statements: list[str]) -> None:
+    engine = create_engine(stack.settings())
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _no_lock(conn: Any) -> None:
+    return None
