@@ -285,6 +285,17 @@ async def test_the_grid_links_each_booking_to_its_vehicle_and_a_done_form(
     assert grid.count("/complete") == 1
     assert grid.count("/staff/vehicles/") == 1
 
+    # Once done, nothing is left to move, cancel or finish (the route is the vehicles part's).
+    done = await api.post(
+        f"/staff/bookings/{booking['id']}/complete", data={"date": day, "csrf_token": csrf}
+    )
+    assert done.headers["location"] == f"/staff?date={day}&done=completed"
+    assert "Booking marked done." in (await api.get(done.headers["location"])).text
+    grid = (await api.get("/staff/grid", params={"date": day})).text
+    assert '<span class="done">Done</span>' in grid
+    assert f"/staff/bookings/{booking['id']}/" not in grid
+    assert 'href="/staff/vehicles/AB12%20CDE"' in grid
+
 
 async def test_the_manage_page_offers_to_record_the_mot_date(api: httpx.AsyncClient) -> None:
     booking = await book(api, (await free_slots(api))[0]["id"])

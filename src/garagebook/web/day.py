@@ -31,6 +31,7 @@ class Item:
     registration: str = ""
     customer: str = ""
     past: bool = False
+    completed: bool = False  # marked done by staff: nothing left to move, cancel or finish
 
 
 @dataclass
@@ -77,6 +78,7 @@ async def load_day(
                 bookings.c.customer_name,
                 bookings.c.customer_email,
                 bookings.c.vehicle_registration,
+                bookings.c.status,
                 services.c.name.label("service"),
             )
             .select_from(
@@ -117,6 +119,7 @@ async def load_day(
                 registration=c.vehicle_registration,
                 customer=c.customer_name,
                 past=c.ends_at <= now,
+                completed=c.status == "completed",
             )
         )
     free = [

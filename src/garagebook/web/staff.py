@@ -54,6 +54,7 @@ _MESSAGES = {
     "reopened": "Slot reopened.",
     "opened": "Extra slot opened.",
     "moved": "Booking moved: the customer gets an email with the new time.",
+    "completed": "Booking marked done.",
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7
