@@ -10,6 +10,7 @@ from garagebook.web.pages import STATIC
 from garagebook.web.security import SecurityHeaders
 from garagebook.web.staff import router as staff_router
 from garagebook.web.vehicles import router as vehicles_router
+from garagebook.web.waitlist import router as waitlist_router
 
 
 def install_web(app: FastAPI) -> None:
@@ -18,4 +19,5 @@ def install_web(app: FastAPI) -> None:
     app.include_router(customer_router)
     app.include_router(staff_router)
     app.include_router(vehicles_router)
+    app.include_router(waitlist_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -20,8 +20,8 @@ _PAGE_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 # Pages with a customer's or the day's data are never stored by browsers or proxies.
-_PRIVATE_PREFIXES = ("/manage", "/staff")
-_PAGE_PREFIXES = ("/manage", "/staff", "/static", "/book")
+_PRIVATE_PREFIXES = ("/manage", "/staff", "/waitlist")
+_PAGE_PREFIXES = ("/manage", "/staff", "/static", "/book", "/waitlist")
 
 
 def is_page(path: str) -> bool:
