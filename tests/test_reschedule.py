@@ -78,16 +78,29 @@ async def test_a_long_service_moves_by_one_hour_onto_its_own_slots(api: httpx.As
     assert (await api.post("/api/bookings", json=booking_body(eleven["id"]))).status_code == 409
 
 
-async def test_staff_reschedule_needs_the_admin_token(api: httpx.AsyncClient) -> None:
-    first, second = (await free_slots(api))[:2]
-    booking = await book(api, first["id"])
+async def test_reschedule_by_id_needs_the_manage_token_or_the_admin_token(
+    api: httpx.AsyncClient,
+) -> None:
+    first, second, third = (await free_slots(api))[:3]
+    booking, other = await book(api, first["id"]), await book(api, third["id"])
     path = f"/api/bookings/{booking['id']}/reschedule"
     assert (await api.post(path, json={"slot_id": second["id"]})).status_code == 401
-    moved = await api.post(path, json={"slot_id": second["id"]}, headers=AUTH)
-    assert moved.status_code == 200
+    # Another booking's manage token does not open this one.
+    not_theirs = {"Authorization": f"Bearer {other['cancel_token']}"}
+    assert (
+        await api.post(path, json={"slot_id": second["id"]}, headers=not_theirs)
+    ).status_code == 403
+    own = {"Authorization": f"Bearer {booking['cancel_token']}"}
+    moved = await api.post(path, json={"slot_id": second["id"]}, headers=own)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["slot_ids"] == [second["id"]]
+    back = await api.post(path, json={"slot_id": first["id"]}, headers=AUTH)  # staff
+    assert back.status_code == 200
+    unknown = "/api/bookings/nope/reschedule"
+    assert (await api.post(unknown, json={"slot_id": 1}, headers=own)).status_code == 404
     cancelled_first = await api.post(f"/api/bookings/{booking['id']}/cancel")
     assert cancelled_first.status_code == 200
-    assert (await api.post(path, json={"slot_id": first["id"]}, headers=AUTH)).status_code == 409
+    assert (await api.post(path, json={"slot_id": second["id"]}, headers=AUTH)).status_code == 409
 
 
 async def test_two_customers_reschedule_into_the_same_time(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from starlette.responses import Response
 
 from garagebook.bookings import holds, service
@@ -14,7 +16,6 @@ from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, HoldIn
 from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.deps import (
-    AdminDep,
     DatabaseDep,
     PlansDep,
     ReservationsDep,
@@ -25,7 +26,9 @@ from garagebook.errors import (
     BookingNotFound,
     DatabaseUnavailable,
     DomainError,
+    Forbidden,
     InvalidRequest,
+    NotAuthenticated,
     SlotUnavailable,
 )
 from garagebook.http import (
@@ -37,6 +40,7 @@ from garagebook.http import (
 )
 from garagebook.metrics import BOOKING_OUTCOMES
 from garagebook.reservations import ReservationStore
+from garagebook.schema import bookings
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import to_local_iso
 
@@ -222,9 +226,9 @@ async def reschedule_managed_booking(
 
 @router.post(
     "/{booking_id}/reschedule",
-    dependencies=[AdminDep],
+    dependencies=[rate_limit("booking")],
     openapi_extra=json_body(RescheduleIn),
-    responses=error_responses(401, 403, 404, 409, 413, 422, 503),
+    responses=error_responses(401, 403, 404, 409, 413, 422, 429, 503),
 )
 async def reschedule_booking(
     booking_id: str,
@@ -234,7 +238,31 @@ async def reschedule_booking(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    """Staff or back-office: move a booking (admin token)."""
+    """Move a booking to another time, keeping its id, reference and manage link. Authorised
+    by `Authorization: Bearer <token>`: the booking's own cancel (manage) token, or the admin
+    token (staff, back office)."""
     if len(booking_id) > _BOOKING_ID_MAX:
         raise BookingNotFound()
+    await _may_manage(request, booking_id, db, settings)
     return await _reschedule(request, booking_id, db, reservations, plans, settings)
+
+
+async def _may_manage(request: Request, booking_id: str, db: Database, settings: Settings) -> None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthenticated(
+            "Send the booking's manage token (or the admin token) as a Bearer token."
+        )
+    if settings.admin_token is not None and hmac.compare_digest(
+        token.encode(), settings.admin_token.get_secret_value().encode()
+    ):
+        return
+    async with db.read() as conn:
+        stored = await conn.scalar(
+            select(bookings.c.cancel_token_hash).where(bookings.c.id == booking_id)
+        )
+    if stored is None:
+        raise BookingNotFound()
+    if not hmac.compare_digest(stored, service.hash_token(token)):
+        raise Forbidden()
