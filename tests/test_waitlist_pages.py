@@ -94,3 +94,18 @@ async def test_leaving_the_waitlist_from_its_page(
             )
             assert left.status_code == 200
             assert await sql("SELECT status FROM waitlist_entries") == [("left",)]
+
+
+async def test_a_full_day_on_the_booking_page_links_to_its_waitlist(
+    stack: Stack, smtp_sink: SmtpSink
+) -> None:
+    with time_machine.travel(CLOCK, tick=True):
+        async with running_app(mail_settings(stack, smtp_sink)) as web:
+            slot = await open_slot(web, 9)
+            page = await web.get("/", params={"service": 1})
+            assert f"/waitlist/join?service=1&amp;day={SUNDAY}" not in page.text  # a time is free
+            await book(web, slot, "early@example.com")
+            page = await web.get("/", params={"service": 1})
+            assert f"/waitlist/join?service=1&amp;day={SUNDAY}" in page.text
+            # A day without any slot (the garage is closed) offers no waitlist.
+            assert "/waitlist/join?service=1&amp;day=2027-06-07" not in page.text

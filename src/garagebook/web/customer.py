@@ -57,6 +57,7 @@ class Day:
     day: date
     label: str
     bookable: bool
+    full: bool = False  # the garage is open that day but every time is taken: waitlist
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,12 @@ async def _day_choices(
     )
     listed = [a for a in listed if a.slot.starts_at != current_start]
     open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
+    future = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.slot.starts_at > now}
     days = []
     for offset in range(BOOKING_DAYS):
         d = today + timedelta(days=offset)
-        days.append(Day(d, f"{d:%a} {d.day} {d:%b}", d in open_days))
+        bookable = d in open_days
+        days.append(Day(d, f"{d:%a} {d.day} {d:%b}", bookable, not bookable and d in future))
     return days, listed
 
 
