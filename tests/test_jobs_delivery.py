@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from garagebook.jobs.worker import Worker
 from tests.conftest import (
     SmtpSink,
     Stack,
@@ -235,3 +236,28 @@ async def test_listen_notify_wakes_the_worker_at_once(stack: Stack, smtp_sink: S
             waits.append(time.monotonic() - booked)
     assert max(waits) < 1.0
     print(f"\n[postgres] NOTIFY: mail {max(waits) * 1000:.0f} ms at most after the 201")
+
+
+async def test_a_worker_whose_lease_ran_out_does_not_take_its_own_running_job_again(
+    stack: Stack, sql: SQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a starved event loop the heartbeat can miss a lease while the job is still being
+    sent. The worker then saw its own job as abandoned, claimed it again and sent it twice
+    (found as 201–204 mails for 200 bookings on SQLite). Only another worker may take it over."""
+
+    async def starved_heartbeat(self: Worker) -> None:
+        await asyncio.Event().wait()  # never renews a lease
+
+    monkeypatch.setattr(Worker, "_heartbeat", starved_heartbeat)
+    slow = SmtpSink(delay=1.5)  # each send outlives the 0.3 s lease several times over
+    slow.start()
+    try:
+        settings = mail_settings(stack, slow, worker_lease_seconds=0.3)
+        async with running_app(settings) as api:
+            [booking] = await book_slots(api, (await free_slots(api))[:1])
+            await slow.wait_for(1, within=10)
+            await asyncio.sleep(2.0)  # a second copy, if one were sent, arrives by now
+    finally:
+        slow.stop()
+    assert slow.copies() == {f"<{booking['reference']}.confirmed@garagebook.localhost>": 1}
+    assert await outbox_states(sql) == {"done": 1}

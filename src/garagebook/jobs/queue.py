@@ -11,6 +11,7 @@ no longer change the job it thought it held.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,18 +104,31 @@ def _clip(error: str) -> str:
 
 
 async def claim(
-    conn: AsyncConnection, worker: str, limit: int, now: datetime, lease: timedelta
+    conn: AsyncConnection,
+    worker: str,
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+    running: Collection[int] = (),
 ) -> list[Job]:
     """Take up to `limit` due jobs: pending ones whose time has come, and running ones whose
     lease ran out (their worker died). On PostgreSQL `FOR UPDATE SKIP LOCKED` lets any number
     of workers claim at once, each getting different jobs without waiting for the others; on
-    SQLite the engine's BEGIN IMMEDIATE makes the whole claim exclusive."""
+    SQLite the engine's BEGIN IMMEDIATE makes the whole claim exclusive.
+
+    `running`: the jobs this worker is still running. A lease that ran out under a starved
+    event loop does not mean its worker died; the worker must not take its own job a second
+    time and send it twice (other workers still may: that is at least once)."""
     due = (
         select(outbox.c.id)
         .where(
             or_(
                 and_(outbox.c.status == PENDING, outbox.c.run_at <= now),
-                and_(outbox.c.status == RUNNING, outbox.c.locked_until <= now),
+                and_(
+                    outbox.c.status == RUNNING,
+                    outbox.c.locked_until <= now,
+                    outbox.c.id.not_in(running),
+                ),
             )
         )
         .order_by(outbox.c.run_at, outbox.c.id)

@@ -131,7 +131,8 @@ class Worker:
         now = utcnow()
         try:
             async with self.db.transaction() as conn:
-                jobs = await queue.claim(conn, self.name, limit, now, self._lease)
+                running = [job.id for job in self._running.values()]
+                jobs = await queue.claim(conn, self.name, limit, now, self._lease, running)
         except (DatabaseUnavailable, SQLAlchemyError) as exc:
             if self._database_ok:
                 log.warning("worker %s cannot reach the database (%s)", self.name, describe(exc))
