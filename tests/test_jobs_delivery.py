@@ -261,3 +261,30 @@ async def test_a_worker_whose_lease_ran_out_does_not_take_its_own_running_job_ag
         slow.stop()
     assert slow.copies() == {f"<{booking['reference']}.confirmed@garagebook.localhost>": 1}
     assert await outbox_states(sql) == {"done": 1}
+
+
+async def test_no_mail_goes_to_the_garages_own_placeholder_addresses(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    """Walk-ins booked without an address and slots staff closed carry the garage's own
+    placeholder addresses (walk-in@, closed-slot@): their confirmations and cancellations are
+    skipped, not sent to a mailbox nobody reads (they used to be sent)."""
+    settings = mail_settings(stack, smtp_sink)
+    async with running_app(settings) as api:
+        slots = (await free_slots(api))[:3]
+        emails = [settings.walk_in_email, settings.closed_slot_email, "real@example.com"]
+        bookings = []
+        for slot, address in zip(slots, emails, strict=True):
+            body = booking_body(slot["id"])
+            body["customer"] = {**body["customer"], "email": address}
+            response = await api.post("/api/bookings", json=body)
+            assert response.status_code == 201, response.text
+            bookings.append(response.json())
+        assert (await api.post(f"/api/bookings/{bookings[1]['id']}/cancel")).status_code == 200
+
+        async def finished() -> bool:
+            return set(await outbox_states(sql)) <= {"done", "skipped"}
+
+        await wait_until(finished, 10, "every job to finish")
+    assert [m.recipients for m in smtp_sink.mails] == [["real@example.com"]]
+    assert await outbox_states(sql) == {"done": 1, "skipped": 3}

@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import limits
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -191,6 +192,30 @@ class Settings(BaseSettings):
     @property
     def smtp(self) -> SmtpServer | None:
         return SmtpServer.from_url(self.smtp_url.get_secret_value()) if self.smtp_url else None
+
+    def garage_address(self, local_part: str) -> str:
+        """An address at the garage's own mail domain (MAIL_FROM's) for bookings that have no
+        customer address: walk-ins without one, and closed slots. A domain the booking path
+        would refuse (the demo's `.localhost`) is replaced by a reserved example domain."""
+        address = f"{local_part}@{self.mail_sender.domain}"
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError:
+            return f"{local_part}@garage.example"
+        return address
+
+    @property
+    def walk_in_email(self) -> str:
+        return self.garage_address("walk-in")
+
+    @property
+    def closed_slot_email(self) -> str:
+        return self.garage_address("closed-slot")
+
+    def is_placeholder_address(self, address: str) -> bool:
+        """Whether `address` is one of the garage's own placeholders: nobody reads it, so no
+        mail goes there."""
+        return address in (self.walk_in_email, self.closed_slot_email)
 
     @property
     def mail_sender(self) -> Address:

@@ -32,7 +32,6 @@ from garagebook.jobs.queue import DONE, PENDING, SKIPPED, Job
 from garagebook.schema import bookings, outbox, services, vehicles
 from garagebook.slots.service import Slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
-from garagebook.web.staff import closed_email, walk_in_email
 
 KIND = "mot_reminder"
 _SEARCH_STEP = timedelta(days=7)  # the free-time search reads a week of slots at a time
@@ -145,10 +144,7 @@ async def mot_reminder(job: Job, context: JobContext, now: datetime) -> str:
                 .limit(1)
             )
         ).first()
-        if owner is None or owner.customer_email in (
-            walk_in_email(settings),
-            closed_email(settings),
-        ):
+        if owner is None or settings.is_placeholder_address(owner.customer_email):
             return SKIPPED  # nobody to write to (a walk-in without an address)
         service = (
             await conn.execute(

@@ -13,7 +13,6 @@ from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from email_validator import EmailNotValidError, validate_email
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -58,26 +57,6 @@ _MESSAGES = {
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7
-
-
-def garage_address(settings: Settings, local_part: str) -> str:
-    """An address at the garage's own mail domain (MAIL_FROM's) for bookings that have no
-    customer address: walk-ins without one, and closed slots. A domain the booking path would
-    refuse (the demo's `.localhost`) is replaced by a reserved example domain."""
-    address = f"{local_part}@{settings.mail_sender.domain}"
-    try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError:
-        return f"{local_part}@garage.example"
-    return address
-
-
-def closed_email(settings: Settings) -> str:
-    return garage_address(settings, "closed-slot")
-
-
-def walk_in_email(settings: Settings) -> str:
-    return garage_address(settings, "walk-in")
 
 
 def _form_str(form: FormData, name: str) -> str:
@@ -171,7 +150,7 @@ async def _grid_context(
 ) -> dict[str, Any]:
     zone = settings.timezone
     async with db.read() as conn:
-        grid = await load_day(conn, day, zone, utcnow(), closed_email(settings))
+        grid = await load_day(conn, day, zone, utcnow(), settings.closed_slot_email)
         service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
     local_day = datetime.combine(day, time(), zone)
     return {
@@ -293,7 +272,7 @@ async def walk_in(
     body: dict[str, Any] = {
         "customer": {
             "name": _form_str(form, "name"),
-            "email": _form_str(form, "email") or walk_in_email(settings),
+            "email": _form_str(form, "email") or settings.walk_in_email,
             "phone": _form_str(form, "phone") or None,
         },
         "vehicle": {
@@ -338,7 +317,7 @@ async def close_slot(
             {
                 "slot_id": slot_id,
                 "service_id": shortest,
-                **_person(CLOSED_NAME, closed_email(settings), "CLOSED"),
+                **_person(CLOSED_NAME, settings.closed_slot_email, "CLOSED"),
                 "notes": f"Closed by {user.name}",
             }
         )
