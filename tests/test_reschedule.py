@@ -10,7 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
+from garagebook.bookings import reschedule as reschedule_module
 from tests.conftest import ADMIN_TOKEN, booking_body, free_slots, service_id_named
 
 SQL = Callable[..., Awaitable[list[Any]]]
@@ -157,3 +160,58 @@ async def test_a_reschedule_races_a_cancel_of_the_same_booking(
     ) == [(0,)]
     for slot in (mine, target):
         assert (await api.post("/api/bookings", json=booking_body(slot["id"]))).status_code == 201
+
+
+async def cancel_between_read_and_write(
+    app: FastAPI, api: httpx.AsyncClient, booking: dict[str, Any], target: int
+) -> httpx.Response:
+    """The worst interleaving, made certain: the cancel commits after the move has read the
+    booking as confirmed and before the move's transaction (the plan lookup sits between)."""
+    plans = app.state.plans
+    original = plans.get
+
+    async def get_after_a_cancel(*args: Any) -> Any:
+        plans.get = original
+        cancelled = await api.post(f"/api/manage/{booking['cancel_token']}/cancel")
+        assert cancelled.status_code == 200
+        return await original(*args)
+
+    plans.get = get_after_a_cancel
+    try:
+        return await move(api, booking["cancel_token"], target)
+    finally:
+        plans.get = original
+
+
+async def test_a_cancel_that_lands_mid_move_wins_and_the_move_changes_nothing(
+    app: FastAPI, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    mine, target = (await free_slots(api))[:2]
+    booking = await book(api, mine["id"])
+    moved = await cancel_between_read_and_write(app, api, booking, target["id"])
+    assert moved.status_code == 409
+    assert moved.json()["error"]["code"] == "already_cancelled"
+    assert await sql(
+        "SELECT count(*) FROM booking_slots WHERE booking_id = :b AND active", b=booking["id"]
+    ) == [(0,)]
+    assert (await api.post("/api/bookings", json=booking_body(target["id"]))).status_code == 201
+
+
+async def test_control_without_the_lock_a_cancelled_booking_keeps_a_slot(
+    app: FastAPI, api: httpx.AsyncClient, sql: SQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same interleaving without the in-transaction lock and status check: the move
+    "succeeds" for a cancelled booking, whose new claim then blocks the slot for everyone."""
+
+    async def no_check(conn: Any, booking_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(reschedule_module, "_lock_confirmed", no_check)
+    mine, target = (await free_slots(api))[:2]
+    booking = await book(api, mine["id"])
+    moved = await cancel_between_read_and_write(app, api, booking, target["id"])
+    assert moved.status_code == 200
+    assert await sql(
+        "SELECT count(*) FROM booking_slots WHERE booking_id = :b AND active", b=booking["id"]
+    ) == [(1,)]
+    assert (await api.post("/api/bookings", json=booking_body(target["id"]))).status_code == 409

@@ -87,15 +87,9 @@ async def reschedule(
     return booking_json(moved, plan.start.bay_id, plan.slot_ids, settings)
 
 
-async def _move(
-    conn: AsyncConnection,
-    booking_id: str,
-    slot_ids: tuple[int, ...],
-    new_slots: list[int],
-    plan: Any,
-    now: Any,
-) -> dict[str, Any]:
-    # Lock the booking: a cancel or another reschedule of it waits, then sees our result.
+async def _lock_confirmed(conn: AsyncConnection, booking_id: str) -> None:
+    """Lock the booking row and check it is still confirmed, inside the move's transaction: a
+    cancel that committed since the first read wins, and one that comes later waits for us."""
     locked = (
         await conn.execute(
             select(bookings.c.status).where(bookings.c.id == booking_id).with_for_update()
@@ -105,6 +99,17 @@ async def _move(
         raise BookingNotFound()
     if locked.status != "confirmed":
         raise AlreadyCancelled()
+
+
+async def _move(
+    conn: AsyncConnection,
+    booking_id: str,
+    slot_ids: tuple[int, ...],
+    new_slots: list[int],
+    plan: Any,
+    now: Any,
+) -> dict[str, Any]:
+    await _lock_confirmed(conn, booking_id)
     if new_slots:
         claimed = (
             await conn.scalars(
