@@ -5,12 +5,16 @@ tests/browser/ drive the same pages in Chromium."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from icalendar import Calendar
 
+from garagebook.app import create_app
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import set_password
 from tests.conftest import Stack, booking_body, free_slots, running_app
@@ -237,3 +241,34 @@ async def test_the_pages_forms_share_the_apis_rate_limits(stack: Stack) -> None:
             )
             answers.append(answer.status_code)
     assert answers == [200, 429]
+
+
+async def test_staff_sign_in_is_rate_limited_per_address(stack: Stack) -> None:
+    """Password guessing: after RATE_LIMIT_SIGN_IN attempts from one address, even the right
+    password is answered 429 until the window passes (it used to be unlimited)."""
+    settings = stack.settings(rate_limit_exempt="", rate_limit_sign_in="3/minute")
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        await add_staff(app)
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://garagebook.test") as api:
+            answers = [(await sign_in(api, "wrong password")).status_code for _ in range(3)]
+            assert answers == [401, 401, 401]
+            refused = await sign_in(api)
+            assert refused.status_code == 429
+            assert "Too many sign-in attempts" in refused.text
+            assert "gb_staff" not in refused.headers.get("set-cookie", "")
+
+
+def test_serve_with_several_workers_needs_a_session_secret(stack: Stack) -> None:
+    env = {k: v for k, v in stack.env().items() if k != "SESSION_SECRET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "garagebook.cli", "serve", "--workers", "2", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "set SESSION_SECRET" in result.stderr

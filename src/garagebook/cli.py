@@ -72,6 +72,14 @@ def serve(
 ) -> None:
     """Serve the API (uvicorn with uvloop and httptools)."""
     settings = get_settings()
+    if workers > 1 and settings.session_secret is None:
+        # Each process would sign staff sessions and forms with its own random key.
+        typer.echo(
+            "garagebook: set SESSION_SECRET (e.g. `openssl rand -hex 32`) to serve with more "
+            "than one worker: staff sessions and forms are signed with it",
+            err=True,
+        )
+        raise typer.Exit(2)
     host = host or settings.host
     port = port or settings.port
     typer.echo(f"garagebook serving on http://{host}:{port}  ({workers} worker(s))")

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     rate_limit_bookings: str = "20/minute"
     rate_limit_holds: str = "30/minute"
     rate_limit_cancels: str = "10/minute"
+    rate_limit_sign_in: str = "10/minute"  # staff sign-in attempts: password guessing
     max_holds_per_client: int = Field(default=3, ge=1)  # per HOLD_TTL_SECONDS
     # Not limited: the machine itself (health checks, the concurrency test run on the host).
     rate_limit_exempt: str = "127.0.0.0/8,::1"
@@ -122,7 +123,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("rate_limit_bookings", "rate_limit_holds", "rate_limit_cancels")
+    @field_validator(
+        "rate_limit_bookings", "rate_limit_holds", "rate_limit_cancels", "rate_limit_sign_in"
+    )
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         limits.parse(value)  # raises ValueError for a bad rate

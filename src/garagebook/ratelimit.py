@@ -1,7 +1,8 @@
-"""Rate limits per client address on booking, hold and cancel, so one client hammering cannot
-stop the others. Kept in Redis when it is configured (shared by every server process), in
-memory otherwise. Fails open: with Redis degraded, requests are not limited rather than
-refused — availability of booking matters more than throttling."""
+"""Rate limits per client address on booking, hold, cancel and staff sign-in, so one client
+hammering cannot stop the others (or guess a staff password at leisure). Kept in Redis when
+it is configured (shared by every server process), in memory otherwise. Fails open: with
+Redis degraded, requests are not limited rather than refused — availability of booking
+matters more than throttling."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from garagebook.reservations import ReservationStore
 
 log = logging.getLogger(__name__)
 
-Action = Literal["booking", "hold", "cancel"]
+Action = Literal["booking", "hold", "cancel", "sign_in"]
 
 
 class RateLimiter:
@@ -56,6 +57,7 @@ class RateLimiter:
                 ),
             ],
             "cancel": [limits.parse(settings.rate_limit_cancels)],
+            "sign_in": [limits.parse(settings.rate_limit_sign_in)],
         }
         self._exempt_cache: dict[str, bool] = {}
         self._exempt = [

@@ -24,7 +24,14 @@ from garagebook.bookings.reschedule import reschedule
 from garagebook.bookings.schemas import BookingIn
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
-from garagebook.errors import BookingNotFound, DomainError, SlotInPast, SlotUnavailable
+from garagebook.errors import (
+    BookingNotFound,
+    DomainError,
+    RateLimited,
+    SlotInPast,
+    SlotUnavailable,
+)
+from garagebook.ratelimit import RateLimiter
 from garagebook.schema import bays, services
 from garagebook.slots.service import create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
@@ -113,6 +120,13 @@ async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Res
     if not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
         return _refused(request, settings)
     name = _form_str(form, "name")[:100]
+    limiter: RateLimiter = request.app.state.rate_limiter
+    try:
+        await limiter.check("sign_in", request.client.host if request.client else None)
+    except RateLimited:
+        log.warning("staff sign-in rate-limited")
+        error = "Too many sign-in attempts from your connection. Wait a minute, then try again."
+        return render(request, settings, "staff_login.html", {"error": error, "name": name}, 429)
     password = form.get("password")
     user = None
     if name and isinstance(password, str) and password:
