@@ -161,6 +161,7 @@ def start_garagebook(workers: int, redis_url: str, prefix: str) -> Process:
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": prefix,
         "LOG_LEVEL": "WARNING",
+        "SESSION_SECRET": "bench-session-secret",  # serve --workers N>1 requires one
     }
     args = [sys.executable, "-m", "garagebook.cli", "serve", "--port", str(port)]
     return Process([*args, "--workers", str(workers)], env, port)

@@ -180,6 +180,7 @@ class Stack:
             ADMIN_TOKEN=ADMIN_TOKEN,
             LOG_LEVEL="WARNING",
             REDIS_TIMEOUT_MS=str(TEST_REDIS_TIMEOUT_MS),
+            SESSION_SECRET="test-session-secret",  # `serve --workers N>1` requires one
         )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
