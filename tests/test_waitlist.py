@@ -279,11 +279,11 @@ async def test_without_the_lock_the_unique_indexes_still_hold(
     assert_one_person_per_time(await open_offers(sql))
 
 
+# PostgreSQL only: SQLite's write transactions are exclusive, so matchers cannot interleave.
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
 async def test_control_without_lock_and_indexes_a_time_goes_to_several_people(
     stack: Stack, api: httpx.AsyncClient, sql: SQL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not stack.is_postgres:
-        pytest.skip("SQLite's write transactions are exclusive: matchers cannot interleave")
     monkeypatch.setattr(waitlist, "_serialize", _no_lock)
     await _run_ddl(stack, DROP_OFFER_INDEXES)
     try:
