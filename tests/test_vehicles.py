@@ -341,3 +341,22 @@ async def test_the_api_documents_the_mot_body(api: httpx.AsyncClient) -> None:
     assert "MotIn" in schema["components"]["schemas"]
     body = schema["paths"]["/api/vehicles/{registration}/mot"]["put"]["requestBody"]
     assert body["content"]["application/json"]["schema"]["$ref"].endswith("/MotIn")
+
+
+async def test_a_completed_booking_can_be_neither_cancelled_nor_moved(
+    api: httpx.AsyncClient,
+) -> None:
+    """It used to answer 409 `already_cancelled`, which it was not."""
+    booking = await book(api, "Oil change")
+    done = await api.post(f"/api/bookings/{booking['id']}/complete", headers=ADMIN)
+    assert done.status_code == 200, done.text
+    cancel = await api.post(f"/api/manage/{booking['cancel_token']}/cancel")
+    assert cancel.status_code == 409
+    assert cancel.json()["error"]["code"] == "booking_completed"
+    target = (await free_slots(api))[5]["id"]
+    moved = await api.post(
+        f"/api/manage/{booking['cancel_token']}/reschedule", json={"slot_id": target}
+    )
+    assert moved.status_code == 409
+    assert moved.json()["error"]["code"] == "booking_completed"
+    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["status"] == "completed"

@@ -57,9 +57,24 @@ class VehicleNotFound(DomainError):
     message = "No vehicle with that registration has been booked here."
 
 
-class AlreadyCancelled(DomainError):
+class BookingClosed(DomainError):
+    """The booking is no longer confirmed: it cannot be moved or cancelled."""
+
+    code = "booking_closed"
+
+
+class AlreadyCancelled(BookingClosed):
     code = "already_cancelled"
     message = "This booking is already cancelled."
+
+
+class BookingCompleted(BookingClosed):
+    code = "booking_completed"
+    message = "This booking is done (the garage marked it completed): it can no longer change."
+
+
+def closed_because(status: str) -> BookingClosed:
+    return BookingCompleted() if status == "completed" else AlreadyCancelled()
 
 
 class OfferNotFound(DomainError):
@@ -137,6 +152,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     SlotUnavailable: 409,
     SlotOverlaps: 409,
     AlreadyCancelled: 409,
+    BookingCompleted: 409,
     OfferGone: 409,
     OfferNotFound: 404,
     WaitlistEntryNotFound: 404,

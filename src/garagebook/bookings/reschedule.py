@@ -22,7 +22,7 @@ from garagebook.bookings.reminders import REMINDER_KIND, reminder_due, worth_sen
 from garagebook.bookings.service import booking_json, claimed_slots, enqueue
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
-from garagebook.errors import AlreadyCancelled, BookingNotFound, SlotInPast, SlotUnavailable
+from garagebook.errors import BookingNotFound, SlotInPast, SlotUnavailable, closed_because
 from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import booking_slots, bookings
 from garagebook.slots.service import PlanCache
@@ -49,7 +49,7 @@ async def reschedule(
         if current is None:
             raise BookingNotFound()
         if current.status != "confirmed":
-            raise AlreadyCancelled()
+            raise closed_because(current.status)
         old_slots, _ = await claimed_slots(conn, booking_id)
     now = utcnow()
     plan = await plans.get(db, new_slot_id, current.service_id)
@@ -98,7 +98,7 @@ async def _lock_confirmed(conn: AsyncConnection, booking_id: str) -> None:
     if locked is None:
         raise BookingNotFound()
     if locked.status != "confirmed":
-        raise AlreadyCancelled()
+        raise closed_because(locked.status)
 
 
 async def _move(

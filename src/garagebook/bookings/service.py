@@ -38,11 +38,11 @@ from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts, upsert
 from garagebook.errors import (
-    AlreadyCancelled,
     BookingNotFound,
     IdempotencyKeyReused,
     SlotInPast,
     SlotUnavailable,
+    closed_because,
 )
 from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import (
@@ -445,8 +445,8 @@ async def cancel(
             )
         ).first()
         if row is None:
-            exists = await conn.scalar(select(bookings.c.id).where(bookings.c.id == booking_id))
-            raise AlreadyCancelled() if exists else BookingNotFound()
+            status = await conn.scalar(select(bookings.c.status).where(bookings.c.id == booking_id))
+            raise BookingNotFound() if status is None else closed_because(status)
         await conn.execute(
             update(booking_slots)
             .where(booking_slots.c.booking_id == booking_id)

@@ -29,7 +29,7 @@ from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
-    AlreadyCancelled,
+    BookingClosed,
     BookingNotFound,
     DomainError,
     RateLimited,
@@ -335,7 +335,7 @@ async def reschedule_booking(
         return await _manage(request, db, settings, token, booking, move_day, message, 409)
     except SlotInPast as exc:
         return await _manage(request, db, settings, token, booking, move_day, exc.message, 409)
-    except (BookingNotFound, AlreadyCancelled):
+    except (BookingNotFound, BookingClosed):
         return RedirectResponse(f"/manage/{token}", 303)  # the page shows what it is now
     except DomainError as exc:
         return render(
@@ -404,8 +404,8 @@ async def cancel_booking(
         await bookings.cancel(db, reservations, settings, booking["id"])
     except BookingNotFound:
         return _not_found(request, settings)
-    except AlreadyCancelled:
-        pass  # the page shows it is cancelled
+    except BookingClosed:
+        pass  # the page shows it is cancelled (or done)
     except DomainError as exc:
         return render(
             request,
