@@ -1,8 +1,9 @@
 """Random sequences of hold, book (with and without a hold, with Idempotency-Key retries),
-cancel and rebook, for services of one and three hours, against the real app on SQLite and on
+move, cancel and rebook, for services of one and three hours, against the real app on SQLite and on
 PostgreSQL + Redis — checked after every step against a simple model of DESIGN.md's rules:
 a time is booked at most once (counting every slot a booking covers), a hold keeps a time for
-its holder only, a retry returns the original booking, a cancel frees the time at once."""
+its holder only, a retry returns the original booking, a cancel or a move frees the old time at
+once, and a move into a time that is not free changes nothing."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.covers: dict[str, list[int]] = {}  # active booking -> its slots
             self.held: dict[int, str] = {}  # slot -> hold token
             self.replies: dict[str, tuple[dict[str, Any], str]] = {}  # key -> (body, booking)
+            self.manage: dict[str, tuple[str, str]] = {}  # booking -> (cancel token, service)
 
         def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
             return self.loop.run_until_complete(coroutine)
@@ -142,6 +144,7 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 return "none"
             assert self.free_for(reply.json()["slot_ids"], held_by), "booked a time not free"
             self.record(reply.json(), held_by)
+            self.manage.setdefault(reply.json()["id"], (reply.json()["cancel_token"], service))
             if key:
                 self.replies[key] = (body, reply.json()["id"])
             return str(reply.json()["id"])
@@ -166,6 +169,35 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                     del self.booked[s]
             else:
                 assert reply.status_code == 409
+
+        @rule(booking=bookings, index=st.integers(0, SLOTS_IN_PLAY - 1))
+        def move(self, booking: str, index: int) -> None:
+            if booking == "none":
+                return
+            token, service = self.manage[booking]
+            start = self.slots[index]
+            slots = self.covered(start, service)
+            reply = self.run(
+                self.api.post(f"/api/manage/{token}/reschedule", json={"slot_id": start})
+            )
+            if booking not in self.covers:
+                assert reply.status_code == 409, reply.text  # cancelled
+                return
+            mine = set(self.covers[booking])
+            if slots is not None:
+                others = [s for s in slots if s not in mine]
+                expected = 200 if self.free_for(others, None) else 409
+                assert reply.status_code == expected, (reply.text, self.booked, self.held)
+            assert reply.status_code in (200, 409), reply.text
+            if reply.status_code != 200:
+                return
+            moved = reply.json()
+            assert moved["id"] == booking
+            others = [s for s in moved["slot_ids"] if s not in mine]
+            assert self.free_for(others, None), "moved into a time that was not free"
+            for s in self.covers.pop(booking):
+                del self.booked[s]
+            self.record(moved, None)
 
         @rule(token=holds)
         def release(self, token: str) -> None:
