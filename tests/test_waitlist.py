@@ -319,3 +319,20 @@ async def _run_ddl(stack: Stack, statements: list[str]) -> None:
 
 async def _no_lock(conn: Any) -> None:
     return None
+
+
+async def test_a_time_held_by_a_customer_who_gives_up_still_reaches_the_waitlist(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    """A hold that simply expires frees nothing anyone is told about: matching that found the
+    time held looks again once such a hold has run out (it used to wait for the next cancel)."""
+    with time_machine.travel(CLOCK, tick=True):
+        async with running_app(mail_settings(stack, smtp_sink, hold_ttl_seconds=2)) as api:
+            slot = await open_slot(api, 9)
+            held = await api.post("/api/holds", json={"slot_id": slot, "service_id": 1})
+            assert held.status_code == 201
+            await join(api, "first@example.com")
+            await wait_until(lambda: _count(smtp_sink, 1), 15, "the offer once the hold ran out")
+            [offer] = offers_in(smtp_sink)
+            assert offer.recipients == ["first@example.com"]
+            assert await open_offers(sql) == [(1, slot)]

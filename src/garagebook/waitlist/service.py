@@ -191,6 +191,11 @@ async def match_day(
                 if offered is not None:
                     taken_keys.append((offered[0].slot_ids, offered[1]))
                     made.append(offered[0])
+            if free.held_elsewhere:
+                # A time was held by a customer mid-booking. If they give up, the hold just
+                # expires (nothing frees it), so look again once any such hold has run out.
+                later = now + timedelta(seconds=settings.hold_ttl_seconds + 1)
+                await time_freed(conn, day, now, run_at=later)
             return made
     except BaseException:
         for slot_ids, token in taken_keys:  # rolled back: the holds must not outlive the offers
@@ -245,6 +250,7 @@ class _FreeTimes:
     free: set[int]
     durations: dict[int, timedelta]
     zone: Any
+    held_elsewhere: bool = False  # a fitting time was held in the reservation layer by another
 
     @classmethod
     async def load(
@@ -314,6 +320,7 @@ async def _offer_first_fit(
         outcome = await reservations.reserve(covered, hold_token, int(hold.total_seconds() * 1000))
         if outcome is Outcome.CONFLICT:  # someone is booking or holding it right now
             free.free.difference_update(covered)
+            free.held_elsewhere = True
             continue
         link_token = secrets.token_urlsafe(24)
         offer_id = await conn.scalar(

@@ -18,7 +18,9 @@ from garagebook.schema import outbox, waitlist_entries
 MATCH_KIND = "waitlist_match"
 
 
-async def time_freed(conn: AsyncConnection, day: date, now: datetime) -> None:
+async def time_freed(
+    conn: AsyncConnection, day: date, now: datetime, run_at: datetime | None = None
+) -> None:
     payload = orjson.dumps({"day": day.isoformat(), "reference": f"waitlist {day}"}).decode()
     someone_waiting = exists().where(
         waitlist_entries.c.day == day, waitlist_entries.c.status == "waiting"
@@ -31,7 +33,7 @@ async def time_freed(conn: AsyncConnection, day: date, now: datetime) -> None:
                 literal(payload),
                 literal("pending"),
                 literal(0),
-                literal(now, outbox.c.run_at.type),
+                literal(run_at or now, outbox.c.run_at.type),
                 literal(now, outbox.c.created_at.type),
             ).where(someone_waiting),
         )
