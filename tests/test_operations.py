@@ -64,6 +64,21 @@ async def test_no_personal_data_or_tokens_in_any_log_line(
         await client.post(
             "/api/bookings", json={**booking_body(slots[2]["id"]), "customer": customer}
         )
+        # The waitlist's tokens and a vehicle's registration are not logged either.
+        joined = await client.post(
+            "/api/waitlist",
+            json={
+                "service_id": 1,
+                "day": slots[2]["starts_at"][:10],
+                "customer": customer,
+                "vehicle": {"registration": "GH19 XYZ"},
+            },
+        )
+        assert joined.status_code == 201, joined.text
+        await client.get("/api/waitlist/offers/" + "o" * 32)
+        await client.delete(f"/api/waitlist/{joined.json()['leave_token']}")
+        await client.get("/api/vehicles/GH19XYZ", headers={"Authorization": "Bearer nope"})
+        await client.get("/staff/vehicles/GH19XYZ")
         traced = await client.get("/health", headers={"X-Request-ID": "trace-me-42"})
         assert traced.headers["X-Request-ID"] == "trace-me-42"
     server.stop()
@@ -82,6 +97,9 @@ async def test_no_personal_data_or_tokens_in_any_log_line(
         hold_token,
         other.json()["hold_token"],
         "test-admin-token",
+        joined.json()["leave_token"],
+        "o" * 32,
+        "GH19",
     ]
     for line in server.output().splitlines():
         for secret in secrets_:

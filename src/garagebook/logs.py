@@ -13,9 +13,12 @@ from typing import Any
 
 from starlette.types import Scope
 
-# /api/bookings/<id>, /api/manage/<token>, /api/holds/<token>, /manage/<token>, and any other
-# long token-looking path segment.
-_SECRET_SEGMENT = re.compile(r"(?<=/)(?:(?<=bookings/)|(?<=manage/)|(?<=holds/))[^/?#\s]+")
+# /api/bookings/<id>, /api/manage/<token>, /api/holds/<token>, /manage/<token>, a vehicle's
+# registration (/api/vehicles/<reg>, /staff/vehicles/<reg>: it points to a person), and any
+# other long token-looking path segment (the waitlist's offer and leave tokens).
+_SECRET_SEGMENT = re.compile(
+    r"(?<=/)(?:(?<=bookings/)|(?<=manage/)|(?<=holds/)|(?<=vehicles/))[^/?#\s]+"
+)
 _TOKEN_LIKE = re.compile(r"(?<=/)[A-Za-z0-9_-]{20,}(?=[/?#]|$)")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
