@@ -12,6 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
 from tests.conftest import RedisProcess, ServerProcess, Stack, booking_body, free_port
@@ -138,3 +141,43 @@ async def test_database_refusing_connections_is_503(postgres_url: str) -> None:
         response = await client.post("/api/bookings", json=booking_body(1))
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "database_unavailable"
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+async def test_pooled_connections_the_server_closed_are_replaced_not_failed(
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    """After a PostgreSQL restart or failover (here: pg_terminate_backend on every session),
+    the pool still holds the closed connections. Each used to fail one request with a 503
+    before the pool noticed (found by `make chaos`); now they are replaced at checkout."""
+    slots = (await api.get("/api/slots", params={"available": "true", "limit": 8})).json()
+    booked = []
+    for slot in slots[:8]:
+        response = await api.post("/api/bookings", json=booking_body(slot["id"]))
+        assert response.status_code == 201
+        booked.append(response.json()["id"])
+
+    async def hold_a_connection() -> None:
+        async with app.state.db.read() as conn:
+            await conn.execute(text("SELECT pg_sleep(0.2)"))
+
+    await asyncio.gather(*(hold_a_connection() for _ in range(8)))  # 8 pooled connections
+    engine = create_async_engine(stack.database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            database = await conn.scalar(text("SELECT current_database()"))
+            killed = (
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert len(killed) >= 8
+    await asyncio.sleep(0.3)  # the server's FATAL reaches each socket
+    answers = [(await api.get(f"/api/bookings/{b}")).status_code for b in booked]
+    assert answers == [200] * 8

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -45,7 +45,7 @@ async def _unavailable_as_503() -> AsyncIterator[None]:
 def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         return _create_sqlite_engine(settings)
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=0,
@@ -53,6 +53,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
         connect_args={"timeout": settings.database_timeout_seconds},
         hide_parameters=True,  # an error message must never carry a customer's data
     )
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _skip_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # A pooled connection the server closed (a restart, a failover, an administrator's
+        # pg_terminate_backend) is known closed to asyncpg as soon as the event loop saw the
+        # socket end: replace it now, at no cost, instead of failing the request that gets it.
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("pooled connection closed by the server")
+
+    return engine
 
 
 def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
