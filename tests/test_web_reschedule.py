@@ -253,6 +253,15 @@ async def test_staff_move_a_booking_from_the_day_view(
     assert await sql("SELECT sequence FROM bookings WHERE id = :b", b=booking["id"]) == [(1,)]
     assert (await api.post("/api/bookings", json=booking_body(mine["id"]))).status_code == 201
 
+    # Moved to another day: staff land on that day, where the booking now is.
+    next_day = later_days(slots)[1]
+    elsewhere = next(s for s in slots if s["starts_at"][:10] == next_day)
+    away = await api.post(
+        f"/staff/bookings/{booking['id']}/move",
+        data={"date": day, "slot_id": elsewhere["id"], "csrf_token": csrf},
+    )
+    assert away.headers["location"] == f"/staff?date={next_day}&done=moved"
+
 
 async def move_page_status(api: httpx.AsyncClient, booking_id: str, day: str) -> int:
     response = await api.get(f"/staff/bookings/{booking_id}/move", params={"date": day})

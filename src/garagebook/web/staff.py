@@ -454,9 +454,10 @@ async def move_booking(
     except ValueError:
         return _back(day, error="invalid")
     try:
-        await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
+        moved = await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
     except SlotInPast:
         return _back(day, error="past")
     except DomainError as exc:
         return _back(day, error=_error_code(exc))
-    return _back(day, done="moved")
+    # The day the booking is on now, where staff look next.
+    return _back(datetime.fromisoformat(moved["starts_at"]).date(), done="moved")
