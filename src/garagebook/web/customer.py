@@ -18,7 +18,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from garagebook.bookings import service as bookings
@@ -32,18 +31,16 @@ from garagebook.errors import (
     BookingClosed,
     BookingNotFound,
     DomainError,
-    RateLimited,
     ServiceNotFound,
     SlotInPast,
     SlotNotFound,
     SlotUnavailable,
 )
-from garagebook.ratelimit import Action, RateLimiter
 from garagebook.schema import bays, services, slots
 from garagebook.schema import bookings as bookings_table
 from garagebook.slots.service import list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
-from garagebook.web.auth import CSRF_FIELD, csrf_valid
+from garagebook.web.forms import checked_form, form_int, form_text
 from garagebook.web.pages import local_time, long_date, render
 
 router = APIRouter(include_in_schema=False)
@@ -309,18 +306,16 @@ async def reschedule_booking(
 ) -> Response:
     """The move form's post: `bookings.reschedule`, as `POST /api/manage/{token}/reschedule`.
     A taken time leaves the booking where it was, and the page says so."""
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "booking")) is not None:
-        return limited
+    form = await checked_form(request, settings, "booking")
+    if isinstance(form, Response):
+        return form
     try:
         booking = await _booking_by_token(db, settings, token)
     except BookingNotFound:
         return _not_found(request, settings)
-    move_day = _iso_day(_text(form, "day"))
+    move_day = _iso_day(form_text(form, "day"))
     try:
-        slot_id = _int(form, "slot_id")
+        slot_id = form_int(form, "slot_id")
     except ValueError:
         return await _manage(
             request, db, settings, token, booking, move_day, "Pick a new time first.", 422
@@ -394,11 +389,9 @@ async def cancel_booking(
     reservations: ReservationsDep,
     settings: SettingsDep,
 ) -> Response:
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "cancel")) is not None:
-        return limited
+    form = await checked_form(request, settings, "cancel")
+    if isinstance(form, Response):
+        return form
     try:
         booking = await _booking_by_token(db, settings, token)
         await bookings.cancel(db, reservations, settings, booking["id"])
@@ -428,18 +421,6 @@ _FIELD_OF = {
     ("vehicle", "model"): "model",
     ("notes",): "notes",
 }
-
-
-def _int(form: FormData, name: str) -> int:
-    value = form.get(name)
-    if not isinstance(value, str) or not value.isdigit() or len(value) > 10:
-        raise ValueError(name)
-    return int(value)
-
-
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 async def _details_page(
@@ -478,13 +459,11 @@ async def hold_without_script(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "hold")) is not None:
-        return limited
+    form = await checked_form(request, settings, "hold")
+    if isinstance(form, Response):
+        return form
     try:
-        slot_id, service_id = _int(form, "slot_id"), _int(form, "service_id")
+        slot_id, service_id = form_int(form, "slot_id"), form_int(form, "service_id")
     except ValueError:
         return RedirectResponse("/", 303)
     try:
@@ -516,26 +495,24 @@ async def book_without_script(
     settings: SettingsDep,
 ) -> Response:
     """The details form's post: the same booking path, validation and errors as the API."""
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "booking")) is not None:
-        return limited
+    form = await checked_form(request, settings, "booking")
+    if isinstance(form, Response):
+        return form
     try:
-        slot_id, service_id = _int(form, "slot_id"), _int(form, "service_id")
+        slot_id, service_id = form_int(form, "slot_id"), form_int(form, "service_id")
     except ValueError:
         return RedirectResponse("/", 303)
-    values = {name: _text(form, name) for name in _FIELD_OF.values()}
+    values = {name: form_text(form, name) for name in _FIELD_OF.values()}
     values["registration"] = normalise_registration(values["registration"])
-    hold_token = _text(form, "hold_token") or None
+    hold_token = form_text(form, "hold_token") or None
     page_values: dict[str, Any] = {
         "slot_id": slot_id,
         "service_id": service_id,
         "hold_token": hold_token or "",
-        "until": _text(form, "held_until")[:5],
+        "until": form_text(form, "held_until")[:5],
         "values": values,
     }
-    key = _text(form, "idempotency_key")
+    key = form_text(form, "idempotency_key")
     try:
         request_in = BookingIn.model_validate(
             {
@@ -583,36 +560,3 @@ async def book_without_script(
         return await _details_page(request, db, plans, settings, page_values, 409)
     booking = orjson.loads(result.body)
     return RedirectResponse(f"/manage/{booking['cancel_token']}", 303)
-
-
-async def _over_limit(request: Request, settings: Settings, action: Action) -> Response | None:
-    """The API's per-address rate limits apply to the pages' own forms too."""
-    limiter: RateLimiter = request.app.state.rate_limiter
-    try:
-        await limiter.check(action, request.client.host if request.client else None)
-    except RateLimited:
-        return render(
-            request,
-            settings,
-            "message.html",
-            {
-                "title": "Please wait a moment",
-                "message": "Too many tries from your connection in a short time. "
-                "Wait a minute, then try again.",
-            },
-            429,
-        )
-    return None
-
-
-def _expired_form(request: Request, settings: Settings) -> Response:
-    return render(
-        request,
-        settings,
-        "message.html",
-        {
-            "title": "Please try again",
-            "message": "This form had expired. Go back, reload the page and try again.",
-        },
-        403,
-    )

@@ -27,11 +27,9 @@ from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
     BookingNotFound,
     DomainError,
-    RateLimited,
     SlotInPast,
     SlotUnavailable,
 )
-from garagebook.ratelimit import RateLimiter
 from garagebook.schema import bays, services
 from garagebook.slots.service import create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
@@ -40,12 +38,12 @@ from garagebook.web.auth import (
     StaffUser,
     authenticate,
     csrf_token,
-    csrf_valid,
     current_staff,
     end_session,
     start_session,
 )
 from garagebook.web.day import CLOSED_NAME, load_day
+from garagebook.web.forms import form_text, has_valid_csrf, is_over_limit
 from garagebook.web.pages import env, render
 
 log = logging.getLogger(__name__)
@@ -64,11 +62,6 @@ _MESSAGES = {
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7
-
-
-def _form_str(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def _refused(request: Request, settings: Settings) -> Response:
@@ -117,13 +110,10 @@ async def login_page(request: Request, settings: SettingsDep) -> Response:
 @router.post("/login")
 async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     form = await request.form()
-    if not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
+    if not has_valid_csrf(request, settings, form):
         return _refused(request, settings)
-    name = _form_str(form, "name")[:100]
-    limiter: RateLimiter = request.app.state.rate_limiter
-    try:
-        await limiter.check("sign_in", request.client.host if request.client else None)
-    except RateLimited:
+    name = form_text(form, "name")[:100]
+    if await is_over_limit(request, "sign_in"):
         log.warning("staff sign-in rate-limited")
         error = "Too many sign-in attempts from your connection. Wait a minute, then try again."
         return render(request, settings, "staff_login.html", {"error": error, "name": name}, 429)
@@ -149,7 +139,7 @@ async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Res
 @router.post("/logout")
 async def logout(request: Request, settings: SettingsDep) -> Response:
     form = await request.form()
-    if not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
+    if not has_valid_csrf(request, settings, form):
         return _refused(request, settings)
     response = RedirectResponse("/staff/login", 303)
     end_session(response, request, settings)
@@ -242,9 +232,9 @@ def _error_code(exc: DomainError) -> str:
 
 async def _action(request: Request, settings: Settings) -> tuple[StaffUser | None, FormData, date]:
     form = await request.form()
-    day = _day(_form_str(form, "date"), settings)
+    day = _day(form_text(form, "date"), settings)
     user = current_staff(request, settings)
-    if user is None or not csrf_valid(request, settings, _form_str(form, CSRF_FIELD) or None):
+    if user is None or not has_valid_csrf(request, settings, form):
         return None, form, day
     return user, form, day
 
@@ -260,7 +250,7 @@ async def cancel_booking(
     user, form, day = await _action(request, settings)
     if user is None:
         return _refused(request, settings)
-    reopening = _form_str(form, "reopen") == "1"
+    reopening = form_text(form, "reopen") == "1"
     try:
         await bookings.cancel(db, reservations, settings, booking_id[:64])
     except DomainError as exc:
@@ -285,20 +275,20 @@ async def walk_in(
         return _refused(request, settings)
     body: dict[str, Any] = {
         "customer": {
-            "name": _form_str(form, "name"),
-            "email": _form_str(form, "email") or settings.walk_in_email,
-            "phone": _form_str(form, "phone") or None,
+            "name": form_text(form, "name"),
+            "email": form_text(form, "email") or settings.walk_in_email,
+            "phone": form_text(form, "phone") or None,
         },
         "vehicle": {
-            "registration": _form_str(form, "registration"),
-            "make": _form_str(form, "make") or None,
-            "model": _form_str(form, "model") or None,
+            "registration": form_text(form, "registration"),
+            "make": form_text(form, "make") or None,
+            "model": form_text(form, "model") or None,
         },
         "notes": f"Walk-in, booked by {user.name}",
     }
     try:
-        body["slot_id"] = int(_form_str(form, "slot_id"))
-        body["service_id"] = int(_form_str(form, "service_id"))
+        body["slot_id"] = int(form_text(form, "slot_id"))
+        body["service_id"] = int(form_text(form, "service_id"))
         request_in = BookingIn.model_validate(body)
         await bookings.book(db, reservations, plans, settings, request_in, None)
     except (ValueError, ValidationError):
@@ -353,9 +343,9 @@ async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) ->
     if user is None:
         return _refused(request, settings)
     try:
-        bay_id = int(_form_str(form, "bay_id"))
-        starts = time.fromisoformat(_form_str(form, "starts"))
-        minutes = int(_form_str(form, "minutes") or "60")
+        bay_id = int(form_text(form, "bay_id"))
+        starts = time.fromisoformat(form_text(form, "starts"))
+        minutes = int(form_text(form, "minutes") or "60")
         if not 15 <= minutes <= 12 * 60:
             raise ValueError("length out of range")
     except ValueError:
@@ -450,7 +440,7 @@ async def move_booking(
     if user is None:
         return _refused(request, settings)
     try:
-        slot_id = int(_form_str(form, "slot_id"))
+        slot_id = int(form_text(form, "slot_id"))
     except ValueError:
         return _back(day, error="invalid")
     try:

@@ -24,10 +24,11 @@ from garagebook.vehicles.service import (
     set_mot_expiry,
     vehicle_history,
 )
-from garagebook.web.auth import CSRF_FIELD, csrf_valid, current_staff
-from garagebook.web.customer import _expired_form, _not_found, _over_limit, _text
+from garagebook.web.auth import current_staff
+from garagebook.web.customer import _not_found
+from garagebook.web.forms import checked_form, form_text
 from garagebook.web.pages import local_time, long_date, render
-from garagebook.web.staff import _action, _back, _error_code, _form_str, _refused
+from garagebook.web.staff import _action, _back, _error_code, _refused
 
 router = APIRouter(include_in_schema=False)
 
@@ -112,7 +113,7 @@ async def staff_set_mot(
         key = registration_of(registration)
     except VehicleNotFound:
         return RedirectResponse("/staff", 303)
-    expires_on = _form_date(_form_str(form, "expires_on"))
+    expires_on = _form_date(form_text(form, "expires_on"))
     if expires_on is None:
         return RedirectResponse(f"{vehicle_url(key)}?error=invalid", 303)
     now = utcnow()
@@ -147,14 +148,12 @@ async def customer_set_mot(
     token: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
     """The manage page's MOT form (`expires_on`): the vehicle of this booking."""
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "cancel")) is not None:
-        return limited
+    form = await checked_form(request, settings, "cancel")
+    if isinstance(form, Response):
+        return form
     if len(token) > _TOKEN_MAX:
         return _not_found(request, settings)
-    expires_on = _form_date(_text(form, "expires_on"))
+    expires_on = _form_date(form_text(form, "expires_on"))
     now = utcnow()
     try:
         if expires_on is None:

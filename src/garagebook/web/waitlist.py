@@ -28,8 +28,7 @@ from garagebook.schema import services
 from garagebook.timeutil import utcnow
 from garagebook.waitlist import service as waitlist
 from garagebook.waitlist.schemas import WaitlistIn
-from garagebook.web.auth import CSRF_FIELD, csrf_valid
-from garagebook.web.customer import _expired_form, _over_limit, _text
+from garagebook.web.forms import checked_form, expired_form, form_text, has_valid_csrf
 from garagebook.web.pages import local_time, long_date, render
 
 router = APIRouter(prefix="/waitlist", include_in_schema=False)
@@ -83,14 +82,15 @@ async def join_page(
 
 @router.post("/join")
 async def join(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "hold")) is not None:
-        return limited
-    values = {name: _text(form, name) for name in _FIELDS.values()}
+    form = await checked_form(request, settings, "hold")
+    if isinstance(form, Response):
+        return form
+    values = {name: form_text(form, name) for name in _FIELDS.values()}
     try:
-        service_id, day = int(_text(form, "service_id")), date.fromisoformat(_text(form, "day"))
+        service_id, day = (
+            int(form_text(form, "service_id")),
+            date.fromisoformat(form_text(form, "day")),
+        )
     except ValueError:
         return _message(request, settings, "Not joined", "Please start from the booking page.", 422)
     try:
@@ -138,8 +138,8 @@ async def leave(
     settings: SettingsDep,
 ) -> Response:
     form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
+    if not has_valid_csrf(request, settings, form):
+        return expired_form(request, settings)
     with contextlib.suppress(WaitlistEntryNotFound):  # already off the list: same answer
         await waitlist.leave(db, reservations, leave_token[:_TOKEN_MAX])
     return _message(
@@ -182,11 +182,9 @@ async def take_offer(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    form = await request.form()
-    if not csrf_valid(request, settings, _text(form, CSRF_FIELD) or None):
-        return _expired_form(request, settings)
-    if (limited := await _over_limit(request, settings, "booking")) is not None:
-        return limited
+    form = await checked_form(request, settings, "booking")
+    if isinstance(form, Response):
+        return form
     try:
         result = await waitlist.accept(db, reservations, plans, settings, token[:_TOKEN_MAX])
     except OfferNotFound:
