@@ -735,6 +735,35 @@ async def book_slots(
     return list(await asyncio.gather(*(one(i, slot) for i, slot in enumerate(slots))))
 
 
+async def open_admin_slot(
+    client: httpx.AsyncClient, starts_at: datetime | str, bay_id: int = 1
+) -> int:
+    """A one-hour slot opened through the admin API (staff opening an extra time)."""
+    start = datetime.fromisoformat(starts_at) if isinstance(starts_at, str) else starts_at
+    response = await client.post(
+        "/api/admin/slots",
+        json={
+            "bay_id": bay_id,
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=1)).isoformat(),
+        },
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert response.status_code == 201, response.text
+    slot_id: int = response.json()["id"]
+    return slot_id
+
+
+async def book_as(client: httpx.AsyncClient, slot_id: int, email: str) -> dict[str, Any]:
+    """Book `slot_id` (service 1) for the customer at `email`; asserts the 201."""
+    body = booking_body(slot_id)
+    body["customer"] = {**body["customer"], "email": email}
+    response = await client.post("/api/bookings", json=body)
+    assert response.status_code == 201, response.text
+    booking: dict[str, Any] = response.json()
+    return booking
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.05
 ) -> None:

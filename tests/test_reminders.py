@@ -26,8 +26,9 @@ from tests.conftest import (
     ReceivedMail,
     SmtpSink,
     Stack,
-    booking_body,
+    book_as,
     mail_settings,
+    open_admin_slot,
     running_app,
     wait_until,
 )
@@ -69,31 +70,6 @@ def test_reminders_can_be_turned_off_or_moved() -> None:
     assert reminder_due(utc("2027-03-28T09:00+01:00"), Settings(reminder_hours_before=0)) is None
     two_days = Settings(reminder_hours_before=48)
     assert reminder_due(utc("2027-03-29T09:00+01:00"), two_days) == utc("2027-03-27T09:00+00:00")
-
-
-async def open_slot(api: httpx.AsyncClient, starts_at: str, bay_id: int = 1) -> int:
-    start = datetime.fromisoformat(starts_at)
-    response = await api.post(
-        "/api/admin/slots",
-        json={
-            "bay_id": bay_id,
-            "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=1)).isoformat(),
-        },
-        headers=AUTH,
-    )
-    assert response.status_code == 201, response.text
-    slot_id: int = response.json()["id"]
-    return slot_id
-
-
-async def book(api: httpx.AsyncClient, slot_id: int, email: str) -> dict[str, Any]:
-    body = booking_body(slot_id)
-    body["customer"] = {**body["customer"], "email": email}
-    response = await api.post("/api/bookings", json=body)
-    assert response.status_code == 201, response.text
-    booking: dict[str, Any] = response.json()
-    return booking
 
 
 def as_utc(value: datetime | str) -> datetime:
@@ -144,8 +120,8 @@ async def test_the_reminder_arrives_at_the_right_local_time_across_a_clock_chang
 ) -> None:
     with time_machine.travel(utc(clock), tick=True) as traveller:
         async with running_app(mail_settings(stack, smtp_sink)) as api:
-            slot_id = await open_slot(api, appointment)
-            booking = await book(api, slot_id, "dst@example.com")
+            slot_id = await open_admin_slot(api, appointment)
+            booking = await book_as(api, slot_id, "dst@example.com")
             assert booking["starts_at"] == datetime.fromisoformat(appointment).isoformat()
             [(run_at,)] = await sql(
                 "SELECT run_at FROM outbox WHERE kind = 'booking_reminder' AND payload LIKE :p",
@@ -174,12 +150,12 @@ async def test_a_moved_booking_is_reminded_of_its_new_time_only_and_a_cancelled_
 ) -> None:
     with time_machine.travel(utc("2027-06-01T12:00Z"), tick=True) as traveller:
         async with running_app(mail_settings(stack, smtp_sink)) as api:
-            first = await open_slot(api, "2027-06-03T09:00+01:00")
-            moved_to = await open_slot(api, "2027-06-04T10:00+01:00")
-            moved_again = await open_slot(api, "2027-06-04T14:00+01:00")
-            other = await open_slot(api, "2027-06-03T11:00+01:00")
-            mover = await book(api, first, "mover@example.com")
-            canceller = await book(api, other, "canceller@example.com")
+            first = await open_admin_slot(api, "2027-06-03T09:00+01:00")
+            moved_to = await open_admin_slot(api, "2027-06-04T10:00+01:00")
+            moved_again = await open_admin_slot(api, "2027-06-04T14:00+01:00")
+            other = await open_admin_slot(api, "2027-06-03T11:00+01:00")
+            mover = await book_as(api, first, "mover@example.com")
+            canceller = await book_as(api, other, "canceller@example.com")
             for target in (moved_to, moved_again):
                 response = await api.post(
                     f"/api/manage/{mover['cancel_token']}/reschedule", json={"slot_id": target}
@@ -216,10 +192,10 @@ async def test_a_booking_made_less_than_a_day_ahead_gets_no_reminder(
     api: httpx.AsyncClient, sql: SQL
 ) -> None:
     with time_machine.travel(utc("2027-06-01T12:00Z"), tick=True):
-        soon = await open_slot(api, "2027-06-02T12:00+01:00")  # 23 hours ahead
-        later = await open_slot(api, "2027-06-02T14:00+01:00")  # 25 hours ahead
-        await book(api, soon, "soon@example.com")
-        await book(api, later, "later@example.com")
+        soon = await open_admin_slot(api, "2027-06-02T12:00+01:00")  # 23 hours ahead
+        later = await open_admin_slot(api, "2027-06-02T14:00+01:00")  # 25 hours ahead
+        await book_as(api, soon, "soon@example.com")
+        await book_as(api, later, "later@example.com")
     kinds = await sql("SELECT kind, run_at FROM outbox ORDER BY id")
     assert [kind for kind, _ in kinds] == [
         "booking_confirmed",

@@ -26,8 +26,10 @@ from tests.conftest import (
     ReceivedMail,
     SmtpSink,
     Stack,
+    book_as,
     booking_body,
     mail_settings,
+    open_admin_slot,
     running_app,
     wait_until,
 )
@@ -40,28 +42,9 @@ WAITERS = ["first@example.com", "second@example.com", "third@example.com"]
 
 
 async def open_slot(api: httpx.AsyncClient, hour: int, bay_id: int = 1) -> int:
+    """A slot on SUNDAY at `hour` UTC."""
     start = datetime(SUNDAY.year, SUNDAY.month, SUNDAY.day, hour, tzinfo=UTC)
-    response = await api.post(
-        "/api/admin/slots",
-        json={
-            "bay_id": bay_id,
-            "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=1)).isoformat(),
-        },
-        headers=AUTH,
-    )
-    assert response.status_code == 201, response.text
-    slot_id: int = response.json()["id"]
-    return slot_id
-
-
-async def book(api: httpx.AsyncClient, slot_id: int, email: str) -> dict[str, Any]:
-    body = booking_body(slot_id)
-    body["customer"] = {**body["customer"], "email": email}
-    response = await api.post("/api/bookings", json=body)
-    assert response.status_code == 201, response.text
-    booking: dict[str, Any] = response.json()
-    return booking
+    return await open_admin_slot(api, start, bay_id)
 
 
 async def join(api: httpx.AsyncClient, email: str, service_id: int = 1) -> dict[str, Any]:
@@ -117,7 +100,7 @@ async def test_three_waiting_one_cancellation_one_offer_then_it_passes_on_when_i
     with time_machine.travel(CLOCK, tick=True) as traveller:
         async with garage(stack, smtp_sink) as api:
             slot = await open_slot(api, 9)
-            taken = await book(api, slot, "early@example.com")
+            taken = await book_as(api, slot, "early@example.com")
             entries = [await join(api, email) for email in WAITERS]
             assert [e["position"] for e in entries] == [1, 2, 3]
             await wait_until(await jobs_settled(sql), 10, "the join's matching")
@@ -182,7 +165,7 @@ async def test_two_times_freed_at_once_go_to_two_different_people(
     with time_machine.travel(CLOCK, tick=True):
         async with garage(stack, smtp_sink) as api:
             slots = [await open_slot(api, 9, bay_id=1), await open_slot(api, 9, bay_id=2)]
-            bookings = [await book(api, s, f"early{i}@example.com") for i, s in enumerate(slots)]
+            bookings = [await book_as(api, s, f"early{i}@example.com") for i, s in enumerate(slots)]
             for email in WAITERS:
                 await join(api, email)
             answers = await asyncio.gather(

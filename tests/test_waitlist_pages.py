@@ -9,8 +9,8 @@ from typing import Any
 
 import time_machine
 
-from tests.conftest import SmtpSink, Stack, mail_settings, running_app, wait_until
-from tests.test_waitlist import CLOCK, SUNDAY, book, link_of, offers_in, open_slot
+from tests.conftest import SmtpSink, Stack, book_as, mail_settings, running_app, wait_until
+from tests.test_waitlist import CLOCK, SUNDAY, link_of, offers_in, open_slot
 from tests.test_web_pages import csrf_of
 
 SQL = Callable[..., Awaitable[list[Any]]]
@@ -26,7 +26,7 @@ async def test_join_from_the_page_then_book_the_offer_with_one_click(
     with time_machine.travel(CLOCK, tick=True):
         async with running_app(mail_settings(stack, smtp_sink)) as web:
             slot = await open_slot(web, 9)
-            taken = await book(web, slot, "early@example.com")
+            taken = await book_as(web, slot, "early@example.com")
 
             page = await web.get("/waitlist/join", params={"service": 1, "day": SUNDAY})
             assert page.status_code == 200
@@ -104,7 +104,7 @@ async def test_a_full_day_on_the_booking_page_links_to_its_waitlist(
             slot = await open_slot(web, 9)
             page = await web.get("/", params={"service": 1})
             assert f"/waitlist/join?service=1&amp;day={SUNDAY}" not in page.text  # a time is free
-            await book(web, slot, "early@example.com")
+            await book_as(web, slot, "early@example.com")
             page = await web.get("/", params={"service": 1})
             assert f"/waitlist/join?service=1&amp;day={SUNDAY}" in page.text
             # A day without any slot (the garage is closed) offers no waitlist.

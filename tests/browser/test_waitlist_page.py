@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.conftest import Browsing, assert_accessible
-from tests.conftest import ADMIN_TOKEN, booking_body, wait_until
+from tests.conftest import booking_body, open_admin_slot, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 LONDON = ZoneInfo("Europe/London")
@@ -61,17 +61,8 @@ async def test_join_the_waitlist_and_book_the_offer_from_its_mail(
 ) -> None:
     sunday = next_sunday()
     start = datetime.combine(sunday, time(10), LONDON)
-    opened = await api_client.post(
-        "/api/admin/slots",
-        json={
-            "bay_id": 1,
-            "starts_at": start.isoformat(),
-            "ends_at": (start + timedelta(hours=1)).isoformat(),
-        },
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
-    assert opened.status_code == 201, opened.text
-    taken = await api_client.post("/api/bookings", json=booking_body(opened.json()["id"]))
+    slot_id = await open_admin_slot(api_client, start)
+    taken = await api_client.post("/api/bookings", json=booking_body(slot_id))
     assert taken.status_code == 201
 
     page = await browsing.page()
