@@ -33,10 +33,12 @@ def reminder_due(starts_at: datetime, settings: Settings) -> datetime | None:
     return due.replace(tzinfo=zone).astimezone(UTC)
 
 
-def worth_sending(due: datetime | None, now: datetime) -> bool:
-    """A booking made less than REMINDER_HOURS_BEFORE ahead gets no reminder: the
-    confirmation it has just received says it all."""
-    return due is not None and due > now
+def reminder_at(starts_at: datetime, settings: Settings, now: datetime) -> datetime | None:
+    """The due time of the reminder a booking (or move) made `now` writes, or None. A booking
+    made less than REMINDER_HOURS_BEFORE ahead gets none: the confirmation it has just received
+    says it all."""
+    due = reminder_due(starts_at, settings)
+    return due if due is not None and due > now else None
 
 
 @handles(REMINDER_KIND)

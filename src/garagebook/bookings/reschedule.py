@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.bookings.reminders import REMINDER_KIND, reminder_due, worth_sending
+from garagebook.bookings.reminders import REMINDER_KIND, reminder_at
 from garagebook.bookings.service import booking_json, claimed_slots, enqueue
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
@@ -74,9 +74,9 @@ async def reschedule(
             # The old time is free: someone on that day's waitlist may want it.
             await time_freed(conn, current.starts_at.astimezone(settings.timezone).date(), now)
             # The reminder for the new time; the old time's job finds the sequence changed.
-            reminder_at = reminder_due(plan.start.starts_at, settings)
-            if worth_sending(reminder_at, now):
-                await enqueue(conn, REMINDER_KIND, moved, now, run_at=reminder_at)
+            reminder = reminder_at(plan.start.starts_at, settings, now)
+            if reminder is not None:
+                await enqueue(conn, REMINDER_KIND, moved, now, run_at=reminder)
     except BaseException:
         if new_slots:
             await reservations.release(new_slots, token)

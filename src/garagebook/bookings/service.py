@@ -32,7 +32,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.holds import slots_of
-from garagebook.bookings.reminders import REMINDER_KIND, reminder_due, worth_sending
+from garagebook.bookings.reminders import REMINDER_KIND, reminder_at
 from garagebook.bookings.schemas import BookingIn
 from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
@@ -123,15 +123,13 @@ async def book(
 
     cancel_token = secrets.token_urlsafe(24)
     row = _booking_row(request, plan, now, cancel_token)
-    reminder_at = reminder_due(plan.start.starts_at, settings)
-    if not worth_sending(reminder_at, now):
-        reminder_at = None
+    reminder = reminder_at(plan.start.starts_at, settings, now)
     body = orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings, cancel_token))
     key = None if idempotency_key is None else IdempotencyRecord(idempotency_key, fingerprint)
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
-            await _write_booking(conn, row, plan.slot_ids, body, key, reminder_at)
+            await _write_booking(conn, row, plan.slot_ids, body, key, reminder)
             if within is not None:
                 await within(conn, row["id"])
         if request.hold_token:
@@ -209,12 +207,12 @@ async def _write_booking(
     slot_ids: tuple[int, ...],
     body: bytes,
     key: IdempotencyRecord | None,
-    reminder_at: datetime | None,
+    reminder: datetime | None,
 ) -> None:
     """Raises SlotUnavailable when the database refuses a slot, _KeyTaken when the
     Idempotency-Key is already recorded; the caller's transaction then rolls back."""
     if conn.dialect.name == "postgresql":
-        await _write_booking_postgres(conn, row, slot_ids, body, key, reminder_at)
+        await _write_booking_postgres(conn, row, slot_ids, body, key, reminder)
         return
     # The start slot, against uq_bookings_slot_id_not_cancelled. A concurrent writer of the same
     # slot makes this wait for its commit, then come back empty.
@@ -251,8 +249,8 @@ async def _write_booking(
         )
     )
     await enqueue(conn, "booking_confirmed", row, now)
-    if reminder_at is not None:
-        await enqueue(conn, REMINDER_KIND, row, now, run_at=reminder_at)
+    if reminder is not None:
+        await enqueue(conn, REMINDER_KIND, row, now, run_at=reminder)
     if key is not None:
         stored = await conn.scalar(
             insert_ignoring_conflicts(conn, idempotency_keys)
@@ -278,7 +276,7 @@ async def _write_booking_postgres(
     slot_ids: tuple[int, ...],
     body: bytes,
     key: IdempotencyRecord | None,
-    reminder_at: datetime | None,
+    reminder: datetime | None,
 ) -> None:
     """The same writes in one statement (bookings/sql.py): one round trip."""
     result = (
@@ -302,7 +300,7 @@ async def _write_booking_postgres(
                 "created_at": row["created_at"],
                 "cancel_token_hash": row["cancel_token_hash"],
                 "payload": _outbox_payload(row),
-                "reminder_at": reminder_at,
+                "reminder_at": reminder,
                 "idempotency_key": key.key if key else None,
                 "request_hash": key.fingerprint if key else None,
                 "response_body": body.decode() if key else None,

@@ -93,15 +93,15 @@ def message_id(reference: str, event: str, domain: str) -> str:
     return f"<{reference}.{event}@{domain}>"
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Header values may not span lines; names are shown, never trusted."""
     return " ".join(text.split())
 
 
-def local_times(booking: BookingMail, zone: ZoneInfo) -> dict[str, str]:
+def local_times(starts_at: datetime, ends_at: datetime, zone: ZoneInfo) -> dict[str, str]:
     """Wall-clock time at the garage, with the zone's name of the day (GMT or BST), so
     09:00 is 09:00 on either side of a clock change."""
-    start, end = booking.starts_at.astimezone(zone), booking.ends_at.astimezone(zone)
+    start, end = starts_at.astimezone(zone), ends_at.astimezone(zone)
     return {
         "date": f"{start:%A} {start.day} {start:%B %Y}",
         "start_time": f"{start:%H:%M}",
@@ -172,7 +172,7 @@ def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
     base = settings.public_url
     return {
         "garage_name": settings.garage_name,
-        "customer_name": _one_line(booking.customer_name),
+        "customer_name": one_line(booking.customer_name),
         "reference": booking.reference,
         "service": booking.service,
         "bay": booking.bay,
@@ -180,7 +180,7 @@ def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
         "public_url": base,
         "booking_url": f"{base}/api/bookings/{booking.booking_id}",
         "cancel_url": f"{base}/api/bookings/{booking.booking_id}/cancel",
-        **local_times(booking, settings.timezone),
+        **local_times(booking.starts_at, booking.ends_at, settings.timezone),
     }
 
 
@@ -199,7 +199,7 @@ def build_mail(
     """Any garagebook mail: `templates/<template>.txt` and `.html` rendered with `context`
     (plus `subject`), a stable Message-ID, threaded under `thread` when given."""
     message = EmailMessage()
-    message["Subject"] = _one_line(subject)
+    message["Subject"] = one_line(subject)
     message["From"] = settings.mail_sender
     message["To"] = to
     message["Date"] = format_datetime(now)

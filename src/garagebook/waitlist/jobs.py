@@ -9,9 +9,8 @@ from email.message import EmailMessage
 
 from garagebook.jobs.handlers import JobContext, handles
 from garagebook.jobs.mail import DeliveryFailed
-from garagebook.jobs.messages import build_mail, message_id
+from garagebook.jobs.messages import build_mail, local_times, message_id, one_line
 from garagebook.jobs.queue import DONE, SKIPPED, Job
-from garagebook.timeutil import to_local_iso
 from garagebook.waitlist.service import (
     EXPIRY_KIND,
     OFFERED_KIND,
@@ -30,15 +29,10 @@ def _day_of(job: Job) -> date:
 
 
 @handles(MATCH_KIND)
-async def waitlist_match(job: Job, context: JobContext, now: datetime) -> str:
-    await match_day(context.db, context.reservations, context.settings, _day_of(job), now)
-    return DONE
-
-
 @handles(EXPIRY_KIND)
-async def waitlist_offer_expired(job: Job, context: JobContext, now: datetime) -> str:
-    """Due when the offer runs out: matching ends it (if it was not taken up) and passes the
-    time to the next person."""
+async def waitlist_match(job: Job, context: JobContext, now: datetime) -> str:
+    """A time may have freed up on the job's day, or an offer there ran out (the expiry job is
+    due when it does): matching ends offers not taken up and passes their times on."""
     await match_day(context.db, context.reservations, context.settings, _day_of(job), now)
     return DONE
 
@@ -60,21 +54,15 @@ async def waitlist_offered(job: Job, context: JobContext, now: datetime) -> str:
 
 def compose_offer(offer: Offer, token: str, context: JobContext, now: datetime) -> EmailMessage:
     settings = context.settings
-    zone = settings.timezone
-    start, end = offer.starts_at.astimezone(zone), offer.ends_at.astimezone(zone)
-    until = offer.expires_at.astimezone(zone)
+    until = offer.expires_at.astimezone(settings.timezone)
     values = {
         "garage_name": settings.garage_name,
-        "customer_name": " ".join(offer.customer_name.split()),
+        "customer_name": one_line(offer.customer_name),
         "service": offer.service,
         "bay": offer.bay,
         "registration": offer.vehicle_registration,
-        "date": f"{start:%A} {start.day} {start:%B %Y}",
-        "start_time": f"{start:%H:%M}",
-        "end_time": f"{end:%H:%M}",
-        "zone_name": start.tzname() or str(zone),
+        **local_times(offer.starts_at, offer.ends_at, settings.timezone),
         "hold_until": f"{until:%H:%M} on {until:%A} {until.day} {until:%B}",
-        "expires_at": to_local_iso(offer.expires_at, zone),
         "offer_url": f"{settings.public_url}/waitlist/offers/{token}",
         "reference": f"W{offer.id}",
     }
