@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 import redis.asyncio as redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from garagebook.reservations import (
     TIMEOUTS_TO_OPEN,
@@ -16,10 +20,15 @@ from garagebook.reservations import (
     Outcome,
     RedisReservations,
     ReservationStore,
+    _Deadline,
 )
+from tests.chaos.harness import SlowProxy
 from tests.conftest import RedisProcess
 
 TTL = 60_000
+BURST = 1000
+# The product's default REDIS_TIMEOUT_MS: the burst tests judge what production would do.
+DEFAULT_TIMEOUT_MS = 250
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -171,3 +180,89 @@ async def test_any_client_failure_skips_the_layer_never_raises(own_redis: RedisP
         await store.release([1], "a")  # quiet too
     finally:
         await store.close()
+
+
+@pytest.fixture
+def loaded_machine() -> Iterator[None]:
+    """Two processes burning CPU (on a 2-core machine: the cores taken), bounded in time and
+    killed by their pid when the test ends."""
+    burn = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass\n"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait(10)
+
+
+async def test_a_burst_from_one_process_on_a_loaded_machine_is_decided_by_redis(
+    redis_available: str, loaded_machine: None
+) -> None:
+    """Issue 19: 200 calls on a busy machine opened the breaker though Redis was fine. The
+    burst waited for pooled connections, and each wait, connect or late-read answer counted
+    as a Redis timeout. Now the queue is ours and the timeout is Redis's."""
+    store = RedisReservations(
+        redis_available,
+        timeout_ms=DEFAULT_TIMEOUT_MS,
+        key_prefix=f"gbtest:{uuid.uuid4().hex}:",
+        retry_seconds=60,  # an opened breaker stays open: the test sees it
+    )
+    try:
+        outcomes = await asyncio.gather(*(store.reserve([7], f"t{i}", TTL) for i in range(BURST)))
+        assert store.status == "ok"
+    finally:
+        await store.close()
+    assert outcomes.count(Outcome.TAKEN) == 1
+    assert outcomes.count(Outcome.CONFLICT) == BURST - 1
+
+
+async def test_an_answer_that_came_in_time_is_not_a_timeout_however_late_the_loop_looks() -> None:
+    """The cause of issue 19 in miniature: the answer comes in 10 ms, the timeout is 20 ms, and
+    the event loop is busy for 50 ms (other requests) before it looks. A plain timeout fires
+    in the same turn that delivers the answer, and wins (the control); ours reads it."""
+    loop = asyncio.get_running_loop()
+
+    async def answer_while_the_loop_is_busy(
+        deadline: Callable[[float], AbstractAsyncContextManager[object]],
+    ) -> int:
+        answer: asyncio.Future[int] = loop.create_future()
+        async with deadline(0.02):
+            loop.call_later(0.01, answer.set_result, 1)
+            loop.call_soon(time.sleep, 0.05)
+            return await answer
+
+    with pytest.raises(TimeoutError):
+        await answer_while_the_loop_is_busy(asyncio.timeout)
+    assert await answer_while_the_loop_is_busy(_Deadline) == 1
+
+
+async def test_an_answer_that_never_comes_is_a_timeout_after_a_few_turns() -> None:
+    never: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    with pytest.raises(RedisTimeoutError):
+        async with _Deadline(0.02):
+            await never
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]  # in a task
+
+
+async def test_a_burst_against_a_slow_redis_opens_the_breaker(
+    own_redis: RedisProcess, loaded_machine: None
+) -> None:
+    """The control of the burst test: the same burst on the same loaded machine, but Redis's
+    answers come 1 s late (the chaos suite's slow proxy), four times the timeout. Then it is
+    Redis that is slow, and the breaker opens: the grace for our own queue is not a blind spot."""
+    proxy = SlowProxy(own_redis.port, delay=1.0)
+    await proxy.start()
+    store = RedisReservations(
+        f"redis://127.0.0.1:{proxy.port}/0",
+        timeout_ms=DEFAULT_TIMEOUT_MS,
+        key_prefix="gb:",
+        retry_seconds=60,
+    )
+    try:
+        outcomes = await asyncio.gather(*(store.reserve([7], f"t{i}", TTL) for i in range(BURST)))
+        assert store.status == "degraded"
+    finally:
+        await store.close()
+        await proxy.stop()
+    assert set(outcomes) == {Outcome.SKIPPED}
