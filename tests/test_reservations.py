@@ -10,10 +10,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 
+import httpx
 import pytest
 import redis.asyncio as redis
+from asgi_lifespan import LifespanManager
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.app import create_app
+from garagebook.bookings.schemas import BookingIn
+from garagebook.bookings.service import book
 from garagebook.reservations import (
     TIMEOUTS_TO_OPEN,
     LocalReservations,
@@ -23,7 +29,7 @@ from garagebook.reservations import (
     _Deadline,
 )
 from tests.chaos.harness import SlowProxy
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, Stack, booking_body, free_slots
 
 TTL = 60_000
 BURST = 1000
@@ -81,6 +87,39 @@ async def test_keys_expire(store: ReservationStore) -> None:
 async def test_holder_may_renew_its_own_keys(store: ReservationStore) -> None:
     assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
     assert await store.reserve([1, 2], "a", TTL) is Outcome.TAKEN
+
+
+async def test_a_lease_never_shortens_a_key_its_holder_has(store: ReservationStore) -> None:
+    """A customer's hold booked by its holder: the booking's short lease must not cut the hold
+    down to a few seconds should the booking fail for a reason that keeps the hold."""
+    assert await store.reserve([1], "hold", TTL) is Outcome.TAKEN
+    assert await store.reserve([1], "hold", 50) is Outcome.TAKEN
+    await asyncio.sleep(0.12)
+    assert await store.reserve([1], "b", TTL) is Outcome.CONFLICT
+
+
+async def test_confirm_keeps_booked_keys_for_the_ttl_and_releases_the_rest(
+    store: ReservationStore,
+) -> None:
+    assert await store.reserve([1, 2, 3], "a", 50) is Outcome.TAKEN  # a request's lease
+    await store.confirm([1, 2], "a", TTL, release=[3])
+    assert await store.reserve([3], "b", TTL) is Outcome.TAKEN  # released at once
+    await asyncio.sleep(0.12)  # the lease is long gone: the booked keys are not
+    assert await store.reserve([1], "c", TTL) is Outcome.CONFLICT
+    assert await store.reserve([2], "c", TTL) is Outcome.CONFLICT
+
+
+async def test_confirm_after_the_lease_ran_out(store: ReservationStore) -> None:
+    """A slow commit: our lease expired before `confirm`. A key nobody took is ours again (the
+    booking did commit); one someone else took meanwhile stays theirs (the database turns
+    them away, and their failure releases it)."""
+    assert await store.reserve([1, 2], "a", 50) is Outcome.TAKEN
+    await asyncio.sleep(0.12)
+    assert await store.reserve([2], "rival", TTL) is Outcome.TAKEN
+    await store.confirm([1, 2], "a", TTL)
+    assert await store.reserve([1], "c", TTL) is Outcome.CONFLICT
+    await store.release([2], "rival")
+    assert await store.reserve([2], "c", TTL) is Outcome.TAKEN
 
 
 async def test_only_one_of_many_concurrent_reservations_wins(store: ReservationStore) -> None:
@@ -266,3 +305,42 @@ async def test_a_burst_against_a_slow_redis_opens_the_breaker(
         await store.close()
         await proxy.stop()
     assert set(outcomes) == {Outcome.SKIPPED}
+
+
+async def test_an_unfinished_request_blocks_its_slots_for_the_lease_a_booking_for_the_ttl(
+    stack: Stack,
+) -> None:
+    """Issue 12: a request that dies (kill -9 of its process) before it books leaves its keys
+    behind. They live RESERVATION_LEASE_SECONDS, not the whole RESERVATION_TTL_SECONDS;
+    once its booking commits, the keys turn everyone away fast for the TTL."""
+    app = create_app(stack.settings(reservation_lease_seconds=1))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as api,
+    ):
+        state = app.state
+        slot = (await free_slots(api))[0]["id"]
+        in_transaction, go_on = asyncio.Event(), asyncio.Event()
+
+        async def stalls(_conn: AsyncConnection, _booking_id: str) -> None:
+            in_transaction.set()  # from here on, as good as dead: it does nothing for a while
+            await go_on.wait()
+
+        request = BookingIn.model_validate(booking_body(slot))
+        booking = asyncio.create_task(
+            book(state.db, state.reservations, state.plans, state.settings, request, None, stalls)
+        )
+        await in_transaction.wait()
+        assert await state.reservations.reserve([slot], "rival", TTL) is Outcome.CONFLICT
+        await asyncio.sleep(1.3)  # past the lease
+        assert await state.reservations.reserve([slot], "rival", TTL) is Outcome.TAKEN
+        await state.reservations.release([slot], "rival")
+
+        go_on.set()
+        await booking  # committed
+        await asyncio.sleep(1.3)  # past the lease again: the booking's keys live on
+        rejected = await api.post("/api/bookings", json=booking_body(slot))
+        assert rejected.status_code == 409
+        assert rejected.json()["error"]["rejected_by"] == "reservation"

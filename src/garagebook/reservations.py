@@ -408,6 +408,13 @@ class RedisReservations:
         await self._client.aclose(close_connection_pool=True)
 
 
+def lease_ms(settings: Settings) -> int:
+    """How long an in-flight request's keys live, until `confirm` gives a committed booking's
+    keys the whole RESERVATION_TTL_SECONDS: a request that dies (kill -9 of its process)
+    blocks its slots for the lease, not the TTL (issue 12)."""
+    return min(settings.reservation_lease_seconds, settings.reservation_ttl_seconds) * 1000
+
+
 def create_reservations(settings: Settings) -> ReservationStore:
     if settings.redis_url is None:
         return LocalReservations()
