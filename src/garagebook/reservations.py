@@ -104,10 +104,12 @@ class LocalReservations:
         for slot_id in slot_ids:
             if self._holder(slot_id, now) in (None, token):
                 self._set(slot_id, token, now, ttl_ms, keep_longer=False)
-        await self.release(release, token)
+        self._release(release, token, now)
 
     async def release(self, slot_ids: Sequence[int], token: str) -> None:
-        now = time.monotonic()
+        self._release(slot_ids, token, time.monotonic())
+
+    def _release(self, slot_ids: Sequence[int], token: str, now: float) -> None:
         for slot_id in slot_ids:
             if self._holder(slot_id, now) == token:
                 del self._keys[slot_id]
