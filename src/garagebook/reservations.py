@@ -239,7 +239,9 @@ class _Deadline:
             and self._task.uncancel() <= self._cancelling
             and exc_type is asyncio.CancelledError
         ):
-            raise RedisTimeoutError("Redis did not answer within its timeout") from exc
+            # The builtin, as asyncio.timeout's: redis-py turns it into its own on a connect
+            # (any other exception there becomes a ConnectionError, which opens the breaker).
+            raise TimeoutError("Redis did not answer within its timeout") from exc
 
 
 class _MeasuresRedis(AbstractConnection):
@@ -250,7 +252,8 @@ class _MeasuresRedis(AbstractConnection):
 
     async def _connect(self) -> None:
         async with _Deadline(self._redis_timeout):
-            await super()._connect()  # type: ignore[safe-super,no-untyped-call]  # the base's TCP/TLS/Unix connect
+            # The base class's TCP, TLS or Unix socket connect (untyped in redis-py).
+            await super()._connect()  # type: ignore[safe-super,no-untyped-call]
 
     async def read_response(
         self,
