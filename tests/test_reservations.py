@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.app import create_app
 from garagebook.bookings.schemas import BookingIn
 from garagebook.bookings.service import book
+from garagebook.errors import DatabaseUnavailable
 from garagebook.reservations import (
     TIMEOUTS_TO_OPEN,
     LocalReservations,
@@ -343,3 +344,36 @@ async def test_an_unfinished_request_blocks_its_slots_for_the_lease_a_booking_fo
         rejected = await api.post("/api/bookings", json=booking_body(slot))
         assert rejected.status_code == 409
         assert rejected.json()["error"]["rejected_by"] == "reservation"
+
+
+async def test_a_failed_booking_of_a_held_time_keeps_the_hold_for_its_own_ttl(stack: Stack) -> None:
+    """Booking a held time reserves with the short lease: that must not cut the customer's
+    hold (HOLD_TTL_SECONDS) down to it when the booking fails for a reason that keeps the hold
+    for a retry."""
+    app = create_app(stack.settings(reservation_lease_seconds=1))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as api,
+    ):
+        state = app.state
+        slot = (await free_slots(api))[0]["id"]
+        held = await api.post("/api/holds", json={"slot_id": slot, "service_id": 1})
+        assert held.status_code == 201
+        hold_token = held.json()["hold_token"]
+
+        async def fails(_conn: AsyncConnection, _booking_id: str) -> None:
+            raise ConnectionResetError("the database went away mid-booking")
+
+        request = BookingIn.model_validate(booking_body(slot, hold_token=hold_token))
+        with pytest.raises(DatabaseUnavailable):  # a 503: the customer may retry with the hold
+            await book(
+                state.db, state.reservations, state.plans, state.settings, request, None, fails
+            )
+        await asyncio.sleep(1.3)  # past the lease
+        rival = await api.post("/api/bookings", json=booking_body(slot))
+        assert rival.status_code == 409
+        assert rival.json()["error"]["rejected_by"] == "reservation"
+        retry = await api.post("/api/bookings", json=booking_body(slot, hold_token=hold_token))
+        assert retry.status_code == 201
