@@ -288,9 +288,9 @@ async def test_a_burst_against_a_slow_redis_opens_the_breaker(
     own_redis: RedisProcess, loaded_machine: None
 ) -> None:
     """The control of the burst test: the same burst on the same loaded machine, but Redis's
-    answers come 1 s late (the chaos suite's slow proxy), four times the timeout. Then it is
+    answers come 3 s late (the chaos suite's slow proxy), twelve times the timeout. Then it is
     Redis that is slow, and the breaker opens: the grace for our own queue is not a blind spot."""
-    proxy = SlowProxy(own_redis.port, delay=1.0)
+    proxy = SlowProxy(own_redis.port, delay=3.0)
     await proxy.start()
     store = RedisReservations(
         f"redis://127.0.0.1:{proxy.port}/0",
