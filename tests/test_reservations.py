@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 
+import httpx
 import pytest
 import redis.asyncio as redis
+from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.app import create_app
+from garagebook.bookings.schemas import BookingIn
+from garagebook.bookings.service import book
+from garagebook.errors import DatabaseUnavailable
 from garagebook.reservations import (
     TIMEOUTS_TO_OPEN,
     LocalReservations,
     Outcome,
     RedisReservations,
     ReservationStore,
+    _Deadline,
 )
-from tests.conftest import RedisProcess
+from tests.chaos.harness import SlowProxy
+from tests.conftest import RedisProcess, Stack, booking_body, free_slots
 
 TTL = 60_000
+BURST = 1000
+# The product's default REDIS_TIMEOUT_MS: the burst tests judge what production would do.
+DEFAULT_TIMEOUT_MS = 250
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -72,6 +87,39 @@ async def test_keys_expire(store: ReservationStore) -> None:
 async def test_holder_may_renew_its_own_keys(store: ReservationStore) -> None:
     assert await store.reserve([1], "a", TTL) is Outcome.TAKEN
     assert await store.reserve([1, 2], "a", TTL) is Outcome.TAKEN
+
+
+async def test_a_lease_never_shortens_a_key_its_holder_has(store: ReservationStore) -> None:
+    """A customer's hold booked by its holder: the booking's short lease must not cut the hold
+    down to a few seconds should the booking fail for a reason that keeps the hold."""
+    assert await store.reserve([1], "hold", TTL) is Outcome.TAKEN
+    assert await store.reserve([1], "hold", 50) is Outcome.TAKEN
+    await asyncio.sleep(0.12)
+    assert await store.reserve([1], "b", TTL) is Outcome.CONFLICT
+
+
+async def test_confirm_keeps_booked_keys_for_the_ttl_and_releases_the_rest(
+    store: ReservationStore,
+) -> None:
+    assert await store.reserve([1, 2, 3], "a", 50) is Outcome.TAKEN  # a request's lease
+    await store.confirm([1, 2], "a", TTL, release=[3])
+    assert await store.reserve([3], "b", TTL) is Outcome.TAKEN  # released at once
+    await asyncio.sleep(0.12)  # the lease is long gone: the booked keys are not
+    assert await store.reserve([1], "c", TTL) is Outcome.CONFLICT
+    assert await store.reserve([2], "c", TTL) is Outcome.CONFLICT
+
+
+async def test_confirm_after_the_lease_ran_out(store: ReservationStore) -> None:
+    """A slow commit: our lease expired before `confirm`. A key nobody took is ours again (the
+    booking did commit); one someone else took meanwhile stays theirs (the database turns
+    them away, and their failure releases it)."""
+    assert await store.reserve([1, 2], "a", 50) is Outcome.TAKEN
+    await asyncio.sleep(0.12)
+    assert await store.reserve([2], "rival", TTL) is Outcome.TAKEN
+    await store.confirm([1, 2], "a", TTL)
+    assert await store.reserve([1], "c", TTL) is Outcome.CONFLICT
+    await store.release([2], "rival")
+    assert await store.reserve([2], "c", TTL) is Outcome.TAKEN
 
 
 async def test_only_one_of_many_concurrent_reservations_wins(store: ReservationStore) -> None:
@@ -171,3 +219,161 @@ async def test_any_client_failure_skips_the_layer_never_raises(own_redis: RedisP
         await store.release([1], "a")  # quiet too
     finally:
         await store.close()
+
+
+@pytest.fixture
+def loaded_machine() -> Iterator[None]:
+    """Two processes burning CPU (on a 2-core machine: the cores taken), bounded in time and
+    killed by their pid when the test ends."""
+    burn = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass\n"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait(10)
+
+
+async def test_a_burst_from_one_process_on_a_loaded_machine_is_decided_by_redis(
+    redis_available: str, loaded_machine: None
+) -> None:
+    """Issue 19: 200 calls on a busy machine opened the breaker though Redis was fine. The
+    burst waited for pooled connections, and each wait, connect or late-read answer counted
+    as a Redis timeout. Now the queue is ours and the timeout is Redis's."""
+    store = RedisReservations(
+        redis_available,
+        timeout_ms=DEFAULT_TIMEOUT_MS,
+        key_prefix=f"gbtest:{uuid.uuid4().hex}:",
+        retry_seconds=60,  # an opened breaker stays open: the test sees it
+    )
+    try:
+        outcomes = await asyncio.gather(*(store.reserve([7], f"t{i}", TTL) for i in range(BURST)))
+        assert store.status == "ok"
+    finally:
+        await store.close()
+    assert outcomes.count(Outcome.TAKEN) == 1
+    assert outcomes.count(Outcome.CONFLICT) == BURST - 1
+
+
+async def test_an_answer_that_came_in_time_is_not_a_timeout_however_late_the_loop_looks() -> None:
+    """The cause of issue 19 in miniature: the answer comes in 10 ms, the timeout is 20 ms, and
+    the event loop is busy for 50 ms (other requests) before it looks. A plain timeout fires
+    in the same turn that delivers the answer, and wins (the control); ours reads it."""
+    loop = asyncio.get_running_loop()
+
+    async def answer_while_the_loop_is_busy(
+        deadline: Callable[[float], AbstractAsyncContextManager[object]],
+    ) -> int:
+        answer: asyncio.Future[int] = loop.create_future()
+        async with deadline(0.02):
+            loop.call_later(0.01, answer.set_result, 1)
+            loop.call_soon(time.sleep, 0.05)
+            return await answer
+
+    with pytest.raises(TimeoutError):
+        await answer_while_the_loop_is_busy(asyncio.timeout)
+    assert await answer_while_the_loop_is_busy(_Deadline) == 1
+
+
+async def test_an_answer_that_never_comes_is_a_timeout_after_a_few_turns() -> None:
+    never: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    with pytest.raises(TimeoutError):
+        async with _Deadline(0.02):
+            await never
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]  # in a task
+
+
+async def test_a_burst_against_a_slow_redis_opens_the_breaker(
+    own_redis: RedisProcess, loaded_machine: None
+) -> None:
+    """The control of the burst test: the same burst on the same loaded machine, but Redis's
+    answers come 3 s late (the chaos suite's slow proxy), twelve times the timeout. Then it is
+    Redis that is slow, and the breaker opens: the grace for our own queue is not a blind spot."""
+    proxy = SlowProxy(own_redis.port, delay=3.0)
+    await proxy.start()
+    store = RedisReservations(
+        f"redis://127.0.0.1:{proxy.port}/0",
+        timeout_ms=DEFAULT_TIMEOUT_MS,
+        key_prefix="gb:",
+        retry_seconds=60,
+    )
+    try:
+        outcomes = await asyncio.gather(*(store.reserve([7], f"t{i}", TTL) for i in range(BURST)))
+        assert store.status == "degraded"
+    finally:
+        await store.close()
+        await proxy.stop()
+    assert set(outcomes) == {Outcome.SKIPPED}
+
+
+async def test_an_unfinished_request_blocks_its_slots_for_the_lease_a_booking_for_the_ttl(
+    stack: Stack,
+) -> None:
+    """Issue 12: a request that dies (kill -9 of its process) before it books leaves its keys
+    behind. They live RESERVATION_LEASE_SECONDS, not the whole RESERVATION_TTL_SECONDS;
+    once its booking commits, the keys turn everyone away fast for the TTL."""
+    app = create_app(stack.settings(reservation_lease_seconds=1))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as api,
+    ):
+        state = app.state
+        slot = (await free_slots(api))[0]["id"]
+        in_transaction, go_on = asyncio.Event(), asyncio.Event()
+
+        async def stalls(_conn: AsyncConnection, _booking_id: str) -> None:
+            in_transaction.set()  # from here on, as good as dead: it does nothing for a while
+            await go_on.wait()
+
+        request = BookingIn.model_validate(booking_body(slot))
+        booking = asyncio.create_task(
+            book(state.db, state.reservations, state.plans, state.settings, request, None, stalls)
+        )
+        await in_transaction.wait()
+        assert await state.reservations.reserve([slot], "rival", TTL) is Outcome.CONFLICT
+        await asyncio.sleep(1.3)  # past the lease
+        assert await state.reservations.reserve([slot], "rival", TTL) is Outcome.TAKEN
+        await state.reservations.release([slot], "rival")
+
+        go_on.set()
+        await booking  # committed
+        await asyncio.sleep(1.3)  # past the lease again: the booking's keys live on
+        rejected = await api.post("/api/bookings", json=booking_body(slot))
+        assert rejected.status_code == 409
+        assert rejected.json()["error"]["rejected_by"] == "reservation"
+
+
+async def test_a_failed_booking_of_a_held_time_keeps_the_hold_for_its_own_ttl(stack: Stack) -> None:
+    """Booking a held time reserves with the short lease: that must not cut the customer's
+    hold (HOLD_TTL_SECONDS) down to it when the booking fails for a reason that keeps the hold
+    for a retry."""
+    app = create_app(stack.settings(reservation_lease_seconds=1))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as api,
+    ):
+        state = app.state
+        slot = (await free_slots(api))[0]["id"]
+        held = await api.post("/api/holds", json={"slot_id": slot, "service_id": 1})
+        assert held.status_code == 201
+        hold_token = held.json()["hold_token"]
+
+        async def fails(_conn: AsyncConnection, _booking_id: str) -> None:
+            raise ConnectionResetError("the database went away mid-booking")
+
+        request = BookingIn.model_validate(booking_body(slot, hold_token=hold_token))
+        with pytest.raises(DatabaseUnavailable):  # a 503: the customer may retry with the hold
+            await book(
+                state.db, state.reservations, state.plans, state.settings, request, None, fails
+            )
+        await asyncio.sleep(1.3)  # past the lease
+        rival = await api.post("/api/bookings", json=booking_body(slot))
+        assert rival.status_code == 409
+        assert rival.json()["error"]["rejected_by"] == "reservation"
+        retry = await api.post("/api/bookings", json=booking_body(slot, hold_token=hold_token))
+        assert retry.status_code == 201

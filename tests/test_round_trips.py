@@ -1,8 +1,14 @@
-"""The hot path's database budget, counted (not timed): a regression guard for round trips.
+"""The hot path's database and Redis budget, counted (not timed): a regression guard for round
+trips.
 
 PostgreSQL, successful booking: the plan read (autocommit, once per slot and service, then
 cached) + BEGIN, one statement, COMMIT. SQLite runs the writes one by one (in-process).
-Rejected by the reservation layer: no database statement at all once the plan is cached."""
+Rejected by the reservation layer: no database statement at all once the plan is cached.
+
+Reservation layer (one round trip to Redis per call, a script or a DEL; in-process on the
+embedded default): successful booking reserve + confirm (the short lease, then the TTL once
+committed: issue 12); rejected by the reservation layer reserve; rejected by the database
+reserve + release."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from garagebook.reservations import RedisReservations
 from tests.conftest import Stack, booking_body, free_slots
 
 
@@ -26,19 +33,60 @@ def record_statements(app: FastAPI) -> list[str]:
     return statements
 
 
+class ReservationCalls:
+    """The reservation store's calls, and on Redis the commands that went to Redis."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.calls: list[str] = []
+        self.commands: list[str] = []
+        store = app.state.reservations
+        for name in ("reserve", "confirm", "release", "forget"):
+            setattr(store, name, self._counted(name, getattr(store, name)))
+        if isinstance(store, RedisReservations):
+            execute = store._client.execute_command
+
+            async def counted_command(*args: Any, **kwargs: Any) -> Any:
+                self.commands.append(str(args[0]).upper())
+                return await execute(*args, **kwargs)
+
+            store._client.execute_command = counted_command  # type: ignore[method-assign]
+
+    def _counted(self, name: str, method: Any) -> Any:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+
+        return counted
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.commands.clear()
+
+    def assert_round_trips(self, stack: Stack, calls: list[str]) -> None:
+        assert self.calls == calls
+        # One command per call (its script, or DEL), never a second one hidden in a call.
+        assert len(self.commands) == (len(calls) if stack.redis_url else 0)
+
+
 async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: Stack) -> None:
-    slot = (await free_slots(api))[0]
+    first, slot = (await free_slots(api))[:2]
+    # Not counted: the first booking loads the scripts into Redis (NOSCRIPT, SCRIPT LOAD).
+    assert (await api.post("/api/bookings", json=booking_body(first["id"]))).status_code == 201
     statements = record_statements(app)
+    reservations = ReservationCalls(app)
 
     created = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert created.status_code == 201
     writes = ["WITH"] if stack.is_postgres else ["INSERT"] * 5
     assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
+    reservations.assert_round_trips(stack, ["reserve", "confirm"])
 
     statements.clear()
+    reservations.clear()
     rejected = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert rejected.json()["error"]["rejected_by"] == "reservation"
     assert statements == []
+    reservations.assert_round_trips(stack, ["reserve"])
 
 
 async def test_database_rejection_is_one_statement(
@@ -47,12 +95,15 @@ async def test_database_rejection_is_one_statement(
     slot = (await free_slots(api))[0]
     assert (await api.post("/api/bookings", json=booking_body(slot["id"]))).status_code == 201
     await lose_reservations()
+    await app.state.reservations.release([slot["id"]], "not counted: loads the script")
     statements = record_statements(app)
+    reservations = ReservationCalls(app)
     rejected = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert rejected.json()["error"]["rejected_by"] == "database"
     assert [s for s in statements if s != "BEGIN"] == (
         ["WITH"] if stack.is_postgres else ["INSERT"]
     )
+    reservations.assert_round_trips(stack, ["reserve", "release"])
 
 
 def test_no_dependency_runs_in_a_thread(app: FastAPI) -> None:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     # Booking rules
     reservation_ttl_seconds: int = Field(default=300, ge=1)
+    # An in-flight request's keys live this long (at most the TTL), until its booking commits
+    # and they get the TTL: a request that dies with its process blocks its slots no longer.
+    reservation_lease_seconds: int = Field(default=5, ge=1)
     hold_ttl_seconds: int = Field(default=300, ge=1, le=3600)
 
     # Abuse protection, per client address (limits' notation: "20/minute", "5/second")

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
-from collections.abc import Sequence
-from typing import Literal, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Literal, Protocol, TypeVar
 
 import redis.asyncio as redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,6 +28,7 @@ from garagebook.config import Settings
 from garagebook.metrics import RESERVATION_BREAKER_OPENS, RESERVATION_LAYER_SKIPPED
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LayerStatus = Literal["ok", "degraded", "local"]
 
@@ -39,7 +43,15 @@ class ReservationStore(Protocol):
     @property
     def status(self) -> LayerStatus: ...
 
-    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome: ...
+    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+        """Take every key for `token` for `ttl_ms`, or none. Keys `token` already holds count as
+        free and are never shortened: a hold's holder booking it keeps the hold's time."""
+
+    async def confirm(
+        self, slot_ids: Sequence[int], token: str, ttl_ms: int, release: Sequence[int] = ()
+    ) -> None:
+        """The booking committed: its keys (ours, or gone) now live `ttl_ms`, so the booked
+        slots are turned away fast; `release`'s keys still holding `token` go. One round trip."""
 
     async def release(self, slot_ids: Sequence[int], token: str) -> None:
         """Delete the keys still holding `token`, so a failed attempt frees its slots at once."""
@@ -72,14 +84,32 @@ class LocalReservations:
         if any(self._holder(s, now) not in (None, token) for s in slot_ids):
             return Outcome.CONFLICT
         for slot_id in slot_ids:
-            self._keys[slot_id] = (token, now + ttl_ms / 1000)
+            self._set(slot_id, token, now, ttl_ms, keep_longer=True)
         self._writes += 1
         if self._writes % self._SWEEP_EVERY == 0:
             self._keys = {k: v for k, v in self._keys.items() if v[1] > now}
         return Outcome.TAKEN
 
-    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+    def _set(self, slot_id: int, token: str, now: float, ttl_ms: int, keep_longer: bool) -> None:
+        expires = now + ttl_ms / 1000
+        entry = self._keys.get(slot_id)
+        if keep_longer and entry is not None and entry[0] == token:
+            expires = max(expires, entry[1])
+        self._keys[slot_id] = (token, expires)
+
+    async def confirm(
+        self, slot_ids: Sequence[int], token: str, ttl_ms: int, release: Sequence[int] = ()
+    ) -> None:
         now = time.monotonic()
+        for slot_id in slot_ids:
+            if self._holder(slot_id, now) in (None, token):
+                self._set(slot_id, token, now, ttl_ms, keep_longer=False)
+        self._release(release, token, now)
+
+    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+        self._release(slot_ids, token, time.monotonic())
+
+    def _release(self, slot_ids: Sequence[int], token: str, now: float) -> None:
         for slot_id in slot_ids:
             if self._holder(slot_id, now) == token:
                 del self._keys[slot_id]
@@ -92,14 +122,36 @@ class LocalReservations:
         self._keys.clear()
 
 
-# A key held by our own token counts as free, so a holder can renew or book its own hold.
+# A key held by our own token counts as free, so a holder can renew or book its own hold; and
+# it is never shortened, so booking a held time does not cut the hold down to a request's lease.
 _RESERVE = """
 for _, key in ipairs(KEYS) do
   local holder = redis.call('GET', key)
   if holder and holder ~= ARGV[1] then return 0 end
 end
+local ttl = tonumber(ARGV[2])
 for _, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  if redis.call('PTTL', key) < ttl then
+    redis.call('SET', key, ARGV[1], 'PX', ttl)
+  end
+end
+return 1
+"""
+
+# KEYS: the booked slots' keys, then those to release; ARGV: token, TTL, how many are booked.
+# A booked key someone else took meanwhile (our lease ran out) is theirs: the database turns
+# them away, and their failure releases it.
+_CONFIRM = """
+local booked = tonumber(ARGV[3])
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if i <= booked then
+    if not holder or holder == ARGV[1] then
+      redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    end
+  elseif holder == ARGV[1] then
+    redis.call('DEL', key)
+  end
 end
 return 1
 """
@@ -115,18 +167,133 @@ return released
 """
 
 
-_POOL_WAIT_SECONDS = 2.0
 TIMEOUTS_TO_OPEN = 3
+# Turns of the event loop that a call past its deadline may spend on one await (see
+# _Deadline): an answer already in the socket is read in the next turn and resumes the call
+# in the one after.
+GRACE_TURNS = 3
+
+
+def _awaiting(task: asyncio.Task[object]) -> object:
+    """What the task's innermost coroutine is suspended on (documented `cr_await` chain)."""
+    awaitable: object = task.get_coro()
+    while (inner := getattr(awaitable, "cr_await", None)) is not None:
+        awaitable = inner
+    return awaitable
+
+
+class _Deadline:
+    """`asyncio.timeout` for one wait on Redis (a connect or an answer), except that an answer
+    which reached us in time is never a timeout.
+
+    Under a burst the event loop is busy: an answer Redis sent in microseconds sits in the
+    socket until the loop gets round to it, and by then a plain timeout has fired too (issue
+    19, shown by `bench/redis_burst.py`). So when time is up the wait is not cancelled at
+    once: the loop gets turns to read what the sockets hold, and the wait is cancelled only
+    once it has been stuck on the same await for GRACE_TURNS turns. On a loop that keeps up,
+    turns take microseconds and this is a plain timeout; on a congested one, Redis is judged
+    by whether it answered, not by how long our own queue of callbacks is.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._expired = False
+        self._task: asyncio.Task[object] | None = None
+        self._handle: asyncio.Handle | None = None
+        self._cancelling = 0
+        self._stuck_on: object = None
+        self._stuck_turns = 0
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        assert self._task is not None
+        self._cancelling = self._task.cancelling()
+        self._handle = asyncio.get_running_loop().call_later(self._seconds, self._watch)
+
+    def _watch(self) -> None:
+        """Once per turn past the deadline, until the call ends (aexit) or is cancelled."""
+        assert self._task is not None
+        awaiting = _awaiting(self._task)
+        if awaiting is self._stuck_on:
+            self._stuck_turns += 1
+            if self._stuck_turns >= GRACE_TURNS:
+                self._expired = True
+                self._task.cancel()
+                return
+        else:  # it moved on since the last turn (or this is the deadline)
+            self._stuck_on, self._stuck_turns = awaiting, 0
+        self._handle = asyncio.get_running_loop().call_soon(self._watch)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._handle is not None
+        assert self._task is not None
+        self._handle.cancel()
+        # As asyncio.timeout does: our own cancel becomes a timeout, anyone else's goes on.
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            # The builtin, as asyncio.timeout's: redis-py turns it into its own on a connect
+            # (any other exception there becomes a ConnectionError, which opens the breaker).
+            raise TimeoutError("Redis did not answer within its timeout") from exc
+
+
+class _MeasuresRedis(AbstractConnection):
+    """Mixed into redis-py's connection class: its connect and read timeouts, but measured
+    with `_Deadline` (redis-py's own socket timeouts are off)."""
+
+    _redis_timeout: float
+
+    async def _connect(self) -> None:
+        async with _Deadline(self._redis_timeout):
+            # The base class's TCP, TLS or Unix socket connect (untyped in redis-py).
+            await super()._connect()  # type: ignore[safe-super,no-untyped-call]
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109  # redis-py's signature, overridden
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        if timeout is not None:  # a caller's own timeout (not used here): redis-py's
+            return await super().read_response(
+                disable_decoding,
+                timeout,
+                disconnect_on_error=disconnect_on_error,
+                push_request=push_request,
+            )
+        async with _Deadline(self._redis_timeout):
+            # math.inf: redis-py's "no timeout of mine" (see its read_response).
+            return await super().read_response(
+                disable_decoding,
+                math.inf,
+                disconnect_on_error=disconnect_on_error,
+                push_request=push_request,
+            )
 
 
 class RedisReservations:
     """Redis store behind a circuit breaker.
 
     A refused or broken connection opens the breaker at once; timeouts (short, no retries)
-    open it after a few in a row, because under a burst the event loop itself can be late
-    enough to time out a healthy Redis. Once open, every call is skipped at no cost and a
+    open it after a few in a row. Once open, every call is skipped at no cost and a
     background task pings Redis until it answers: a dead Redis costs a few timeouts, not one
     per request. Every failed call is skipped (the database decides), open or not.
+
+    The timeout measures Redis, not us (issue 19). A burst waits for one of `pool_size`
+    connections in our own queue, which is never a failure and has no timeout of its own: it
+    drains as fast as Redis answers, and at once when the breaker opens. Each wait on Redis
+    itself (a connect, an answer after the command is sent) then has `timeout_ms`, judged by
+    `_Deadline`, in place of redis-py's socket timeouts, which counted the event loop's
+    lateness as Redis's.
     """
 
     def __init__(
@@ -138,20 +305,23 @@ class RedisReservations:
         retry_seconds: float,
         pool_size: int = 64,
     ) -> None:
-        timeout = timeout_ms / 1000
-        # A burst of requests waits its turn for one of `pool_size` connections (local
-        # congestion, not a Redis failure) instead of failing; Redis itself gets short timeouts.
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=_POOL_WAIT_SECONDS,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+        # Never more than `pool_size` callers at once (the semaphore), so the plain pool always
+        # has a connection. Not redis-py's BlockingConnectionPool: its condition's lock is held
+        # across awaits when a connection is handed back, so under a burst every release and
+        # every take queue behind it one loop turn each.
+        pool = redis.ConnectionPool.from_url(url, max_connections=pool_size)
+        base = pool.connection_class  # TCP, TLS or Unix socket, as the URL says
+        pool.connection_class = type(
+            f"Measured{base.__name__}",
+            (_MeasuresRedis, base),
+            {"_redis_timeout": timeout_ms / 1000},
         )
+        self._admit = asyncio.Semaphore(pool_size)
         self._client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._prefix = key_prefix
         self._retry_seconds = retry_seconds
         self._reserve = self._client.register_script(_RESERVE)
+        self._confirm = self._client.register_script(_CONFIRM)
         self._release = self._client.register_script(_RELEASE)
         self._open = False
         self._timeouts_in_a_row = 0
@@ -164,35 +334,41 @@ class RedisReservations:
     def _keys(self, slot_ids: Sequence[int]) -> list[str]:
         return [f"{self._prefix}slot:{slot_id}" for slot_id in slot_ids]
 
-    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
-        if self._open:
-            RESERVATION_LAYER_SKIPPED.inc()
-            return Outcome.SKIPPED
-        try:
-            taken = await self._reserve(keys=self._keys(slot_ids), args=[token, ttl_ms])
-        except Exception as exc:  # whatever the client raises, the layer is skipped, never a 500
-            self._failed(exc)
-            RESERVATION_LAYER_SKIPPED.inc()
-            return Outcome.SKIPPED
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """One Redis call; None when skipped (breaker open, or the call failed)."""
+        async with self._admit:  # our own queue: waiting here is never Redis's fault
+            if self._open:
+                return None
+            try:
+                result = await call()
+            except Exception as exc:  # whatever the client raises: skipped, never a 500
+                self._failed(exc)
+                return None
         self._timeouts_in_a_row = 0
+        return result
+
+    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+        keys = self._keys(slot_ids)
+        taken = await self._call(lambda: self._reserve(keys=keys, args=[token, ttl_ms]))
+        if taken is None:
+            RESERVATION_LAYER_SKIPPED.inc()
+            return Outcome.SKIPPED
         return Outcome.TAKEN if taken == 1 else Outcome.CONFLICT
 
+    async def confirm(
+        self, slot_ids: Sequence[int], token: str, ttl_ms: int, release: Sequence[int] = ()
+    ) -> None:
+        # Skipped (breaker open or failed): the lease runs out and the database decides.
+        keys = self._keys([*slot_ids, *release])
+        await self._call(lambda: self._confirm(keys=keys, args=[token, ttl_ms, len(slot_ids)]))
+
     async def release(self, slot_ids: Sequence[int], token: str) -> None:
-        await self._call_quietly(self._release(keys=self._keys(slot_ids), args=[token]))
+        keys = self._keys(slot_ids)
+        await self._call(lambda: self._release(keys=keys, args=[token]))
 
     async def forget(self, slot_ids: Sequence[int]) -> None:
-        await self._call_quietly(self._client.delete(*self._keys(slot_ids)))
-
-    async def _call_quietly(self, call: object) -> None:
-        if self._open:
-            # Left to expire by its TTL; the database decides meanwhile.
-            if asyncio.iscoroutine(call):
-                call.close()
-            return
-        try:
-            await call  # type: ignore[misc]  # a redis-py awaitable
-        except Exception as exc:  # as in reserve: never an error for the request
-            self._failed(exc)
+        keys = self._keys(slot_ids)
+        await self._call(lambda: self._client.delete(*keys))
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, TimeoutError | RedisTimeoutError):
@@ -219,17 +395,15 @@ class RedisReservations:
         while self._open:
             await asyncio.sleep(self._retry_seconds)
             with contextlib.suppress(Exception):  # any failure: try again later
-                await self._client.ping()
+                async with self._admit:
+                    await self._client.ping()
                 self._timeouts_in_a_row = 0
                 self._open = False
                 log.warning("reservation layer restored: Redis answers again")
 
     async def ping(self) -> None:
         """Check Redis once; trips the breaker if it does not answer."""
-        try:
-            await self._client.ping()
-        except Exception as exc:  # as in reserve
-            self._failed(exc)
+        await self._call(self._client.ping)
 
     async def close(self) -> None:
         if self._probe is not None:
@@ -237,6 +411,13 @@ class RedisReservations:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
         await self._client.aclose(close_connection_pool=True)
+
+
+def lease_ms(settings: Settings) -> int:
+    """How long an in-flight request's keys live, until `confirm` gives a committed booking's
+    keys the whole RESERVATION_TTL_SECONDS: a request that dies (kill -9 of its process)
+    blocks its slots for the lease, not the TTL (issue 12)."""
+    return min(settings.reservation_lease_seconds, settings.reservation_ttl_seconds) * 1000
 
 
 def create_reservations(settings: Settings) -> ReservationStore:

@@ -22,6 +22,7 @@ import redis.asyncio as redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from garagebook.config import Settings
 from tests.chaos.harness import (
     SCENARIOS,
     Load,
@@ -51,6 +52,15 @@ def cluster() -> Iterator[PostgresCluster]:
 async def chaos(cluster: PostgresCluster, own_redis: RedisProcess) -> Stack:
     await reset_database(cluster.url)
     return Stack("chaos", cluster.url, own_redis.url, "chaos:")
+
+
+SLOW_INSERT_FUNCTION = (
+    "CREATE FUNCTION chaos_slow() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$"
+)
+SLOW_INSERT_TRIGGER = (
+    "CREATE TRIGGER chaos_slow BEFORE INSERT ON bookings FOR EACH ROW EXECUTE FUNCTION chaos_slow()"
+)
 
 
 def report(name: str, load: Load, **figures: Any) -> None:
@@ -116,18 +126,8 @@ async def test_reservation_expires_before_the_commit(
     while the first is still committing, and the unique index alone decides."""
     engine = create_async_engine(chaos.database_url)
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "CREATE FUNCTION chaos_slow() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$"
-            )
-        )
-        await conn.execute(
-            text(
-                "CREATE TRIGGER chaos_slow BEFORE INSERT ON bookings"
-                " FOR EACH ROW EXECUTE FUNCTION chaos_slow()"
-            )
-        )
+        await conn.execute(text(SLOW_INSERT_FUNCTION.format(seconds=1.5)))
+        await conn.execute(text(SLOW_INSERT_TRIGGER))
     await engine.dispose()
     server = start_server(chaos.env(RESERVATION_TTL_SECONDS="1"), workers=2)
     load = Load([server.url], await free_slot_ids(server.url, 5), clients=30)
@@ -251,30 +251,65 @@ async def test_database_down_and_back(
     assert mailed == references
 
 
-async def test_api_killed_mid_burst_and_restarted(chaos: Stack, start_server: StartServer) -> None:
-    env = chaos.env(RESERVATION_TTL_SECONDS="3")
+async def test_api_killed_mid_burst_and_restarted(
+    chaos: Stack, own_redis: RedisProcess, start_server: StartServer
+) -> None:
+    """kill -9 of every server process mid-burst, with the default settings (issue 12): the
+    keys of requests that died with them live RESERVATION_LEASE_SECONDS, not the 300 s of
+    RESERVATION_TTL_SECONDS, so within 10 s of the crash every slot nobody booked is bookable;
+    booked slots are still turned away fast by the reservation layer."""
+    env = chaos.env()
+    lease_ms = Settings(_env_file=None).reservation_lease_seconds * 1000  # type: ignore[call-arg]
+    # Every booking's insert takes a second: at the kill, every client is mid-booking, its
+    # keys taken and its transaction open (how the hidden run found 26 of 30 slots).
+    engine = create_async_engine(chaos.database_url)
+    async with engine.begin() as conn:
+        await conn.execute(text(SLOW_INSERT_FUNCTION.format(seconds=1)))
+        await conn.execute(text(SLOW_INSERT_TRIGGER))
     server = start_server(env, workers=2)
-    slots = await free_slot_ids(server.url, 100)
+    # More slots than the burst can book: few clients want the same one.
+    slots = await free_slot_ids(server.url, 1000)
     load = Load([server.url], slots)
     running = asyncio.create_task(load.run(SECONDS))
-    await asyncio.sleep(SECONDS * 0.4)
+    await asyncio.sleep(max(3.0, SECONDS * 0.4))  # some bookings committed, many under way
     assert server.process is not None
     os.killpg(server.process.pid, signal.SIGKILL)  # the whole server, mid-burst
     killed_at = time.monotonic()
     server.process.wait(10)
     server.process = None
+    load.stop()
     await running
-    restarted = start_server(env, workers=2)
-    await audit(chaos.database_url, restarted.url, load.created_ids())
+    async with engine.begin() as conn:  # the database is quick again after the restart
+        await conn.execute(text("DROP TRIGGER chaos_slow ON bookings"))
 
-    # Slots the killed requests had reserved but never booked: free again once their keys
-    # expire (RESERVATION_TTL_SECONDS), never sooner than the database allows.
-    free_after = await free_slot_ids(restarted.url, 1000)
-    unbooked = [s for s in slots if s in set(free_after)]
+    # What the dead processes left behind: each key's time to live, then what was booked.
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        keys = [key async for key in client.scan_iter("chaos:slot:*")]
+        left = {int(key.rsplit(b":", 1)[1]): await client.pttl(key) for key in keys}
+    finally:
+        await client.aclose()
+    looked_after = time.monotonic() - killed_at
+    restarted = start_server(env, workers=2)  # as a supervisor would, at once
+    up_after = time.monotonic() - killed_at
+    async with engine.connect() as conn:
+        booked = set(
+            (await conn.execute(text("SELECT slot_id FROM booking_slots WHERE active"))).scalars()
+        )
+    await engine.dispose()
+    stranded = sorted(slot for slot in left if slot not in booked)  # keys of requests that died
+    confirmed = sorted(slot for slot, ttl in left.items() if slot in booked and ttl > lease_ms)
+    assert stranded, f"no request was mid-booking ({len(left)} keys {looked_after:.1f} s after)"
+    # They all run out within the lease of the crash, however long a restart takes...
+    assert max(left[slot] for slot in stranded) <= lease_ms
+    assert confirmed
+
+    # ... and through the API: bookable within 10 s of the crash (on a machine so loaded that
+    # the restart itself takes longer, on the first try once it is up).
     async with httpx.AsyncClient(base_url=restarted.url) as http:
-        deadline = time.monotonic() + 30
-        pending = list(unbooked)
-        while pending and time.monotonic() < deadline:
+        pending = list(stranded)
+        deadline = max(killed_at + 10, time.monotonic())
+        while True:  # at least one try, however late the restart
             still = []
             for slot_id in pending:
                 response = await http.post("/api/bookings", json=booking_body(slot_id))
@@ -282,14 +317,25 @@ async def test_api_killed_mid_burst_and_restarted(chaos: Stack, start_server: St
                 if response.status_code == 409:
                     still.append(slot_id)
             pending = still
-            if pending:
-                await asyncio.sleep(0.25)
-    assert pending == []
+            if not pending or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        all_free_after = round(time.monotonic() - killed_at, 1)
+        assert pending == []
+        for slot_id in confirmed[:30]:  # booked before the crash: still turned away fast
+            response = await http.post("/api/bookings", json=booking_body(slot_id))
+            assert response.status_code == 409
+            assert response.json()["error"]["rejected_by"] == "reservation"
+    await audit(chaos.database_url, restarted.url, load.created_ids())
     assert_no_server_errors(load, allowed=(201, 409, 503, None))
     report(
         "API killed -9 and restarted",
         load,
-        reserved_slots_free_after_s=round(time.monotonic() - killed_at, 1),
+        keys_of_dead_requests=len(stranded),
+        their_longest_ttl_ms=max(left[slot] for slot in stranded),
+        restarted_after_s=round(up_after, 1),
+        all_bookable_after_s=all_free_after,
+        booked_still_409_by_reservation=min(len(confirmed), 30),
     )
 
 

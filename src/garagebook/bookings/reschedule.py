@@ -23,7 +23,7 @@ from garagebook.bookings.service import booking_json, claimed_slots, enqueue
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import BookingNotFound, SlotInPast, SlotUnavailable, closed_because
-from garagebook.reservations import Outcome, ReservationStore
+from garagebook.reservations import Outcome, ReservationStore, lease_ms
 from garagebook.schema import booking_slots, bookings
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
@@ -63,9 +63,7 @@ async def reschedule(
 
     token = secrets.token_hex(16)
     if new_slots:
-        outcome = await reservations.reserve(
-            new_slots, token, settings.reservation_ttl_seconds * 1000
-        )
+        outcome = await reservations.reserve(new_slots, token, lease_ms(settings))
         if outcome is Outcome.CONFLICT:
             raise SlotUnavailable("reservation")
     try:
@@ -81,6 +79,8 @@ async def reschedule(
         if new_slots:
             await reservations.release(new_slots, token)
         raise
+    if new_slots:  # committed: the new slots' keys get the whole TTL (see bookings.book)
+        await reservations.confirm(new_slots, token, settings.reservation_ttl_seconds * 1000)
     freed = [s for s in old_slots if s not in plan.slot_ids]
     if freed:
         await reservations.forget(freed)

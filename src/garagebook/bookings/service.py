@@ -12,7 +12,9 @@ Correctness rests on layer 3 alone; layers 1 and 2 make it fast and tidy.
 
 Round trips (PostgreSQL + Redis; counted by tests/test_round_trips.py):
   successful booking: database 3 = BEGIN, the one statement of bookings/sql.py, COMMIT (plus
-  the plan read the first time a slot and service are asked for); Redis 1 (reserve).
+  the plan read the first time a slot and service are asked for); Redis 2 (reserve with a
+  short lease, then confirm: the booked keys get the whole TTL, and a hold's other slots are
+  released in the same call).
   turned away by the reservation layer: database 0, Redis 1.
   turned away by the database: database 3 (BEGIN, statement, ROLLBACK); Redis 2 (reserve,
   release). An Idempotency-Key adds one read (the replay check).
@@ -44,7 +46,7 @@ from garagebook.errors import (
     SlotUnavailable,
     closed_because,
 )
-from garagebook.reservations import Outcome, ReservationStore
+from garagebook.reservations import Outcome, ReservationStore, lease_ms
 from garagebook.schema import (
     booking_slots,
     bookings,
@@ -115,9 +117,9 @@ async def book(
         if idempotency_key is not None
         else secrets.token_hex(16)
     )
-    outcome = await reservations.reserve(
-        plan.slot_ids, token, settings.reservation_ttl_seconds * 1000
-    )
+    # Only a lease while the request runs: were it to die with its process, its keys must not
+    # keep the slots from anyone for the whole TTL. `confirm` gives the booking's keys the TTL.
+    outcome = await reservations.reserve(plan.slot_ids, token, lease_ms(settings))
     if outcome is Outcome.CONFLICT:
         raise SlotUnavailable("reservation")
 
@@ -132,11 +134,12 @@ async def book(
             await _write_booking(conn, row, plan.slot_ids, body, key, reminder)
             if within is not None:
                 await within(conn, row["id"])
-        if request.hold_token:
-            # The hold ends with the booking: slots it held that were not booked go free.
-            others = [s for s in slots_of(request.hold_token) if s not in plan.slot_ids]
-            if others:
-                await reservations.release(others, request.hold_token)
+        # Committed: its keys now turn others away fast for the whole TTL. The hold ends with
+        # the booking: slots it held that were not booked go free, in the same round trip.
+        others = [s for s in slots_of(request.hold_token or "") if s not in plan.slot_ids]
+        await reservations.confirm(
+            plan.slot_ids, token, settings.reservation_ttl_seconds * 1000, release=others
+        )
         return BookingResult(body, replayed=False)
     except BaseException as exc:
         # Whatever went wrong, our keys must not keep the slots from anyone for a full TTL.
