@@ -142,7 +142,10 @@ def test_json_output_and_cleanup(stack: Stack, start_server: StartServer) -> Non
     for iteration in result["iterations"]:
         assert iteration["cancelled"] == 1
         (booking_id,) = iteration["booking_ids"]
-        booking = httpx.get(f"{server.url}/api/bookings/{booking_id}").json()
+        booking = httpx.get(
+            f"{server.url}/api/bookings/{booking_id}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ).json()
         assert booking["status"] == "cancelled"
     assert result["iterations"][0]["slot_id"] != result["iterations"][1]["slot_id"]
 

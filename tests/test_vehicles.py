@@ -102,7 +102,7 @@ async def test_staff_see_a_vehicles_bookings_past_and_upcoming_and_the_services_
     other = await book(api, "MOT", "XY34 ZZZ", index=3)
     await move_back(sql, stack, mot["id"], 20)
     assert (await complete(api, mot["id"])).status_code == 200
-    assert (await api.post(f"/api/bookings/{later['id']}/cancel")).status_code == 200
+    assert (await api.post(f"/api/bookings/{later['id']}/cancel", headers=ADMIN)).status_code == 200
 
     history = await vehicle(api, "ab12 cde")
     assert (history["registration"], history["make"], history["model"]) == (
@@ -191,7 +191,9 @@ async def test_completing_an_mot_sets_the_next_expiry_by_the_uk_rule(
             await set_mot(api, registration, current)
         if days_back:
             await move_back(sql, stack, booking["id"], days_back)
-        starts = (await api.get(f"/api/bookings/{booking['id']}")).json()["starts_at"]
+        starts = (await api.get(f"/api/bookings/{booking['id']}", headers=ADMIN)).json()[
+            "starts_at"
+        ]
         # The test date: the booking's day, or today when it is marked done before that day.
         test_date = min(date.fromisoformat(starts[:10]), now)
         response = await complete(api, booking["id"])
@@ -229,14 +231,18 @@ async def test_completing_is_idempotent_keeps_the_slot_and_only_an_mot_renews(
 
 async def test_a_cancelled_booking_cannot_be_completed(api: httpx.AsyncClient) -> None:
     booking = await book(api, "MOT")
-    assert (await api.post(f"/api/bookings/{booking['id']}/cancel")).status_code == 200
+    assert (
+        await api.post(f"/api/bookings/{booking['id']}/cancel", headers=ADMIN)
+    ).status_code == 200
     refused = await complete(api, booking["id"])
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "already_cancelled"
     assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] is None
     assert (await api.post(f"/api/bookings/{booking['id']}/complete")).status_code == 401
     assert (await complete(api, "no-such-booking")).status_code == 404
-    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["status"] == "cancelled"
+    assert (await api.get(f"/api/bookings/{booking['id']}", headers=ADMIN)).json()[
+        "status"
+    ] == "cancelled"
 
 
 # --- recording the MOT expiry ----------------------------------------------------------------
@@ -359,4 +365,6 @@ async def test_a_completed_booking_can_be_neither_cancelled_nor_moved(
     )
     assert moved.status_code == 409
     assert moved.json()["error"]["code"] == "booking_completed"
-    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["status"] == "completed"
+    assert (await api.get(f"/api/bookings/{booking['id']}", headers=ADMIN)).json()[
+        "status"
+    ] == "completed"
