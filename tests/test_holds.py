@@ -159,8 +159,9 @@ async def test_guessing_manage_tokens_and_references_finds_nothing(api: httpx.As
     statuses = Counter(
         [(await api.get(f"/api/manage/{g}")).status_code for g in guesses]
         + [
-            (await api.get(f"/api/bookings/{g}", headers={"Authorization": f"Bearer {g}"}))
-            .status_code
+            (
+                await api.get(f"/api/bookings/{g}", headers={"Authorization": f"Bearer {g}"})
+            ).status_code
             for g in guesses
         ]
     )
