@@ -110,7 +110,9 @@ async def test_oversized_chunked_body_is_413(api: httpx.AsyncClient) -> None:
         for _ in range(64):
             yield b"x" * 32 * 1024
 
-    response = await api.post("/api/bookings", content=chunks())
+    response = await api.post(
+        "/api/bookings", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 

@@ -117,6 +117,11 @@ class PayloadTooLarge(DomainError):
     message = "The request body is too large."
 
 
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    message = "Send the body as JSON, with 'Content-Type: application/json'."
+
+
 class AdminNotConfigured(DomainError):
     code = "admin_disabled"
     message = "Admin endpoints are disabled: ADMIN_TOKEN is not set on the server."
@@ -165,6 +170,7 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     IdempotencyKeyReused: 422,
     InvalidRequest: 422,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     RateLimited: 429,
     NotAuthenticated: 401,
     Forbidden: 403,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from garagebook.bookings.routes import private_json
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep, rate_limit
 from garagebook.errors import BookingNotFound
-from garagebook.http import error_responses, json_body, json_response, parse_json
+from garagebook.http import error_responses, json_body, parse_json
 from garagebook.timeutil import utcnow
 from garagebook.vehicles.mot import MotIn
 from garagebook.vehicles.service import (
@@ -36,7 +37,7 @@ async def get_vehicle(registration: str, db: DatabaseDep, settings: SettingsDep)
     Any spelling of the registration (`ab12cde`, `AB12 CDE`)."""
     key = registration_of(registration)
     async with db.read() as conn:
-        return json_response(await vehicle_history(conn, settings, key, utcnow()))
+        return private_json(await vehicle_history(conn, settings, key, utcnow()))
 
 
 @router.put(
@@ -54,7 +55,7 @@ async def put_vehicle_mot(
     now = utcnow()
     async with db.transaction() as conn:
         await set_mot_expiry(conn, key, body.expires_on, now, local_today(settings, now))
-        return json_response(await vehicle_history(conn, settings, key, now))
+        return private_json(await vehicle_history(conn, settings, key, now))
 
 
 @router.post(
@@ -76,7 +77,7 @@ async def post_managed_mot(
     async with db.transaction() as conn:
         key = await registration_for_cancel_token(conn, cancel_token)
         await set_mot_expiry(conn, key, body.expires_on, now, local_today(settings, now))
-    return json_response({"registration": key, "mot_expires_on": body.expires_on.isoformat()})
+    return private_json({"registration": key, "mot_expires_on": body.expires_on.isoformat()})
 
 
 @router.post(
@@ -89,4 +90,4 @@ async def post_complete_booking(
 ) -> Response:
     """Staff: the work is done. `completed` (idempotent; 409 if cancelled). A completed MOT
     sets the vehicle's next MOT expiry, shown as `vehicle.mot_expires_on`."""
-    return json_response(await complete_booking(db, settings, booking_id))
+    return private_json(await complete_booking(db, settings, booking_id))

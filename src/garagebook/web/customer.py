@@ -448,7 +448,9 @@ async def _details_page(
         "errors": {},
         **form_values,
     }
-    return render(request, settings, "book_details.html", context, status_code)
+    response = render(request, settings, "book_details.html", context, status_code)
+    response.headers["Cache-Control"] = "no-store"  # the customer's details, typed or kept
+    return response
 
 
 @router.post("/book/hold")
@@ -559,4 +561,6 @@ async def book_without_script(
         page_values.update(hold_token="", message=message)
         return await _details_page(request, db, plans, settings, page_values, 409)
     booking = orjson.loads(result.body)
-    return RedirectResponse(f"/manage/{booking['cancel_token']}", 303)
+    return RedirectResponse(
+        f"/manage/{booking['cancel_token']}", 303, headers={"Cache-Control": "no-store"}
+    )
