@@ -72,7 +72,9 @@ async def create_booking(
         if key is not None and not IDEMPOTENCY_KEY.match(key):
             raise InvalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters.")
         booking = await parse_json(request, BookingIn)
-        result = await service.book(db, reservations, plans, settings, booking, key)
+        result = await service.book(
+            db, reservations, plans, settings, booking, key, staff=_is_admin(request, settings)
+        )
     except DomainError as exc:
         _OUTCOME[_outcome_of(exc)].inc()
         return error_response(exc)
@@ -250,6 +252,19 @@ async def reschedule_booking(
     token (staff, back office)."""
     await _may_manage(request, booking_id, db, settings)
     return await _reschedule(request, booking_id, db, reservations, plans, settings)
+
+
+def _is_admin(request: Request, settings: Settings) -> bool:
+    """Whether the request carries the admin token (a booking by the garage itself: not capped,
+    and its vehicle data replaces the car's record). Any other Authorization is ignored here."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and settings.admin_token is not None
+        and hmac.compare_digest(
+            token.strip().encode(), settings.admin_token.get_secret_value().encode()
+        )
+    )
 
 
 async def _may_manage(request: Request, booking_id: str, db: Database, settings: Settings) -> None:

@@ -29,12 +29,15 @@ from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
     BookingClosed,
+    BookingLimitReached,
     BookingNotFound,
     DomainError,
+    InvalidRequest,
     ServiceNotFound,
     SlotInPast,
     SlotNotFound,
     SlotUnavailable,
+    http_status,
 )
 from garagebook.schema import bays, services, slots
 from garagebook.schema import bookings as bookings_table
@@ -551,6 +554,16 @@ async def book_without_script(
         return await _details_page(
             request, db, plans, settings, {**page_values, "errors": errors}, 422
         )
+    except (InvalidRequest, BookingLimitReached) as exc:
+        # The server's own rules beyond the form's: the garage's placeholder names and
+        # addresses, the caps on live bookings. The hold is kept: the customer may change a field.
+        errors = {
+            _FIELD_OF[path]: str(f["problem"])
+            for f in exc.data.get("fields", [])
+            if (path := tuple(str(f["field"]).split("."))) in _FIELD_OF
+        }
+        page_values.update(errors=errors, message=exc.message)
+        return await _details_page(request, db, plans, settings, page_values, http_status(exc))
     except (SlotUnavailable, SlotInPast) as exc:
         message = (
             "Sorry, that time is no longer available: someone else booked it, or your hold ran "
