@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import booking_body, free_slots
+from tests.conftest import Stack, booking_body, free_slots, mail_settings, running_app, wait_until
 
 SQL = Callable[..., Awaitable[list[Any]]]
 
@@ -166,3 +166,29 @@ async def test_bad_idempotency_key_is_422(api: httpx.AsyncClient) -> None:
         )
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_the_worker_prunes_expired_records(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    from garagebook.timeutil import utcnow
+
+    slots = await free_slots(api)
+    for i, slot in enumerate(slots[:2]):
+        answer = await api.post(
+            "/api/bookings", json=booking_body(slot["id"]), headers={"Idempotency-Key": f"k{i}"}
+        )
+        assert answer.status_code == 201
+    await sql(
+        "UPDATE idempotency_keys SET created_at = :t WHERE booking_id = :b",
+        t=utcnow() - timedelta(hours=25),
+        b=answer.json()["id"],
+    )
+
+    async def pruned() -> bool:
+        return await sql("SELECT count(*) FROM idempotency_keys") == [(1,)]
+
+    async with running_app(mail_settings(stack, None)):  # the embedded worker prunes at start
+        await wait_until(pruned, 10, "the expired record pruned")
+    [(kept,)] = await sql("SELECT booking_id FROM idempotency_keys")
+    assert kept != answer.json()["id"]  # the fresh record stays
