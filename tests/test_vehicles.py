@@ -258,7 +258,10 @@ async def test_a_customer_records_the_mot_expiry_through_their_manage_link(
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"registration": "AB12 CDE", "mot_expires_on": expires.isoformat()}
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires.isoformat()
+    # Kept on the customer's booking, for their reminder; the car's record is staff's.
+    history = await vehicle(api, "AB12CDE")
+    assert history["mot_expires_on"] is None
+    assert history["upcoming"][0]["customer_mot_expires_on"] == expires.isoformat()
 
     unknown = await api.post("/api/manage/not-a-token/mot", json={"expires_on": "2027-01-01"})
     assert unknown.status_code == 404
@@ -273,7 +276,8 @@ async def test_a_customer_records_the_mot_expiry_through_their_manage_link(
         refused = await api.post(f"/api/manage/{booking['cancel_token']}/mot", json=bad)
         assert refused.status_code == 422, bad
         assert refused.json()["error"]["code"] == "validation_error"
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires.isoformat()
+    history = await vehicle(api, "AB12CDE")
+    assert history["upcoming"][0]["customer_mot_expires_on"] == expires.isoformat()
 
 
 # --- the pages ----------------------------------------------------------------------------------
@@ -333,12 +337,49 @@ async def test_the_customer_mot_form_needs_its_csrf_token(api: httpx.AsyncClient
     saved = await api.post(f"/manage/{token}/mot", data={"expires_on": expires, "csrf_token": csrf})
     assert saved.status_code == 303
     assert saved.headers["location"] == f"/manage/{token}"
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires
+    assert (await vehicle(api, "AB12CDE"))["upcoming"][0]["customer_mot_expires_on"] == expires
     bad = await api.post(
         f"/manage/{token}/mot", data={"expires_on": "1999-01-01", "csrf_token": csrf}
     )
     assert bad.status_code == 422
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires
+    history = await vehicle(api, "AB12CDE")
+    assert history["upcoming"][0]["customer_mot_expires_on"] == expires
+    assert history["mot_expires_on"] is None
+
+
+async def test_someone_elses_booking_does_not_rewrite_the_cars_record(
+    api: httpx.AsyncClient,
+) -> None:
+    """Issue 18, finding 8: booking with another person's registration overwrote the car's
+    make and model, and that booking's manage token changed the car's MOT expiry. Now the
+    customer's data stays on their booking; staff data (and the first booking's, where the
+    record had none) stays on the car."""
+    await book(api, "Oil change")  # Ada's Ford Focus
+    expires = today() + timedelta(days=200)
+    await set_mot(api, "AB12 CDE", expires)  # staff
+    service_id = await service_id_named(api, "Oil change")
+    slot = (await free_slots(api, service_id))[1]
+    body = booking_body(slot["id"], service_id)
+    body["customer"] = {"name": "Eve", "email": "eve@example.com"}
+    body["vehicle"] = {"registration": "ab12cde", "make": "Ferrari", "model": "F40"}
+    eve = await api.post("/api/bookings", json=body)
+    assert eve.status_code == 201, eve.text
+    assert eve.json()["vehicle"] == {"registration": "AB12 CDE", "make": "Ferrari", "model": "F40"}
+    changed = await api.post(
+        f"/api/manage/{eve.json()['cancel_token']}/mot",
+        json={"expires_on": (today() + timedelta(days=10)).isoformat()},
+    )
+    assert changed.status_code == 200, changed.text
+    history = await vehicle(api, "AB12 CDE")
+    assert (history["make"], history["model"]) == ("Ford", "Focus")
+    assert history["mot_expires_on"] == expires.isoformat()
+
+    # The garage's own booking (the admin token: staff) does correct the record.
+    slot = (await free_slots(api, service_id))[2]
+    staff = booking_body(slot["id"], service_id)
+    staff["vehicle"] = {"registration": "AB12 CDE", "make": "Ford", "model": "Fiesta"}
+    assert (await api.post("/api/bookings", json=staff, headers=ADMIN)).status_code == 201
+    assert (await vehicle(api, "AB12 CDE"))["model"] == "Fiesta"
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)

@@ -15,8 +15,8 @@ from garagebook.vehicles.mot import MotIn
 from garagebook.vehicles.service import (
     complete_booking,
     local_today,
-    registration_for_cancel_token,
     registration_of,
+    set_customer_mot_expiry,
     set_mot_expiry,
     vehicle_history,
 )
@@ -67,16 +67,17 @@ async def put_vehicle_mot(
 async def post_managed_mot(
     cancel_token: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    """Customer: record the MOT expiry of the vehicle of the booking behind their link. The
-    answer names only that vehicle and date, not its history (other people may have booked
-    the same car)."""
+    """Customer: record the MOT expiry of the vehicle of the booking behind their link, for their
+    own MOT reminder. Kept on their booking: the car's record (what staff entered) does not
+    change. The answer names only that vehicle and date, not its history (other people may
+    have booked the same car)."""
     if len(cancel_token) > _TOKEN_MAX:
         raise BookingNotFound()
     body = await parse_json(request, MotIn)
-    now = utcnow()
     async with db.transaction() as conn:
-        key = await registration_for_cancel_token(conn, cancel_token)
-        await set_mot_expiry(conn, key, body.expires_on, now, local_today(settings, now))
+        key = await set_customer_mot_expiry(
+            conn, cancel_token, body.expires_on, local_today(settings)
+        )
     return private_json({"registration": key, "mot_expires_on": body.expires_on.isoformat()})
 
 
