@@ -64,7 +64,12 @@ async def create_booking(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    """Book a slot. 201 with the booking, or 409 `slot_unavailable` saying which layer refused.
+    """Book a slot. 201 with the booking (its `cancel_token`, the manage token, is shown only
+    here), or 409 `slot_unavailable` saying which layer refused; 409 `booking_limit_reached`
+    past the caps on live bookings per customer (not for the admin token); 415 for a body not
+    sent as `application/json`. A retry with the same `Idempotency-Key` and body within
+    IDEMPOTENCY_TTL_HOURS answers the booking as it is now (201 while confirmed, 409
+    `idempotent_booking_closed` once cancelled or completed).
     Refusals are answered here rather than raised through the middleware: a 409 is this
     route's most common answer and the cheapest one to give."""
     key = request.headers.get("idempotency-key")
@@ -108,8 +113,10 @@ def _outcome_of(error: DomainError) -> str:
 async def get_booking(
     booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    """The booking, for the holder of its manage token (`Authorization: Bearer <token>`) or of
-    the admin token. The id alone opens nothing: it is printed in mails, pages and logs."""
+    """The booking. `Authorization: Bearer <token>`: the booking's manage token (the
+    `cancel_token` of its 201) or the admin token; 401 without a token, 403 for any other token
+    (also for an id that does not exist, so a token cannot probe ids), 404 for the admin token
+    and an unknown id. The id alone opens nothing: it is printed in mails, pages and logs."""
     await _may_manage(request, booking_id, db, settings)
     async with db.read() as conn:
         return private_json(await service.get_booking(conn, settings, booking_id))
@@ -127,7 +134,10 @@ async def cancel_booking(
     reservations: ReservationsDep,
     settings: SettingsDep,
 ) -> Response:
-    """Cancel; the slots are bookable again at once. Authorised as `GET` is."""
+    """Cancel; the slots are bookable again at once. `Authorization: Bearer <token>`: the
+    booking's manage token (the `cancel_token` of its 201) or the admin token; 401 without a
+    token, 403 for any other token (also for an id that does not exist), 404 for the admin
+    token and an unknown id, 409 if already cancelled."""
     await _may_manage(request, booking_id, db, settings)
     return private_json(await service.cancel(db, reservations, settings, booking_id))
 
