@@ -15,7 +15,10 @@ Round trips (PostgreSQL + Redis; counted by tests/test_round_trips.py):
   the plan read the first time a slot and service are asked for); Redis 1 (reserve).
   turned away by the reservation layer: database 0, Redis 1.
   turned away by the database: database 3 (BEGIN, statement, ROLLBACK); Redis 2 (reserve,
-  release). An Idempotency-Key adds one read (the replay check).
+  release). An Idempotency-Key adds one read (the replay check); a replay reads the booking as
+  it is now (two more reads).
+  The caps on live bookings per customer are counted inside that one statement (SQLite: one
+  more SELECT in the transaction), so they add no round trip on PostgreSQL.
 """
 
 from __future__ import annotations
