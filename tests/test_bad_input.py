@@ -34,7 +34,7 @@ BAD_BODIES: list[tuple[str, Any, int]] = [
     ("empty body", b"", 422),
     ("json array", [1, 2, 3], 422),
     ("json string", "book me", 422),
-    ("json null", None, 422),
+    ("json null", b"null", 422),
     ("missing slot_id", without("slot_id"), 422),
     ("missing customer", without("customer"), 422),
     ("missing vehicle", without("vehicle"), 422),

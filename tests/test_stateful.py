@@ -217,8 +217,14 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             reply = self.run(
                 self.api.post("/api/bookings", json=body, headers={"Idempotency-Key": key})
             )
+            if booking_id not in self.covers:  # cancelled since: the replay says so
+                assert reply.status_code == 409, reply.text
+                assert reply.json()["error"]["code"] == "idempotent_booking_closed"
+                assert reply.json()["error"]["booking_id"] == booking_id
+                return
             assert reply.status_code == 201
             assert reply.json()["id"] == booking_id
+            assert reply.json()["slot_ids"] == self.covers[booking_id]  # as it is now
 
         @invariant()
         def database_agrees(self) -> None:
