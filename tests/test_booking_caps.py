@@ -4,6 +4,7 @@ also not with requests sent at once, and no public booking can look like the gar
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -217,3 +218,32 @@ async def test_a_public_booking_cannot_pose_as_the_garage(
     body = booking_body(slot["id"])
     body["customer"] = {"name": CLOSED_NAME, "email": settings.closed_slot_email}
     assert (await api.post("/api/bookings", json=body, headers=ADMIN)).status_code == 201
+
+
+async def test_the_booking_page_says_why_without_javascript(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    """The page's own form goes through the same rules, and shows them next to the field."""
+    slot = (await free_slots(api))[0]
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', (await api.get("/staff/login")).text)
+    assert csrf is not None
+    held = await api.post(
+        "/book/hold", data={"csrf_token": csrf.group(1), "slot_id": slot["id"], "service_id": 1}
+    )
+    hold_token = re.search(r'name="hold_token" value="([^"]+)"', held.text)
+    assert hold_token is not None
+    form = {
+        "csrf_token": csrf.group(1),
+        "slot_id": slot["id"],
+        "service_id": 1,
+        "hold_token": hold_token.group(1),
+        "name": "Ada Lovelace",
+        "email": stack.settings().closed_slot_email,
+        "registration": "AB12 CDE",
+    }
+    refused = await api.post("/book", data=form)
+    assert refused.status_code == 422
+    assert "this address is the garage&#39;s own" in refused.text
+    assert await sql("SELECT count(*) FROM bookings") == [(0,)]
+    booked = await api.post("/book", data={**form, "email": "ada@example.com"})
+    assert booked.status_code == 303, booked.text
