@@ -68,6 +68,15 @@ CONFIRMATION_JOBS = (
     "SELECT kind, payload, status FROM outbox WHERE kind <> 'booking_reminder' ORDER BY id"
 )
 
+# Most tests book many times as one customer (`booking_body`) and are about something else:
+# they run without the caps on live bookings per customer. tests/test_booking_caps.py runs
+# with the defaults.
+NO_BOOKING_CAPS = {
+    "max_live_bookings_per_email": 0,
+    "max_live_bookings_per_registration": 0,
+    "max_bookings_per_email_per_day": 0,
+}
+
 T = TypeVar("T")
 
 
@@ -167,6 +176,7 @@ class Stack:
             # Generous: on a busy CI machine a starved event loop must not open the breaker
             # in tests that are about something else (breaker tests set their own timeouts).
             "redis_timeout_ms": TEST_REDIS_TIMEOUT_MS,
+            **NO_BOOKING_CAPS,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -181,6 +191,7 @@ class Stack:
             LOG_LEVEL="WARNING",
             REDIS_TIMEOUT_MS=str(TEST_REDIS_TIMEOUT_MS),
             SESSION_SECRET="test-session-secret",  # `serve --workers N>1` requires one
+            **{name.upper(): "0" for name in NO_BOOKING_CAPS},
         )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import (
+    ADMIN_TOKEN,
     CONFIRMATION_JOBS,
     Stack,
     booking_body,
@@ -19,6 +20,12 @@ from tests.conftest import (
 
 SQL = Callable[..., Awaitable[list[Any]]]
 Lose = Callable[[], Awaitable[None]]
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def manage(booking: dict[str, Any]) -> dict[str, str]:
+    """The header that opens `booking`: its manage token, from the 201."""
+    return {"Authorization": f"Bearer {booking['cancel_token']}"}
 
 
 async def test_book_then_read_back(api: httpx.AsyncClient, sql: SQL) -> None:
@@ -42,7 +49,9 @@ async def test_book_then_read_back(api: httpx.AsyncClient, sql: SQL) -> None:
     cancel_token = booking.pop("cancel_token")
     assert len(cancel_token) >= 32
     assert cancel_token != booking["id"]
-    fetched = await api.get(f"/api/bookings/{booking['id']}")
+    fetched = await api.get(
+        f"/api/bookings/{booking['id']}", headers={"Authorization": f"Bearer {cancel_token}"}
+    )
     assert fetched.status_code == 200
     assert fetched.json() == booking  # the cancel token is shown once, at creation
     assert cancel_token not in str(await sql("SELECT * FROM bookings"))  # stored hashed
@@ -87,7 +96,7 @@ async def test_cancel_frees_the_slot_at_once(api: httpx.AsyncClient, sql: SQL) -
     slot = (await free_slots(api))[0]
     booking = (await api.post("/api/bookings", json=booking_body(slot["id"]))).json()
 
-    cancelled = await api.post(f"/api/bookings/{booking['id']}/cancel")
+    cancelled = await api.post(f"/api/bookings/{booking['id']}/cancel", headers=manage(booking))
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
     assert cancelled.json()["cancelled_at"] is not None
@@ -98,7 +107,7 @@ async def test_cancel_frees_the_slot_at_once(api: httpx.AsyncClient, sql: SQL) -
     assert rebooked.status_code == 201, rebooked.text
     assert rebooked.json()["id"] != booking["id"]
 
-    twice = await api.post(f"/api/bookings/{booking['id']}/cancel")
+    twice = await api.post(f"/api/bookings/{booking['id']}/cancel", headers=manage(booking))
     assert twice.status_code == 409
     assert twice.json()["error"]["code"] == "already_cancelled"
     kinds = await sql("SELECT kind FROM outbox WHERE kind <> 'booking_reminder' ORDER BY id")
@@ -107,11 +116,59 @@ async def test_cancel_frees_the_slot_at_once(api: httpx.AsyncClient, sql: SQL) -
 
 async def test_unknown_booking_is_404(api: httpx.AsyncClient) -> None:
     for path in ("/api/bookings/nope", "/api/bookings/" + "x" * 500):
-        response = await api.get(path)
+        response = await api.get(path, headers=ADMIN)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "booking_not_found"
-        cancel = await api.post(path + "/cancel")
+        cancel = await api.post(path + "/cancel", headers=ADMIN)
         assert cancel.status_code == 404
+
+
+async def test_reading_or_cancelling_needs_the_manage_token_or_the_admin_token(
+    api: httpx.AsyncClient, sql: SQL
+) -> None:
+    """Issue 18, finding 1: the id alone read the customer's data and cancelled the booking,
+    also from a foreign page (`Origin: https://evil.example`, a text/plain "simple request")."""
+    first, second = (await free_slots(api))[:2]
+    booking = (await api.post("/api/bookings", json=booking_body(first["id"]))).json()
+    other = (await api.post("/api/bookings", json=booking_body(second["id"]))).json()
+    path = f"/api/bookings/{booking['id']}"
+
+    evil = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    for headers in ({}, evil, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer "}):
+        read = await api.get(path, headers=headers)
+        assert read.status_code == 401, read.text
+        assert read.json()["error"]["code"] == "not_authenticated"
+        assert "ada@example.com" not in read.text
+        cancel = await api.post(f"{path}/cancel", headers=headers, content=b"{}")
+        assert cancel.status_code == 401, cancel.text
+    for wrong in (other["cancel_token"], booking["id"], booking["reference"], "x" * 5000):
+        headers = {"Authorization": f"Bearer {wrong}"}
+        read = await api.get(path, headers=headers)
+        assert read.status_code == 403, read.text
+        assert read.json()["error"]["code"] == "forbidden"
+        assert (await api.post(f"{path}/cancel", headers=headers)).status_code == 403
+    # A manage token learns nothing about ids that are not its own booking's: the same 403.
+    for unknown in ("nope", "y" * 500):
+        headers = manage(booking)
+        assert (await api.get(f"/api/bookings/{unknown}", headers=headers)).status_code == 403
+        cancel = await api.post(f"/api/bookings/{unknown}/cancel", headers=headers)
+        assert cancel.status_code == 403
+    assert await sql("SELECT status FROM bookings ORDER BY created_at") == [
+        ("confirmed",),
+        ("confirmed",),
+    ]
+
+    own = await api.get(path, headers=manage(booking))
+    assert own.status_code == 200
+    assert own.json()["customer"]["email"] == "ada@example.com"
+    staff = await api.get(f"/api/bookings/{other['id']}", headers=ADMIN)
+    assert staff.status_code == 200
+    assert staff.json()["id"] == other["id"]
+    cancelled = await api.post(f"{path}/cancel", headers=manage(booking))
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    by_staff = await api.post(f"/api/bookings/{other['id']}/cancel", headers=ADMIN)
+    assert by_staff.status_code == 200
 
 
 async def test_failed_attempt_leaves_the_slot_bookable(api: httpx.AsyncClient) -> None:
@@ -159,7 +216,7 @@ async def test_long_service_claims_every_slot_it_covers(api: httpx.AsyncClient, 
     listed = await api.get("/api/slots", params={"available": "true", "limit": 1000})
     assert not set(covered) & {s["id"] for s in listed.json()}
 
-    await api.post(f"/api/bookings/{booking.json()['id']}/cancel")
+    await api.post(f"/api/bookings/{booking.json()['id']}/cancel", headers=manage(booking.json()))
     for slot_id in covered:
         assert (await api.post("/api/bookings", json=booking_body(slot_id))).status_code == 201
 

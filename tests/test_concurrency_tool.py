@@ -142,7 +142,10 @@ def test_json_output_and_cleanup(stack: Stack, start_server: StartServer) -> Non
     for iteration in result["iterations"]:
         assert iteration["cancelled"] == 1
         (booking_id,) = iteration["booking_ids"]
-        booking = httpx.get(f"{server.url}/api/bookings/{booking_id}").json()
+        booking = httpx.get(
+            f"{server.url}/api/bookings/{booking_id}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ).json()
         assert booking["status"] == "cancelled"
     assert result["iterations"][0]["slot_id"] != result["iterations"][1]["slot_id"]
 
@@ -207,3 +210,21 @@ def test_creates_a_slot_with_the_admin_token_when_none_is_free(
     assert "No free slot" in without.stderr
     with_token = run_tool("--api-url", server.url, "--admin-token", ADMIN_TOKEN, "-n", "20")
     assert_passed(with_token, 20, 1)
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_repeated_runs_stay_clear_of_the_caps_per_customer(
+    stack: Stack, start_server: StartServer
+) -> None:
+    """The server caps live bookings per e-mail, registration and day (on here, at their
+    defaults). Runs without --cleanup leave their bookings behind; a later run's winner must
+    still get its 201, so every request of every run is a customer of its own."""
+    caps = {
+        "MAX_LIVE_BOOKINGS_PER_EMAIL": "4",
+        "MAX_LIVE_BOOKINGS_PER_REGISTRATION": "3",
+        "MAX_BOOKINGS_PER_EMAIL_PER_DAY": "2",
+    }
+    server = start_server(stack.env(**caps))
+    for _ in range(2):
+        run = run_tool("--api-url", server.url, "-n", "1", "-i", "3")
+        assert_passed(run, 1, 3)

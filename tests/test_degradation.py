@@ -17,8 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
-from tests.conftest import RedisProcess, ServerProcess, Stack, booking_body, free_port
+from tests.conftest import ADMIN_TOKEN, RedisProcess, ServerProcess, Stack, booking_body, free_port
 from tests.test_concurrency import fire_at_once, live_bookings
+
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def health(url: str) -> dict[str, str]:
@@ -111,8 +113,11 @@ async def test_unreachable_database_is_503_not_500(
         await api.post("/api/bookings", json=booking_body(1)),
         await api.get("/api/slots"),
         await api.get("/api/services"),
-        await api.get("/api/bookings/abc"),
-        await api.post("/api/bookings/abc/cancel"),
+        # A manage token (not the admin token) is checked against the database.
+        await api.get("/api/bookings/abc", headers={"Authorization": "Bearer a-manage-token"}),
+        await api.post(
+            "/api/bookings/abc/cancel", headers={"Authorization": "Bearer a-manage-token"}
+        ),
     ):
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "database_unavailable"
@@ -179,5 +184,7 @@ async def test_pooled_connections_the_server_closed_are_replaced_not_failed(
         await engine.dispose()
     assert len(killed) >= 8
     await asyncio.sleep(0.3)  # the server's FATAL reaches each socket
-    answers = [(await api.get(f"/api/bookings/{b}")).status_code for b in booked]
+    answers = [
+        (await api.get(f"/api/bookings/{b}", headers=ADMIN_AUTH)).status_code for b in booked
+    ]
     assert answers == [200] * 8

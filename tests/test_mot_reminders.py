@@ -15,6 +15,7 @@ import orjson
 
 from garagebook.vehicles.reminders import run_remind_mot
 from tests.conftest import (
+    ADMIN_TOKEN,
     SmtpSink,
     Stack,
     book_slots,
@@ -30,6 +31,7 @@ from tests.test_vehicles import book, set_mot
 SQL = Callable[..., Awaitable[list[Any]]]
 ZONE = ZoneInfo("Europe/London")
 PUBLIC_URL = "http://127.0.0.1:3000"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def in_days(days: int) -> date:
@@ -43,6 +45,12 @@ async def mot_jobs(sql: SQL) -> list[tuple[str, str, str]]:
         (orjson.loads(p)["registration"], orjson.loads(p)["expires_on"], status)
         for p, status in rows
     ]
+
+
+async def mot_jobs_settled(sql: SQL) -> bool:
+    """Every queued MOT reminder has been queued (remind-mot ran) and sent or skipped."""
+    jobs = await mot_jobs(sql)
+    return bool(jobs) and all(status in ("done", "skipped") for *_, status in jobs)
 
 
 async def only_mot_mail_to_send(sql: SQL) -> None:
@@ -198,3 +206,45 @@ async def test_garagebook_remind_mot_on_the_command_line(
     )
     assert down.returncode == 1
     assert "cannot be reached" in down.stderr
+
+
+async def test_a_later_booker_of_the_car_does_not_get_its_reminders(
+    api: httpx.AsyncClient, stack: Stack, sql: SQL, smtp_sink: SmtpSink
+) -> None:
+    """Issue 18, finding 8: the reminder went to whoever booked the car last, and that person's
+    manage token could set the date. Ada brought the car (a completed booking); Eve books with
+    its registration later and gives a date of her own: the reminder of the car's date goes to
+    Ada, and Eve's date, with the car's record set, reminds nobody."""
+    ada = await book(api, "Oil change", index=30)
+    done = await api.post(f"/api/bookings/{ada['id']}/complete", headers=ADMIN)
+    assert done.status_code == 200, done.text
+    await set_mot(api, "AB12 CDE", in_days(20))
+    eve = await book(api, "Full service", index=40, email="eve@example.com")
+    mine = await api.post(
+        f"/api/manage/{eve['cancel_token']}/mot", json={"expires_on": in_days(5).isoformat()}
+    )
+    assert mine.status_code == 200
+
+    await only_mot_mail_to_send(sql)
+    async with running_app(mail_settings(stack, smtp_sink)):
+        await wait_until(lambda: mot_jobs_settled(sql), 15, "the MOT reminders sent")
+    assert [m.recipients for m in smtp_sink.mails] == [["ada@example.com"]]
+    assert await mot_jobs(sql) == [("AB12 CDE", in_days(20).isoformat(), "done")]
+
+
+async def test_a_customers_own_date_reminds_that_customer(
+    api: httpx.AsyncClient, stack: Stack, sql: SQL, smtp_sink: SmtpSink
+) -> None:
+    ada = await book(api, "Oil change", index=30)
+    given = await api.post(
+        f"/api/manage/{ada['cancel_token']}/mot", json={"expires_on": in_days(15).isoformat()}
+    )
+    assert given.status_code == 200
+    await book(api, "Full service", index=40, email="eve@example.com")  # booked the car last
+
+    await only_mot_mail_to_send(sql)
+    async with running_app(mail_settings(stack, smtp_sink)):
+        await wait_until(lambda: mot_jobs_settled(sql), 15, "the MOT reminders sent")
+    assert [m.recipients for m in smtp_sink.mails] == [["ada@example.com"]]
+    assert await mot_jobs(sql) == [("AB12 CDE", in_days(15).isoformat(), "done")]
+    assert await run_remind_mot(stack.settings()) == 0  # once per date

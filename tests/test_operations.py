@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Stack, booking_body, free_slots
+from tests.conftest import ADMIN_TOKEN, ServerProcess, Stack, booking_body, free_slots
+
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def test_health_reports_each_part(api: httpx.AsyncClient, stack: Stack) -> None:
@@ -51,7 +53,7 @@ async def test_no_personal_data_or_tokens_in_any_log_line(
         hold_token = held.json()["hold_token"]
         body = {**booking_body(slots[0]["id"]), "customer": customer, "hold_token": hold_token}
         booking = (await client.post("/api/bookings", json=body)).json()
-        await client.get(f"/api/bookings/{booking['id']}")
+        await client.get(f"/api/bookings/{booking['id']}", headers=ADMIN_AUTH)
         await client.get(f"/api/manage/{booking['cancel_token']}")
         await client.post(f"/api/manage/{booking['cancel_token']}/cancel")
         other = await client.post("/api/holds", json={"slot_id": slots[1]["id"], "service_id": 1})
@@ -131,7 +133,7 @@ async def test_metrics_under_load(api: httpx.AsyncClient) -> None:
     await asyncio.gather(
         *(api.post("/api/bookings", json=booking_body(slots[0]["id"])) for _ in range(10))
     )
-    await api.get(f"/api/bookings/{'x' * 22}")
+    await api.get(f"/api/bookings/{'x' * 22}", headers=ADMIN_AUTH)
     text = (await api.get("/metrics")).text
     assert (
         'garagebook_http_requests_total{method="POST",route="/api/bookings",status="201"} ' in text

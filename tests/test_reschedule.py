@@ -62,7 +62,7 @@ async def test_reschedule_into_a_taken_time_keeps_the_old_one(api: httpx.AsyncCl
     refused = await move(api, booking["cancel_token"], theirs["id"])
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "slot_unavailable"
-    kept = (await api.get(f"/api/bookings/{booking['id']}")).json()
+    kept = (await api.get(f"/api/bookings/{booking['id']}", headers=AUTH)).json()
     assert kept["slot_ids"] == [mine["id"]]
     assert kept["status"] == "confirmed"
 
@@ -100,8 +100,10 @@ async def test_reschedule_by_id_needs_the_manage_token_or_the_admin_token(
     back = await api.post(path, json={"slot_id": first["id"]}, headers=AUTH)  # staff
     assert back.status_code == 200
     unknown = "/api/bookings/nope/reschedule"
-    assert (await api.post(unknown, json={"slot_id": 1}, headers=own)).status_code == 404
-    cancelled_first = await api.post(f"/api/bookings/{booking['id']}/cancel")
+    # A manage token is not told whether another id exists: the same 403 as another booking's.
+    assert (await api.post(unknown, json={"slot_id": 1}, headers=own)).status_code == 403
+    assert (await api.post(unknown, json={"slot_id": 1}, headers=AUTH)).status_code == 404
+    cancelled_first = await api.post(f"/api/bookings/{booking['id']}/cancel", headers=AUTH)
     assert cancelled_first.status_code == 200
     assert (await api.post(path, json={"slot_id": second["id"]}, headers=AUTH)).status_code == 409
 
@@ -121,7 +123,7 @@ async def test_two_customers_reschedule_into_the_same_time(
     assert len(live) == 1
     winner = live[0][0]
     loser = b if winner == a["id"] else a
-    kept = (await api.get(f"/api/bookings/{loser['id']}")).json()
+    kept = (await api.get(f"/api/bookings/{loser['id']}", headers=AUTH)).json()
     assert kept["slot_ids"] == loser["slot_ids"]  # the loser's original time, untouched
 
 
@@ -139,7 +141,7 @@ async def test_a_reschedule_races_a_new_booking(api: httpx.AsyncClient, sql: SQL
         == 1
     )
     if answers[0].status_code != 200:
-        kept = (await api.get(f"/api/bookings/{booking['id']}")).json()
+        kept = (await api.get(f"/api/bookings/{booking['id']}", headers=AUTH)).json()
         assert kept["slot_ids"] == [mine["id"]]
 
 

@@ -23,7 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
-from tests.conftest import Stack, booking_body, reset_database
+from tests.conftest import ADMIN_TOKEN, Stack, booking_body, reset_database
+
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 T = TypeVar("T")
 SLOTS_IN_PLAY = 5  # consecutive hours on one bay, one day
@@ -162,7 +164,7 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
         def cancel(self, booking: str) -> None:
             if booking == "none":
                 return
-            reply = self.run(self.api.post(f"/api/bookings/{booking}/cancel"))
+            reply = self.run(self.api.post(f"/api/bookings/{booking}/cancel", headers=ADMIN_AUTH))
             if booking in self.covers:
                 assert reply.status_code == 200, reply.text
                 for s in self.covers.pop(booking):
@@ -215,8 +217,14 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             reply = self.run(
                 self.api.post("/api/bookings", json=body, headers={"Idempotency-Key": key})
             )
+            if booking_id not in self.covers:  # cancelled since: the replay says so
+                assert reply.status_code == 409, reply.text
+                assert reply.json()["error"]["code"] == "idempotent_booking_closed"
+                assert reply.json()["error"]["booking_id"] == booking_id
+                return
             assert reply.status_code == 201
             assert reply.json()["id"] == booking_id
+            assert reply.json()["slot_ids"] == self.covers[booking_id]  # as it is now
 
         @invariant()
         def database_agrees(self) -> None:

@@ -102,7 +102,7 @@ async def test_staff_see_a_vehicles_bookings_past_and_upcoming_and_the_services_
     other = await book(api, "MOT", "XY34 ZZZ", index=3)
     await move_back(sql, stack, mot["id"], 20)
     assert (await complete(api, mot["id"])).status_code == 200
-    assert (await api.post(f"/api/bookings/{later['id']}/cancel")).status_code == 200
+    assert (await api.post(f"/api/bookings/{later['id']}/cancel", headers=ADMIN)).status_code == 200
 
     history = await vehicle(api, "ab12 cde")
     assert (history["registration"], history["make"], history["model"]) == (
@@ -191,7 +191,9 @@ async def test_completing_an_mot_sets_the_next_expiry_by_the_uk_rule(
             await set_mot(api, registration, current)
         if days_back:
             await move_back(sql, stack, booking["id"], days_back)
-        starts = (await api.get(f"/api/bookings/{booking['id']}")).json()["starts_at"]
+        starts = (await api.get(f"/api/bookings/{booking['id']}", headers=ADMIN)).json()[
+            "starts_at"
+        ]
         # The test date: the booking's day, or today when it is marked done before that day.
         test_date = min(date.fromisoformat(starts[:10]), now)
         response = await complete(api, booking["id"])
@@ -229,14 +231,18 @@ async def test_completing_is_idempotent_keeps_the_slot_and_only_an_mot_renews(
 
 async def test_a_cancelled_booking_cannot_be_completed(api: httpx.AsyncClient) -> None:
     booking = await book(api, "MOT")
-    assert (await api.post(f"/api/bookings/{booking['id']}/cancel")).status_code == 200
+    assert (
+        await api.post(f"/api/bookings/{booking['id']}/cancel", headers=ADMIN)
+    ).status_code == 200
     refused = await complete(api, booking["id"])
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "already_cancelled"
     assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] is None
     assert (await api.post(f"/api/bookings/{booking['id']}/complete")).status_code == 401
     assert (await complete(api, "no-such-booking")).status_code == 404
-    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["status"] == "cancelled"
+    assert (await api.get(f"/api/bookings/{booking['id']}", headers=ADMIN)).json()[
+        "status"
+    ] == "cancelled"
 
 
 # --- recording the MOT expiry ----------------------------------------------------------------
@@ -252,7 +258,10 @@ async def test_a_customer_records_the_mot_expiry_through_their_manage_link(
     )
     assert response.status_code == 200, response.text
     assert response.json() == {"registration": "AB12 CDE", "mot_expires_on": expires.isoformat()}
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires.isoformat()
+    # Kept on the customer's booking, for their reminder; the car's record is staff's.
+    history = await vehicle(api, "AB12CDE")
+    assert history["mot_expires_on"] is None
+    assert history["upcoming"][0]["customer_mot_expires_on"] == expires.isoformat()
 
     unknown = await api.post("/api/manage/not-a-token/mot", json={"expires_on": "2027-01-01"})
     assert unknown.status_code == 404
@@ -267,7 +276,8 @@ async def test_a_customer_records_the_mot_expiry_through_their_manage_link(
         refused = await api.post(f"/api/manage/{booking['cancel_token']}/mot", json=bad)
         assert refused.status_code == 422, bad
         assert refused.json()["error"]["code"] == "validation_error"
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires.isoformat()
+    history = await vehicle(api, "AB12CDE")
+    assert history["upcoming"][0]["customer_mot_expires_on"] == expires.isoformat()
 
 
 # --- the pages ----------------------------------------------------------------------------------
@@ -327,12 +337,49 @@ async def test_the_customer_mot_form_needs_its_csrf_token(api: httpx.AsyncClient
     saved = await api.post(f"/manage/{token}/mot", data={"expires_on": expires, "csrf_token": csrf})
     assert saved.status_code == 303
     assert saved.headers["location"] == f"/manage/{token}"
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires
+    assert (await vehicle(api, "AB12CDE"))["upcoming"][0]["customer_mot_expires_on"] == expires
     bad = await api.post(
         f"/manage/{token}/mot", data={"expires_on": "1999-01-01", "csrf_token": csrf}
     )
     assert bad.status_code == 422
-    assert (await vehicle(api, "AB12CDE"))["mot_expires_on"] == expires
+    history = await vehicle(api, "AB12CDE")
+    assert history["upcoming"][0]["customer_mot_expires_on"] == expires
+    assert history["mot_expires_on"] is None
+
+
+async def test_someone_elses_booking_does_not_rewrite_the_cars_record(
+    api: httpx.AsyncClient,
+) -> None:
+    """Issue 18, finding 8: booking with another person's registration overwrote the car's
+    make and model, and that booking's manage token changed the car's MOT expiry. Now the
+    customer's data stays on their booking; staff data (and the first booking's, where the
+    record had none) stays on the car."""
+    await book(api, "Oil change")  # Ada's Ford Focus
+    expires = today() + timedelta(days=200)
+    await set_mot(api, "AB12 CDE", expires)  # staff
+    service_id = await service_id_named(api, "Oil change")
+    slot = (await free_slots(api, service_id))[1]
+    body = booking_body(slot["id"], service_id)
+    body["customer"] = {"name": "Eve", "email": "eve@example.com"}
+    body["vehicle"] = {"registration": "ab12cde", "make": "Ferrari", "model": "F40"}
+    eve = await api.post("/api/bookings", json=body)
+    assert eve.status_code == 201, eve.text
+    assert eve.json()["vehicle"] == {"registration": "AB12 CDE", "make": "Ferrari", "model": "F40"}
+    changed = await api.post(
+        f"/api/manage/{eve.json()['cancel_token']}/mot",
+        json={"expires_on": (today() + timedelta(days=10)).isoformat()},
+    )
+    assert changed.status_code == 200, changed.text
+    history = await vehicle(api, "AB12 CDE")
+    assert (history["make"], history["model"]) == ("Ford", "Focus")
+    assert history["mot_expires_on"] == expires.isoformat()
+
+    # The garage's own booking (the admin token: staff) does correct the record.
+    slot = (await free_slots(api, service_id))[2]
+    staff = booking_body(slot["id"], service_id)
+    staff["vehicle"] = {"registration": "AB12 CDE", "make": "Ford", "model": "Fiesta"}
+    assert (await api.post("/api/bookings", json=staff, headers=ADMIN)).status_code == 201
+    assert (await vehicle(api, "AB12 CDE"))["model"] == "Fiesta"
 
 
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
@@ -359,4 +406,6 @@ async def test_a_completed_booking_can_be_neither_cancelled_nor_moved(
     )
     assert moved.status_code == 409
     assert moved.json()["error"]["code"] == "booking_completed"
-    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["status"] == "completed"
+    assert (await api.get(f"/api/bookings/{booking['id']}", headers=ADMIN)).json()[
+        "status"
+    ] == "completed"

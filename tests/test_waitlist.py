@@ -7,6 +7,7 @@ shows that without the serialization and the unique indexes the same time goes t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -319,3 +320,35 @@ async def test_a_time_held_by_a_customer_who_gives_up_still_reaches_the_waitlist
             [offer] = offers_in(smtp_sink)
             assert offer.recipients == ["first@example.com"]
             assert await open_offers(sql) == [(1, slot)]
+
+
+async def test_the_offer_link_leaves_the_outbox_once_sent(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    """Issue 18, finding 7: the offer mail's job kept the link's token in its payload for good.
+    Once the worker has sent it, the payload no longer holds it; the link itself still works."""
+    with time_machine.travel(CLOCK, tick=True):
+        async with garage(stack, smtp_sink) as api:
+            slot = await open_slot(api, 9)
+            taken = await book_as(api, slot, "early@example.com")
+            await join(api, "first@example.com")
+            cancelled = await api.post(f"/api/manage/{taken['cancel_token']}/cancel")
+            assert cancelled.status_code == 200
+            await wait_until(lambda: _count(smtp_sink, 1), 10, "the offer mail")
+            link = link_of(offers_in(smtp_sink)[0])
+
+            async def offer_job_done() -> bool:
+                rows = await sql(
+                    "SELECT status FROM outbox WHERE kind = :kind", kind=waitlist.OFFERED_KIND
+                )
+                return rows == [("done",)]
+
+            await wait_until(offer_job_done, 10, "the offer job recorded done")
+            [(payload,)] = await sql(
+                "SELECT payload FROM outbox WHERE kind = :kind", kind=waitlist.OFFERED_KIND
+            )
+            assert link not in payload
+            assert "token" not in json.loads(payload)
+            assert json.loads(payload)["offer_id"] >= 1
+            booked = await api.post(f"/api/waitlist/offers/{link}/confirm")
+            assert booked.status_code == 201, booked.text

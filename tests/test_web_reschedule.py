@@ -240,8 +240,12 @@ async def test_staff_move_a_booking_from_the_day_view(
     )
     assert busy.headers["location"] == f"/staff?date={day}&error=taken"
     assert "That time is no longer free" in (await api.get(busy.headers["location"])).text
-    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["slot_id"] == mine["id"]
-    assert (await api.get(f"/api/bookings/{other['id']}")).json()["slot_id"] == taken["id"]
+    assert (await api.get(f"/api/bookings/{booking['id']}", headers=AUTH)).json()[
+        "slot_id"
+    ] == mine["id"]
+    assert (await api.get(f"/api/bookings/{other['id']}", headers=AUTH)).json()["slot_id"] == taken[
+        "id"
+    ]
 
     done = await api.post(
         f"/staff/bookings/{booking['id']}/move",
@@ -249,7 +253,9 @@ async def test_staff_move_a_booking_from_the_day_view(
     )
     assert done.headers["location"] == f"/staff?date={day}&done=moved"
     assert "Booking moved" in (await api.get(done.headers["location"])).text
-    assert (await api.get(f"/api/bookings/{booking['id']}")).json()["slot_id"] == free["id"]
+    assert (await api.get(f"/api/bookings/{booking['id']}", headers=AUTH)).json()[
+        "slot_id"
+    ] == free["id"]
     assert await sql("SELECT sequence FROM bookings WHERE id = :b", b=booking["id"]) == [(1,)]
     assert (await api.post("/api/bookings", json=booking_body(mine["id"]))).status_code == 201
 

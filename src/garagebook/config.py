@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     rate_limit_cancels: str = "10/minute"
     rate_limit_sign_in: str = "10/minute"  # staff sign-in attempts: password guessing
     max_holds_per_client: int = Field(default=3, ge=1)  # per HOLD_TTL_SECONDS
+    # Live (confirmed, not yet over) bookings one customer may make online; 0 = no cap.
+    # Staff (walk-ins, closures) and admin-token bookings are not capped.
+    max_live_bookings_per_email: int = Field(default=4, ge=0, le=10_000)
+    max_live_bookings_per_registration: int = Field(default=3, ge=0, le=10_000)
+    max_bookings_per_email_per_day: int = Field(default=2, ge=0, le=10_000)
+    # How long a retry with the same Idempotency-Key gets the booking back (Stripe: 24 h).
+    idempotency_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     # Not limited: the machine itself (health checks, the concurrency test run on the host).
     rate_limit_exempt: str = "127.0.0.0/8,::1"
     garage_name: str = "garagebook demo garage"

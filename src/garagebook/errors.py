@@ -102,6 +102,41 @@ class SlotOverlaps(DomainError):
     message = "The bay already has a slot overlapping that time."
 
 
+_LIMIT_MESSAGES = {
+    "email": "This e-mail address already has {max} upcoming bookings, the most we take "
+    "online. Please cancel one, or call the garage.",
+    "registration": "This vehicle already has {max} upcoming bookings, the most we take "
+    "online. Please cancel one, or call the garage.",
+    "email_day": "This e-mail address already has {max} bookings on that day, the most we "
+    "take online for one day. Please pick another day, or call the garage.",
+}
+
+
+class BookingLimitReached(DomainError):
+    """The customer already has as many live bookings as may be booked online (the caps in
+    config.py); staff can still book for them."""
+
+    code = "booking_limit_reached"
+
+    def __init__(self, limit: str, maximum: int) -> None:
+        super().__init__(_LIMIT_MESSAGES[limit].format(max=maximum), limit=limit, max=maximum)
+
+
+class IdempotentBookingClosed(DomainError):
+    """A retry with an Idempotency-Key whose booking is no longer confirmed: it is not
+    answered 201 "confirmed" as it once was."""
+
+    code = "idempotent_booking_closed"
+
+    def __init__(self, booking_id: str, reference: str, status: str) -> None:
+        super().__init__(
+            f"This Idempotency-Key made booking {reference}, which is now {status}.",
+            booking_id=booking_id,
+            reference=reference,
+            status=status,
+        )
+
+
 class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
     message = "This Idempotency-Key was already used with a different request body."
@@ -115,6 +150,11 @@ class InvalidRequest(DomainError):
 class PayloadTooLarge(DomainError):
     code = "payload_too_large"
     message = "The request body is too large."
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    message = "Send the body as JSON, with 'Content-Type: application/json'."
 
 
 class AdminNotConfigured(DomainError):
@@ -163,8 +203,11 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     VehicleNotFound: 404,
     SlotInPast: 422,
     IdempotencyKeyReused: 422,
+    BookingLimitReached: 409,
+    IdempotentBookingClosed: 409,
     InvalidRequest: 422,
     PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     RateLimited: 429,
     NotAuthenticated: 401,
     Forbidden: 403,

@@ -18,7 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from garagebook.errors import DomainError, InvalidRequest, PayloadTooLarge, http_status
+from garagebook.errors import (
+    DomainError,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    http_status,
+)
 from garagebook.logs import log_request, request_id_of
 from garagebook.metrics import record_request
 
@@ -61,6 +67,7 @@ _STATUS_TEXT = {
     404: "Not found",
     409: "Conflict (the time is taken, the booking already cancelled, …)",
     413: "Body too large",
+    415: "The body is not sent as application/json",
     422: "Invalid request",
     429: "Rate limited (see Retry-After)",
     503: "Database unavailable, or the server is restarting: retry",
@@ -78,8 +85,13 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI `openapi_extra=` for a route that parses its JSON body itself (strictly, with
     `model`), so the schema still says what it takes. See `document_bodies`."""
     reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+    unsupported = {
+        "description": _STATUS_TEXT[415],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
     return {
-        "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}}
+        "requestBody": {"required": True, "content": {"application/json": {"schema": reference}}},
+        "responses": {"415": unsupported},
     }
 
 
@@ -105,11 +117,28 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 async def parse_json(request: Request, model: type[ModelT]) -> ModelT:
     """The request's JSON body, validated strictly by `model` in one pass (pydantic-core parses
-    the bytes itself); a 422 `validation_error` naming each field's problem otherwise."""
+    the bytes itself); a 422 `validation_error` naming each field's problem otherwise.
+
+    Only a body sent as `application/json` is read (415 otherwise, before the body is): a
+    foreign page can make its visitors' browsers send `text/plain`, a form or multipart to us
+    without asking first (a CORS "simple request"), but never `application/json`."""
+    if not is_json(request.headers.get("content-type")):
+        raise UnsupportedMediaType()
     try:
         return model.model_validate_json(await request.body())
     except ValidationError as exc:
         raise validation_error(exc.errors(include_input=False)) from None
+
+
+def is_json(content_type: str | None) -> bool:
+    """`application/json`, in any case, with no parameter but an optional UTF-8 charset (JSON is
+    UTF-8: RFC 8259)."""
+    if content_type is None:
+        return False
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    if media_type != "application/json":
+        return False
+    return all(p.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for p in parameters)
 
 
 def validation_error(errors: list[Any]) -> InvalidRequest:

@@ -135,6 +135,10 @@ bookings = Table(
     Column("cancel_token_hash", String(64)),
     Column("sequence", Integer, nullable=False, server_default=text("0")),
     Column("completed_at", UTCDateTime),  # staff marked it done (status `completed`)
+    # The MOT expiry the customer gave for their car through the manage link: theirs, not the
+    # car's record (`vehicles.mot_expires_on` is what staff entered or a completed MOT set).
+    Column("mot_expires_on", Date),
+    Column("mot_reminded_for", Date),
     Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
     Index("ix_bookings_vehicle_registration", "vehicle_registration"),
@@ -168,8 +172,12 @@ idempotency_keys = Table(
     Column("key", String(255), primary_key=True),
     Column("request_hash", String(64), nullable=False),
     Column("booking_id", String(32), ForeignKey("bookings.id"), nullable=False),
-    Column("response_body", Text, nullable=False),
+    Column("response_body", Text, nullable=False),  # as answered, without the manage token
     Column("created_at", UTCDateTime, nullable=False),
+    # The manage token sealed with the Idempotency-Key (bookings/idempotency.py); `key` is the
+    # key's SHA-256, never the key itself.
+    Column("token_sealed", Text),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
 outbox = Table(

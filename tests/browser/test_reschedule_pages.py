@@ -15,7 +15,9 @@ from icalendar import Calendar
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import Browsing, assert_accessible, book_through_page, sign_in
-from tests.conftest import booking_body
+from tests.conftest import ADMIN_TOKEN, booking_body
+
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 
@@ -112,7 +114,7 @@ async def test_staff_move_a_booking_in_the_day_view(
     await staff.get_by_role("button", name="Move booking").click()
     await expect(staff.get_by_text("Booking moved")).to_be_visible()
     await expect(cell).to_contain_text("11:00")
-    moved = (await api_client.get(f"/api/bookings/{booking['id']}")).json()
+    moved = (await api_client.get(f"/api/bookings/{booking['id']}", headers=ADMIN_AUTH)).json()
     assert moved["slot_id"] == int(value)
     assert moved["starts_at"][11:16] == "11:00"
     # The old time is free again, in the grid too.

@@ -21,7 +21,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.cli import migrate_database
-from tests.conftest import booking_body, free_port, in_thread, service_missing, wait_for
+from tests.conftest import (
+    ADMIN_TOKEN,
+    booking_body,
+    free_port,
+    in_thread,
+    service_missing,
+    wait_for,
+)
+
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Each finished scenario's figures, for the summary table (tests/chaos/conftest.py).
@@ -197,7 +206,7 @@ async def audit(database_url: str, api_url: str, created: list[str]) -> dict[str
     assert without_job == [], f"{len(without_job)} bookings have no confirmation job"
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
         for booking_id in created:
-            response = await client.get(f"/api/bookings/{booking_id}")
+            response = await client.get(f"/api/bookings/{booking_id}", headers=ADMIN_AUTH)
             assert response.status_code == 200, response.text
             assert response.json()["status"] == "confirmed"
     return {"bookings": len(stored), "double_bookings": 0, "lost": 0}

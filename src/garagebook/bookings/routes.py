@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,7 +64,12 @@ async def create_booking(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    """Book a slot. 201 with the booking, or 409 `slot_unavailable` saying which layer refused.
+    """Book a slot. 201 with the booking (its `cancel_token`, the manage token, is shown only
+    here), or 409 `slot_unavailable` saying which layer refused; 409 `booking_limit_reached`
+    past the caps on live bookings per customer (not for the admin token); 415 for a body not
+    sent as `application/json`. A retry with the same `Idempotency-Key` and body within
+    IDEMPOTENCY_TTL_HOURS answers the booking as it is now (201 while confirmed, 409
+    `idempotent_booking_closed` once cancelled or completed).
     Refusals are answered here rather than raised through the middleware: a 409 is this
     route's most common answer and the cheapest one to give."""
     key = request.headers.get("idempotency-key")
@@ -71,13 +77,15 @@ async def create_booking(
         if key is not None and not IDEMPOTENCY_KEY.match(key):
             raise InvalidRequest("Idempotency-Key must be 1 to 255 printable ASCII characters.")
         booking = await parse_json(request, BookingIn)
-        result = await service.book(db, reservations, plans, settings, booking, key)
+        result = await service.book(
+            db, reservations, plans, settings, booking, key, staff=_is_admin(request, settings)
+        )
     except DomainError as exc:
         _OUTCOME[_outcome_of(exc)].inc()
         return error_response(exc)
     _OUTCOME["replayed" if result.replayed else "created"].inc()
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return json_response(result.body, 201, headers)
+    return private_json(result.body, 201, headers)
 
 
 _OUTCOME = {
@@ -101,26 +109,37 @@ def _outcome_of(error: DomainError) -> str:
     return "invalid"
 
 
-@router.get("/{booking_id}", responses=error_responses(404, 503))
-async def get_booking(booking_id: str, db: DatabaseDep, settings: SettingsDep) -> Response:
-    if len(booking_id) > _BOOKING_ID_MAX:
-        raise BookingNotFound()
+@router.get("/{booking_id}", responses=error_responses(401, 403, 404, 503))
+async def get_booking(
+    booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The booking. `Authorization: Bearer <token>`: the booking's manage token (the
+    `cancel_token` of its 201) or the admin token; 401 without a token, 403 for any other token
+    (also for an id that does not exist, so a token cannot probe ids), 404 for the admin token
+    and an unknown id. The id alone opens nothing: it is printed in mails, pages and logs."""
+    await _may_manage(request, booking_id, db, settings)
     async with db.read() as conn:
-        return json_response(await service.get_booking(conn, settings, booking_id))
+        return private_json(await service.get_booking(conn, settings, booking_id))
 
 
 @router.post(
     "/{booking_id}/cancel",
     dependencies=[rate_limit("cancel")],
-    responses=error_responses(404, 409, 429, 503),
+    responses=error_responses(401, 403, 404, 409, 429, 503),
 )
 async def cancel_booking(
-    booking_id: str, db: DatabaseDep, reservations: ReservationsDep, settings: SettingsDep
+    booking_id: str,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    settings: SettingsDep,
 ) -> Response:
-    """Cancel; the slots are bookable again at once."""
-    if len(booking_id) > _BOOKING_ID_MAX:
-        raise BookingNotFound()
-    return json_response(await service.cancel(db, reservations, settings, booking_id))
+    """Cancel; the slots are bookable again at once. `Authorization: Bearer <token>`: the
+    booking's manage token (the `cancel_token` of its 201) or the admin token; 401 without a
+    token, 403 for any other token (also for an id that does not exist), 404 for the admin
+    token and an unknown id, 409 if already cancelled."""
+    await _may_manage(request, booking_id, db, settings)
+    return private_json(await service.cancel(db, reservations, settings, booking_id))
 
 
 holds_router = APIRouter(prefix="/api/holds", tags=["holds"])
@@ -143,7 +162,7 @@ async def create_hold(
     """Hold a time for `HOLD_TTL_SECONDS` while the customer types; 409 if it is taken."""
     body = await parse_json(request, HoldIn)
     hold = await holds.create_hold(db, reservations, plans, settings, body.slot_id, body.service_id)
-    return json_response(
+    return private_json(
         {
             "hold_token": hold.token,
             "expires_at": to_local_iso(hold.expires_at, settings.timezone),
@@ -169,7 +188,7 @@ async def get_managed_booking(
     """The booking behind a customer's manage/cancel link."""
     async with db.read() as conn:
         booking_id = await service.booking_id_for_cancel_token(conn, cancel_token)
-        return json_response(await service.get_booking(conn, settings, booking_id))
+        return private_json(await service.get_booking(conn, settings, booking_id))
 
 
 @manage_router.post(
@@ -182,7 +201,7 @@ async def cancel_managed_booking(
 ) -> Response:
     async with db.read() as conn:
         booking_id = await service.booking_id_for_cancel_token(conn, cancel_token)
-    return json_response(await service.cancel(db, reservations, settings, booking_id))
+    return private_json(await service.cancel(db, reservations, settings, booking_id))
 
 
 class RescheduleIn(BaseModel):
@@ -201,7 +220,7 @@ async def _reschedule(
 ) -> Response:
     body = await parse_json(request, RescheduleIn)
     moved = await reschedule(db, reservations, plans, settings, booking_id, body.slot_id)
-    return json_response(moved)
+    return private_json(moved)
 
 
 @manage_router.post(
@@ -241,13 +260,30 @@ async def reschedule_booking(
     """Move a booking to another time, keeping its id, reference and manage link. Authorised
     by `Authorization: Bearer <token>`: the booking's own cancel (manage) token, or the admin
     token (staff, back office)."""
-    if len(booking_id) > _BOOKING_ID_MAX:
-        raise BookingNotFound()
     await _may_manage(request, booking_id, db, settings)
     return await _reschedule(request, booking_id, db, reservations, plans, settings)
 
 
+def _is_admin(request: Request, settings: Settings) -> bool:
+    """Whether the request carries the admin token (a booking by the garage itself: not capped,
+    and its vehicle data replaces the car's record). Any other Authorization is ignored here."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and settings.admin_token is not None
+        and hmac.compare_digest(
+            token.strip().encode(), settings.admin_token.get_secret_value().encode()
+        )
+    )
+
+
 async def _may_manage(request: Request, booking_id: str, db: Database, settings: Settings) -> None:
+    """Who may read, cancel or move a booking by its id: the holder of its manage token, or of
+    the admin token (staff, back office). 401 without a Bearer token. The admin token gets the
+    route's own answer, 404 for an unknown id. Any other token opens only its own booking: for
+    every other id, another booking's or one that does not exist, the answer is the same 403,
+    so a token cannot be used to find out which ids exist. Compared in constant time; manage
+    tokens are stored hashed."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -257,12 +293,27 @@ async def _may_manage(request: Request, booking_id: str, db: Database, settings:
     if settings.admin_token is not None and hmac.compare_digest(
         token.encode(), settings.admin_token.get_secret_value().encode()
     ):
+        if len(booking_id) > _BOOKING_ID_MAX:
+            raise BookingNotFound()
         return
-    async with db.read() as conn:
-        stored = await conn.scalar(
-            select(bookings.c.cancel_token_hash).where(bookings.c.id == booking_id)
-        )
-    if stored is None:
-        raise BookingNotFound()
-    if not hmac.compare_digest(stored, service.hash_token(token)):
-        raise Forbidden()
+    stored = None
+    if len(booking_id) <= _BOOKING_ID_MAX:
+        async with db.read() as conn:
+            stored = await conn.scalar(
+                select(bookings.c.cancel_token_hash).where(bookings.c.id == booking_id)
+            )
+    if not hmac.compare_digest(stored or _NO_TOKEN_HASH, service.hash_token(token)):
+        raise Forbidden("That token is not this booking's manage token.")
+
+
+# Compared against when the id is unknown, so that path does the same work as a wrong token.
+_NO_TOKEN_HASH = "0" * 64
+_PRIVATE = {"Cache-Control": "no-store"}
+
+
+def private_json(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    """An answer with a customer's personal data (or a token): never stored by browsers or
+    proxies."""
+    return json_response(content, status_code, {**_PRIVATE, **(headers or {})})

@@ -17,7 +17,10 @@ Round trips (PostgreSQL + Redis; counted by tests/test_round_trips.py):
   released in the same call).
   turned away by the reservation layer: database 0, Redis 1.
   turned away by the database: database 3 (BEGIN, statement, ROLLBACK); Redis 2 (reserve,
-  release). An Idempotency-Key adds one read (the replay check).
+  release). An Idempotency-Key adds one read (the replay check); a replay reads the booking as
+  it is now (two more reads).
+  The caps on live bookings per customer are counted inside that one statement (SQLite: one
+  more SELECT in the transaction), so they add no round trip on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -30,18 +33,23 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text, update
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.bookings import idempotency
 from garagebook.bookings.holds import slots_of
 from garagebook.bookings.reminders import REMINDER_KIND, reminder_at
-from garagebook.bookings.schemas import BookingIn
+from garagebook.bookings.schemas import BookingIn, CustomerIn
 from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts, upsert
 from garagebook.errors import (
+    BookingLimitReached,
     BookingNotFound,
     IdempotencyKeyReused,
+    IdempotentBookingClosed,
+    InvalidRequest,
     SlotInPast,
     SlotUnavailable,
     closed_because,
@@ -56,7 +64,7 @@ from garagebook.schema import (
     slots,
     vehicles,
 )
-from garagebook.slots.service import Plan, PlanCache
+from garagebook.slots.service import Plan, PlanCache, local_day_bounds
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.waitlist.triggers import time_freed
 
@@ -89,13 +97,21 @@ async def book(
     request: BookingIn,
     idempotency_key: str | None,
     within: Callable[[AsyncConnection, str], Awaitable[None]] | None = None,
+    *,
+    staff: bool = False,
 ) -> BookingResult:
     """`within` runs in the booking's transaction once the booking is written (given its id),
-    for a caller whose own write must stand or fall with it (a waitlist offer taken up)."""
+    for a caller whose own write must stand or fall with it (a waitlist offer taken up).
+
+    `staff`: booked by the garage (staff pages, the admin token). Only then may the customer be
+    one of the garage's own placeholders (a walk-in without an address, a closed time), are the
+    caps on live bookings not applied, and do the make and model replace the car's record."""
+    if not staff:
+        refuse_placeholders(request.customer, settings)
     fingerprint = _fingerprint(request) if idempotency_key is not None else ""
     if idempotency_key is not None:
         async with db.read() as conn:
-            replay = await _find_replay(conn, idempotency_key, fingerprint)
+            replay = await _find_replay(conn, settings, idempotency_key, fingerprint)
         if replay is not None:
             return replay
 
@@ -126,12 +142,24 @@ async def book(
     cancel_token = secrets.token_urlsafe(24)
     row = _booking_row(request, plan, now, cancel_token)
     reminder = reminder_at(plan.start.starts_at, settings, now)
-    body = orjson.dumps(booking_json(row, plan.start.bay_id, plan.slot_ids, settings, cancel_token))
-    key = None if idempotency_key is None else IdempotencyRecord(idempotency_key, fingerprint)
+    shown = booking_json(row, plan.start.bay_id, plan.slot_ids, settings)
+    body = orjson.dumps({**shown, "cancel_token": cancel_token})
+    key = (
+        None
+        if idempotency_key is None
+        else IdempotencyRecord(
+            idempotency.key_digest(idempotency_key),
+            fingerprint,
+            orjson.dumps(shown).decode(),  # the answer without the token
+            idempotency.seal(cancel_token, idempotency_key),
+            idempotency.expired_before(settings, now),
+        )
+    )
+    caps = None if staff else Caps.of(settings, plan.start.starts_at)
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
-            await _write_booking(conn, row, plan.slot_ids, body, key, reminder)
+            await _write_booking(conn, row, plan.slot_ids, key, reminder, caps, staff)
             if within is not None:
                 await within(conn, row["id"])
         # Committed: its keys now turn others away fast for the whole TTL. The hold ends with
@@ -151,7 +179,7 @@ async def book(
         if idempotency_key is not None and isinstance(exc, SlotUnavailable | _KeyTaken):
             # Lost to a concurrent request carrying the same key? Then answer as it did.
             async with db.read() as conn:
-                replay = await _find_replay(conn, idempotency_key, fingerprint)
+                replay = await _find_replay(conn, settings, idempotency_key, fingerprint)
             if replay is not None:
                 return replay
             if isinstance(exc, _KeyTaken):
@@ -166,8 +194,68 @@ def _fingerprint(request: BookingIn) -> str:
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
-    key: str
+    """What the booking's transaction stores for its Idempotency-Key (bookings/idempotency.py)."""
+
+    digest: str  # the key's SHA-256: the key itself is not stored
     fingerprint: str
+    response_body: str  # without the manage token
+    token_sealed: str  # the manage token, sealed with the key
+    expired_before: datetime  # a record with this key older than this is replaced
+
+
+@dataclass(frozen=True)
+class Caps:
+    """The caps on live bookings one customer may make online (config.py); 0 = none."""
+
+    per_email: int
+    per_registration: int
+    per_email_per_day: int
+    day_start: datetime  # the local day of the booking, for the per-day cap
+    day_end: datetime
+
+    @classmethod
+    def of(cls, settings: Settings, starts_at: datetime) -> Caps | None:
+        """None when every cap is off: then nothing is counted or locked."""
+        if not (
+            settings.max_live_bookings_per_email
+            or settings.max_live_bookings_per_registration
+            or settings.max_bookings_per_email_per_day
+        ):
+            return None
+        day = starts_at.astimezone(settings.timezone).date()
+        day_start, day_end = local_day_bounds(day, settings.timezone)
+        return cls(
+            settings.max_live_bookings_per_email,
+            settings.max_live_bookings_per_registration,
+            settings.max_bookings_per_email_per_day,
+            day_start,
+            day_end,
+        )
+
+    def maximum(self, limit: str) -> int:
+        return {
+            "email": self.per_email,
+            "registration": self.per_registration,
+            "email_day": self.per_email_per_day,
+        }[limit]
+
+
+# The staff pages' closed-time name (web/day.py's CLOSED_NAME; importing web from here would be
+# circular): a public booking must not look like a closure, nor carry a placeholder address.
+PLACEHOLDER_NAMES = frozenset({"closed by staff"})
+
+
+def refuse_placeholders(customer: CustomerIn, settings: Settings) -> None:
+    """Issue 18, finding 10: the staff grid tells a closed time by its placeholder address and
+    name, and a walk-in without an address by its own; the public may use neither."""
+    fields = []
+    if settings.is_placeholder_address(customer.email):
+        fields.append({"field": "customer.email", "problem": "this address is the garage's own"})
+    if " ".join(customer.name.split()).casefold() in PLACEHOLDER_NAMES:
+        fields.append({"field": "customer.name", "problem": "this name is the garage's own"})
+    if fields:
+        summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
+        raise InvalidRequest(f"The request is not valid: {summary}", fields=fields)
 
 
 class _KeyTaken(Exception):
@@ -208,15 +296,23 @@ async def _write_booking(
     conn: AsyncConnection,
     row: dict[str, Any],
     slot_ids: tuple[int, ...],
-    body: bytes,
     key: IdempotencyRecord | None,
     reminder: datetime | None,
+    caps: Caps | None,
+    staff: bool,
 ) -> None:
-    """Raises SlotUnavailable when the database refuses a slot, _KeyTaken when the
-    Idempotency-Key is already recorded; the caller's transaction then rolls back."""
+    """Raises SlotUnavailable when the database refuses a slot, BookingLimitReached when a cap
+    is reached, _KeyTaken when the Idempotency-Key is already recorded; the caller's
+    transaction then rolls back."""
     if conn.dialect.name == "postgresql":
-        await _write_booking_postgres(conn, row, slot_ids, body, key, reminder)
+        await _write_booking_postgres(conn, row, slot_ids, key, reminder, caps, staff)
         return
+    # The caps: SQLite's write transaction (BEGIN IMMEDIATE) is exclusive, so this count is
+    # made under the lock no other booking can pass until we commit.
+    if caps is not None:
+        refused = await _cap_reached(conn, row, caps)
+        if refused is not None:
+            raise BookingLimitReached(refused, caps.maximum(refused))
     # The start slot, against uq_bookings_slot_id_not_cancelled. A concurrent writer of the same
     # slot makes this wait for its commit, then come back empty.
     inserted = await conn.scalar(
@@ -243,31 +339,83 @@ async def _write_booking(
             updated_at=now,
         )
     )
+    vehicle = sqlite.insert(vehicles).values(
+        registration=row["vehicle_registration"],
+        make=row["vehicle_make"],
+        model=row["vehicle_model"],
+        updated_at=now,
+    )
+    # Staff data wins: a public booking only fills in what the car's record lacks.
+    mine, theirs = (vehicle.excluded, vehicles.c) if staff else (vehicles.c, vehicle.excluded)
     await conn.execute(
-        upsert(conn, vehicles, "registration", ["make", "model", "updated_at"]).values(
-            registration=row["vehicle_registration"],
-            make=row["vehicle_make"],
-            model=row["vehicle_model"],
-            updated_at=now,
+        vehicle.on_conflict_do_update(
+            index_elements=["registration"],
+            set_={
+                "make": func.coalesce(mine.make, theirs.make),
+                "model": func.coalesce(mine.model, theirs.model),
+                "updated_at": vehicle.excluded.updated_at,
+            },
         )
     )
     await enqueue(conn, "booking_confirmed", row, now)
     if reminder is not None:
         await enqueue(conn, REMINDER_KIND, row, now, run_at=reminder)
     if key is not None:
+        record = sqlite.insert(idempotency_keys).values(
+            key=key.digest,
+            request_hash=key.fingerprint,
+            booking_id=row["id"],
+            response_body=key.response_body,
+            created_at=now,
+            token_sealed=key.token_sealed,
+        )
         stored = await conn.scalar(
-            insert_ignoring_conflicts(conn, idempotency_keys)
-            .values(
-                key=key.key,
-                request_hash=key.fingerprint,
-                booking_id=row["id"],
-                response_body=body.decode(),
-                created_at=now,
-            )
-            .returning(idempotency_keys.c.key)
+            record.on_conflict_do_update(
+                index_elements=["key"],
+                set_={
+                    name: record.excluded[name]
+                    for name in (
+                        "request_hash",
+                        "booking_id",
+                        "response_body",
+                        "created_at",
+                        "token_sealed",
+                    )
+                },
+                where=idempotency_keys.c.created_at < key.expired_before,
+            ).returning(idempotency_keys.c.key)
         )
         if stored is None:
             raise _KeyTaken()
+
+
+async def _cap_reached(conn: AsyncConnection, row: dict[str, Any], caps: Caps) -> str | None:
+    """Which cap this booking would pass (the same counts as garagebook_booking_cap on
+    PostgreSQL), in one statement."""
+    live = and_(bookings.c.status == "confirmed", bookings.c.ends_at > row["created_at"])
+    mine = bookings.c.customer_email == row["customer_email"]
+
+    def count(*where: Any) -> Any:
+        return select(func.count()).select_from(bookings).where(*where).scalar_subquery()
+
+    counts = (
+        await conn.execute(
+            select(
+                count(mine, live),
+                count(bookings.c.vehicle_registration == row["vehicle_registration"], live),
+                count(
+                    mine,
+                    bookings.c.status == "confirmed",
+                    bookings.c.starts_at >= caps.day_start,
+                    bookings.c.starts_at < caps.day_end,
+                ),
+            )
+        )
+    ).one()
+    for limit, found in zip(("email", "registration", "email_day"), counts, strict=True):
+        if caps.maximum(limit) > 0 and found >= caps.maximum(limit):
+            return limit
+    return None
 
 
 _BOOK_POSTGRES = text(BOOK_POSTGRES)
@@ -277,9 +425,10 @@ async def _write_booking_postgres(
     conn: AsyncConnection,
     row: dict[str, Any],
     slot_ids: tuple[int, ...],
-    body: bytes,
     key: IdempotencyRecord | None,
     reminder: datetime | None,
+    caps: Caps | None,
+    staff: bool,
 ) -> None:
     """The same writes in one statement (bookings/sql.py): one round trip."""
     result = (
@@ -304,12 +453,23 @@ async def _write_booking_postgres(
                 "cancel_token_hash": row["cancel_token_hash"],
                 "payload": _outbox_payload(row),
                 "reminder_at": reminder,
-                "idempotency_key": key.key if key else None,
+                "staff": staff,
+                "day_start": caps.day_start if caps else None,
+                "day_end": caps.day_end if caps else None,
+                "max_email": caps.per_email if caps else None,
+                "max_registration": caps.per_registration if caps else None,
+                "max_day": caps.per_email_per_day if caps else None,
+                "idempotency_key": key.digest if key else None,
                 "request_hash": key.fingerprint if key else None,
-                "response_body": body.decode() if key else None,
+                "response_body": key.response_body if key else None,
+                "token_sealed": key.token_sealed if key else None,
+                "expired_before": key.expired_before if key else None,
             },
         )
     ).one()
+    if result.refused is not None:
+        assert caps is not None  # NULL caps never refuse
+        raise BookingLimitReached(result.refused, caps.maximum(result.refused))
     if result.booked == 0 or result.claimed != len(slot_ids):
         raise SlotUnavailable("database")
     if key is not None and result.keyed == 0:
@@ -348,11 +508,21 @@ async def enqueue(
     )
 
 
-async def _find_replay(conn: AsyncConnection, key: str, fingerprint: str) -> BookingResult | None:
+async def _find_replay(
+    conn: AsyncConnection, settings: Settings, key: str, fingerprint: str
+) -> BookingResult | None:
+    """The answer to a retry: the booking as it is now, with its manage token unsealed by the
+    key (bookings/idempotency.py); 409 once it is no longer confirmed. An expired record is
+    no record."""
     row = (
         await conn.execute(
-            select(idempotency_keys.c.request_hash, idempotency_keys.c.response_body).where(
-                idempotency_keys.c.key == key
+            select(
+                idempotency_keys.c.request_hash,
+                idempotency_keys.c.booking_id,
+                idempotency_keys.c.token_sealed,
+            ).where(
+                idempotency_keys.c.key == idempotency.key_digest(key),
+                idempotency_keys.c.created_at >= idempotency.expired_before(settings, utcnow()),
             )
         )
     ).first()
@@ -360,7 +530,13 @@ async def _find_replay(conn: AsyncConnection, key: str, fingerprint: str) -> Boo
         return None
     if row.request_hash != fingerprint:
         raise IdempotencyKeyReused()
-    return BookingResult(row.response_body.encode(), replayed=True)
+    booking = await get_booking(conn, settings, row.booking_id)
+    if booking["status"] != "confirmed":
+        raise IdempotentBookingClosed(booking["id"], booking["reference"], booking["status"])
+    token = idempotency.unseal(row.token_sealed, key) if row.token_sealed else None
+    if token is not None:
+        booking["cancel_token"] = token
+    return BookingResult(orjson.dumps(booking), replayed=True)
 
 
 def booking_json(

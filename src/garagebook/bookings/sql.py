@@ -8,18 +8,37 @@ due now, and the reminder, due at :reminder_at (NULL: none). The claims go again
 uq_booking_slots_slot_id_active. Every insert that can lose a race says ON CONFLICT DO
 NOTHING, so losing is a count, not an exception: the caller compares `claimed` with the number
 of slots and `keyed` with whether it sent a key, and rolls back when they differ.
+
+The caps on live bookings per e-mail, registration and day come first (`cap`): the function
+of migration 0009 serialises one customer's and one car's bookings with advisory locks and
+counts with a fresh snapshot; `refused` names the cap reached, and then nothing is written.
+Staff bookings pass NULL caps: no lock, no count. A public booking fills in a car's make and
+model only where the record has none; a staff booking's values replace them.
+The Idempotency-Key record replaces an expired one with the same key, never a live one.
 """
 
 from __future__ import annotations
 
 BOOK_POSTGRES = """
-WITH booking AS (
+WITH cap AS (
+    SELECT garagebook_booking_cap(
+        CAST(:email AS varchar), CAST(:registration AS varchar),
+        CAST(:day_start AS timestamptz), CAST(:day_end AS timestamptz),
+        CAST(:created_at AS timestamptz), CAST(:max_email AS integer),
+        CAST(:max_registration AS integer), CAST(:max_day AS integer)
+    ) AS refused
+), booking AS (
     INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,
                           customer_phone, vehicle_registration, vehicle_make, vehicle_model,
                           notes, status, starts_at, ends_at, created_at, cancel_token_hash)
-    VALUES (:id, :reference, :slot_id, :service_id, :email, :name,
-            :phone, :registration, :make, :model,
-            :notes, 'confirmed', :starts_at, :ends_at, :created_at, :cancel_token_hash)
+    SELECT CAST(:id AS varchar), CAST(:reference AS varchar), CAST(:slot_id AS integer),
+           CAST(:service_id AS integer), CAST(:email AS varchar), CAST(:name AS varchar),
+           CAST(:phone AS varchar), CAST(:registration AS varchar), CAST(:make AS varchar),
+           CAST(:model AS varchar), CAST(:notes AS text), 'confirmed',
+           CAST(:starts_at AS timestamptz), CAST(:ends_at AS timestamptz),
+           CAST(:created_at AS timestamptz), CAST(:cancel_token_hash AS varchar)
+    FROM cap
+    WHERE cap.refused IS NULL
     ON CONFLICT DO NOTHING
     RETURNING id
 ), claims AS (
@@ -41,7 +60,12 @@ WITH booking AS (
            CAST(:created_at AS timestamptz)
     FROM booking
     ON CONFLICT (registration) DO UPDATE
-        SET make = excluded.make, model = excluded.model, updated_at = excluded.updated_at
+        SET make = CASE WHEN CAST(:staff AS boolean) THEN coalesce(excluded.make, vehicles.make)
+                        ELSE coalesce(vehicles.make, excluded.make) END,
+            model = CASE WHEN CAST(:staff AS boolean)
+                         THEN coalesce(excluded.model, vehicles.model)
+                         ELSE coalesce(vehicles.model, excluded.model) END,
+            updated_at = excluded.updated_at
 ), jobs AS (
     INSERT INTO outbox (kind, payload, status, attempts, run_at, created_at)
     SELECT due.kind, CAST(:payload AS text), 'pending', 0, due.run_at,
@@ -52,15 +76,22 @@ WITH booking AS (
     ) AS due (kind, run_at)
     WHERE due.run_at IS NOT NULL
 ), idempotency AS (
-    INSERT INTO idempotency_keys (key, request_hash, booking_id, response_body, created_at)
+    INSERT INTO idempotency_keys (key, request_hash, booking_id, response_body, created_at,
+                                  token_sealed)
     SELECT CAST(:idempotency_key AS varchar), CAST(:request_hash AS varchar), booking.id,
-           CAST(:response_body AS text), CAST(:created_at AS timestamptz)
+           CAST(:response_body AS text), CAST(:created_at AS timestamptz),
+           CAST(:token_sealed AS text)
     FROM booking
     WHERE CAST(:idempotency_key AS varchar) IS NOT NULL
-    ON CONFLICT DO NOTHING
+    ON CONFLICT (key) DO UPDATE
+        SET request_hash = excluded.request_hash, booking_id = excluded.booking_id,
+            response_body = excluded.response_body, created_at = excluded.created_at,
+            token_sealed = excluded.token_sealed
+        WHERE idempotency_keys.created_at < CAST(:expired_before AS timestamptz)
     RETURNING key
 )
-SELECT (SELECT count(*) FROM booking) AS booked,
+SELECT (SELECT refused FROM cap) AS refused,
+       (SELECT count(*) FROM booking) AS booked,
        (SELECT count(*) FROM claims) AS claimed,
        (SELECT count(*) FROM idempotency) AS keyed
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -115,6 +116,9 @@ async def run(config: Config, on_iteration: Callable[[Iteration], None]) -> list
     iterations = []
     async with httpx.AsyncClient(base_url=base, timeout=config.timeout) as api:
         service_id = await _shortest_service(api)
+        # Every request is its own customer and car, and so is every run: the server caps live
+        # bookings per e-mail and per registration, which a repeated identity would reach.
+        run_tag = secrets.token_hex(2).upper()
         for number in range(1, config.iterations + 1):
             slot = await _fresh_slot(api, service_id, used, config.admin_token)
             used.add(slot["id"])
@@ -122,7 +126,7 @@ async def run(config: Config, on_iteration: Callable[[Iteration], None]) -> list
                 Target(
                     config.urls[i % len(config.urls)],
                     "/api/bookings",
-                    json.dumps(_booking(slot["id"], service_id, number, i)).encode(),
+                    json.dumps(_booking(slot["id"], service_id, run_tag, number, i)).encode(),
                 )
                 for i in range(config.requests)
             ]
@@ -175,15 +179,17 @@ async def _create_slot(api: httpx.AsyncClient, admin_token: str) -> dict[str, An
     raise NoFreeSlot()
 
 
-def _booking(slot_id: int, service_id: int, iteration: int, index: int) -> dict[str, Any]:
+def _booking(
+    slot_id: int, service_id: int, run_tag: str, iteration: int, index: int
+) -> dict[str, Any]:
     return {
         "slot_id": slot_id,
         "service_id": service_id,
         "customer": {
             "name": f"Concurrency Test {iteration}-{index}",
-            "email": f"concurrency-test+{iteration}-{index}@example.com",
+            "email": f"concurrency-test+{run_tag}-{iteration}-{index}@example.com",
         },
-        "vehicle": {"registration": f"CT{index:05d}"},
+        "vehicle": {"registration": f"{run_tag}{iteration % 10_000:04d} {index % 10**6:06d}"},
         "notes": "garagebook concurrency-test",
     }
 
@@ -201,9 +207,13 @@ async def _slot_shows_taken(api: httpx.AsyncClient, slot: dict[str, Any]) -> boo
 
 
 async def _cancel(api: httpx.AsyncClient, created: list[Response]) -> int:
+    """Cancel what the run booked, each with the manage token its 201 carried (the id alone
+    opens nothing)."""
     cancelled = 0
     for response in created:
-        booking_id = json.loads(response.body)["id"]
-        if (await api.post(f"/api/bookings/{booking_id}/cancel")).status_code == 200:
+        booking = json.loads(response.body)
+        headers = {"Authorization": f"Bearer {booking['cancel_token']}"}
+        cancel = await api.post(f"/api/bookings/{booking['id']}/cancel", headers=headers)
+        if cancel.status_code == 200:
             cancelled += 1
     return cancelled

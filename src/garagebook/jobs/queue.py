@@ -161,12 +161,21 @@ async def extend(conn: AsyncConnection, jobs: list[Job], until: datetime) -> int
 
 
 async def finish(conn: AsyncConnection, job: Job, status: str, now: datetime) -> bool:
-    """`done` or `skipped`. False when the lease was lost meanwhile (the new holder decides)."""
+    """`done` or `skipped`. False when the lease was lost meanwhile (the new holder decides).
+    A payload's secrets (a waitlist offer's link token) go with it: the mail is sent, or will
+    never be, so the outbox keeps no usable copy (`jobs retry` of such a job then fails: the
+    link cannot be sent twice)."""
     assert status in (DONE, SKIPPED)
-    result = await conn.execute(
-        update(outbox).where(_held(job)).values(status=status, done_at=now, locked_until=None)
-    )
+    values: dict[str, Any] = {"status": status, "done_at": now, "locked_until": None}
+    if SECRET_PAYLOAD_KEYS & job.payload.keys():
+        kept = {k: v for k, v in job.payload.items() if k not in SECRET_PAYLOAD_KEYS}
+        values["payload"] = orjson.dumps(kept).decode()
+    result = await conn.execute(update(outbox).where(_held(job)).values(**values))
     return result.rowcount == 1
+
+
+# Payload keys that are secrets: kept only while the job is still to run.
+SECRET_PAYLOAD_KEYS = frozenset({"token"})
 
 
 async def retry_later(conn: AsyncConnection, job: Job, error: str, run_at: datetime) -> bool:

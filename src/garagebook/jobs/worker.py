@@ -31,6 +31,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.bookings import idempotency
 from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
@@ -51,6 +52,7 @@ NOTIFY_CHANNEL = "garagebook_outbox"  # the trigger in migration 0003 notifies t
 _LISTEN_RETRY_SECONDS = 5.0
 _RECORD_TRIES = 3
 MOT_REMINDER_INTERVAL_SECONDS = 24 * 3600.0  # the embedded default's `remind-mot`
+PRUNE_INTERVAL_SECONDS = 900.0  # expired idempotency records
 
 
 def worker_name() -> str:
@@ -105,6 +107,7 @@ class Worker:
             self.mailer.describe(),
         )
         heartbeat = asyncio.create_task(self._heartbeat())
+        pruning = asyncio.create_task(self._prune_idempotency_keys())
         try:
             while not self._stopping:
                 await self._listen()
@@ -121,6 +124,7 @@ class Worker:
                         await self._wake.wait()
         finally:
             heartbeat.cancel()
+            pruning.cancel()
             await self._drain()
             await self._unlisten()
             log.info("worker %s stopped", self.name)
@@ -229,6 +233,19 @@ class Worker:
                 log.warning("job %d: lease lost before its outcome was recorded", job.id)
             return
         log.warning("job %d: outcome not recorded (database unavailable); it runs again", job.id)
+
+    async def _prune_idempotency_keys(self) -> None:
+        """Idempotency records older than IDEMPOTENCY_TTL_HOURS are deleted, at start and then
+        every PRUNE_INTERVAL_SECONDS (any worker may; deleting twice is harmless)."""
+        while True:
+            try:
+                async with self.db.transaction() as conn:
+                    pruned = await idempotency.prune(conn, self.settings, utcnow())
+                if pruned:
+                    log.info("pruned %d expired idempotency record(s)", pruned)
+            except Exception as exc:  # a failed prune is tried again later, never the worker's end
+                log.warning("pruning idempotency records failed: %s", describe(exc))
+            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.worker_lease_seconds / 3

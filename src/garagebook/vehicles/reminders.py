@@ -10,6 +10,14 @@ Once per expiry: the run sets `mot_reminded_for = mot_expires_on` and queues a j
 the rows that statement changed, all in one transaction. Two runs at once cannot both change a
 row (PostgreSQL re-checks the condition on the row the other run updated; SQLite runs one
 writer at a time), so each expiry is queued once. A new expiry date is reminded again.
+
+Whose date, and to whom (issue 18, finding 8: anyone can book with any registration):
+- the car's record (`vehicles.mot_expires_on`: entered by staff, or set by a completed MOT)
+  is reminded to the customer of the car's latest *completed* booking (staff saw that person
+  bring the car), or, if it has none, of its latest booking;
+- a date a customer gave through their manage link is kept on their booking and reminded to
+  that customer only, the same way once per date (`bookings.mot_reminded_for`), and only while
+  the car has no date on its record: staff data wins.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
+from typing import Any
 
 import orjson
 from sqlalchemy import select, update
@@ -55,25 +64,46 @@ async def queue_mot_reminders(
             .returning(vehicles.c.registration, vehicles.c.mot_expires_on)
         )
     ).all()
-    if due:
+    staff_dated = select(vehicles.c.registration).where(vehicles.c.mot_expires_on.is_not(None))
+    customers_due = (
+        await conn.execute(
+            update(bookings)
+            .where(
+                bookings.c.mot_expires_on >= today,
+                bookings.c.mot_expires_on <= last,
+                bookings.c.mot_reminded_for.is_distinct_from(bookings.c.mot_expires_on),
+                bookings.c.vehicle_registration.not_in(staff_dated),
+            )
+            .values(mot_reminded_for=bookings.c.mot_expires_on)
+            .returning(bookings.c.id, bookings.c.vehicle_registration, bookings.c.mot_expires_on)
+        )
+    ).all()
+    payloads = [
+        {"registration": registration, "expires_on": expires.isoformat()}
+        for registration, expires in due
+    ] + [
+        {"registration": registration, "expires_on": expires.isoformat(), "booking_id": booking}
+        for booking, registration, expires in customers_due
+    ]
+    if payloads:
         await conn.execute(
             outbox.insert().values(
                 [
                     {
                         "kind": KIND,
-                        "payload": orjson.dumps(
-                            {"registration": registration, "expires_on": expires.isoformat()}
-                        ).decode(),
+                        "payload": orjson.dumps(payload).decode(),
                         "status": PENDING,
                         "attempts": 0,
                         "run_at": now,
                         "created_at": now,
                     }
-                    for registration, expires in due
+                    for payload in payloads
                 ]
             )
         )
-    return [(registration, expires) for registration, expires in due]
+    return [(registration, expires) for registration, expires in due] + [
+        (registration, expires) for _, registration, expires in customers_due
+    ]
 
 
 async def run_remind_mot(settings: Settings) -> int:
@@ -129,21 +159,43 @@ def long_date(day: date) -> str:
 async def mot_reminder(job: Job, context: JobContext, now: datetime) -> str:
     settings = context.settings
     registration, expires_on = _payload(job)
+    customer_booking = job.payload.get("booking_id")
+    owner: Any  # a row: the customer's name and address
     async with context.db.read() as conn:
         current = await conn.scalar(
             select(vehicles.c.mot_expires_on).where(vehicles.c.registration == registration)
         )
-        if current != expires_on:
-            return SKIPPED  # a new expiry was recorded since: it gets its own reminder
-        # The owner: whoever booked the vehicle last.
-        owner = (
-            await conn.execute(
-                select(bookings.c.customer_name, bookings.c.customer_email)
-                .where(bookings.c.vehicle_registration == registration)
-                .order_by(bookings.c.created_at.desc(), bookings.c.id)
-                .limit(1)
-            )
-        ).first()
+        if isinstance(customer_booking, str):
+            # A customer's own date, for that customer; not once staff recorded the car's.
+            owner = (
+                await conn.execute(
+                    select(
+                        bookings.c.customer_name,
+                        bookings.c.customer_email,
+                        bookings.c.mot_expires_on,
+                    ).where(bookings.c.id == customer_booking)
+                )
+            ).first()
+            if owner is None or owner.mot_expires_on != expires_on or current is not None:
+                return SKIPPED
+        else:
+            if current != expires_on:
+                return SKIPPED  # a new expiry was recorded since: it gets its own reminder
+            # The owner: the customer of the car's latest completed booking (staff saw them
+            # with it), else of its latest booking.
+            owner = (
+                await conn.execute(
+                    select(bookings.c.customer_name, bookings.c.customer_email)
+                    .where(bookings.c.vehicle_registration == registration)
+                    .order_by(
+                        bookings.c.completed_at.is_(None),
+                        bookings.c.completed_at.desc(),
+                        bookings.c.created_at.desc(),
+                        bookings.c.id,
+                    )
+                    .limit(1)
+                )
+            ).first()
         if owner is None or settings.is_placeholder_address(owner.customer_email):
             return SKIPPED  # nobody to write to (a walk-in without an address)
         service = (

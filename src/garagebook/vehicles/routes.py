@@ -6,16 +6,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from garagebook.bookings.routes import private_json
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep, rate_limit
 from garagebook.errors import BookingNotFound
-from garagebook.http import error_responses, json_body, json_response, parse_json
+from garagebook.http import error_responses, json_body, parse_json
 from garagebook.timeutil import utcnow
 from garagebook.vehicles.mot import MotIn
 from garagebook.vehicles.service import (
     complete_booking,
     local_today,
-    registration_for_cancel_token,
     registration_of,
+    set_customer_mot_expiry,
     set_mot_expiry,
     vehicle_history,
 )
@@ -36,7 +37,7 @@ async def get_vehicle(registration: str, db: DatabaseDep, settings: SettingsDep)
     Any spelling of the registration (`ab12cde`, `AB12 CDE`)."""
     key = registration_of(registration)
     async with db.read() as conn:
-        return json_response(await vehicle_history(conn, settings, key, utcnow()))
+        return private_json(await vehicle_history(conn, settings, key, utcnow()))
 
 
 @router.put(
@@ -54,7 +55,7 @@ async def put_vehicle_mot(
     now = utcnow()
     async with db.transaction() as conn:
         await set_mot_expiry(conn, key, body.expires_on, now, local_today(settings, now))
-        return json_response(await vehicle_history(conn, settings, key, now))
+        return private_json(await vehicle_history(conn, settings, key, now))
 
 
 @router.post(
@@ -66,17 +67,18 @@ async def put_vehicle_mot(
 async def post_managed_mot(
     cancel_token: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    """Customer: record the MOT expiry of the vehicle of the booking behind their link. The
-    answer names only that vehicle and date, not its history (other people may have booked
-    the same car)."""
+    """Customer: record the MOT expiry of the vehicle of the booking behind their link, for their
+    own MOT reminder. Kept on their booking: the car's record (what staff entered) does not
+    change. The answer names only that vehicle and date, not its history (other people may
+    have booked the same car)."""
     if len(cancel_token) > _TOKEN_MAX:
         raise BookingNotFound()
     body = await parse_json(request, MotIn)
-    now = utcnow()
     async with db.transaction() as conn:
-        key = await registration_for_cancel_token(conn, cancel_token)
-        await set_mot_expiry(conn, key, body.expires_on, now, local_today(settings, now))
-    return json_response({"registration": key, "mot_expires_on": body.expires_on.isoformat()})
+        key = await set_customer_mot_expiry(
+            conn, cancel_token, body.expires_on, local_today(settings)
+        )
+    return private_json({"registration": key, "mot_expires_on": body.expires_on.isoformat()})
 
 
 @router.post(
@@ -89,4 +91,4 @@ async def post_complete_booking(
 ) -> Response:
     """Staff: the work is done. `completed` (idempotent; 409 if cancelled). A completed MOT
     sets the vehicle's next MOT expiry, shown as `vehicle.mot_expires_on`."""
-    return json_response(await complete_booking(db, settings, booking_id))
+    return private_json(await complete_booking(db, settings, booking_id))

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.schemas import normalise_registration
-from garagebook.bookings.service import booking_id_for_cancel_token, get_booking
+from garagebook.bookings.service import get_booking, hash_token
 from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import AlreadyCancelled, BookingNotFound, VehicleNotFound
@@ -58,6 +58,7 @@ async def vehicle_history(
                 bookings.c.completed_at,
                 bookings.c.customer_name,
                 bookings.c.customer_email,
+                bookings.c.mot_expires_on,
             )
             .join_from(bookings, services, services.c.id == bookings.c.service_id)
             .where(bookings.c.vehicle_registration == registration)
@@ -77,6 +78,8 @@ async def vehicle_history(
             "status": row.status,
             "completed_at": to_local_iso(row.completed_at, zone) if row.completed_at else None,
             "customer": {"name": row.customer_name, "email": row.customer_email},
+            # What this booking's customer said the MOT expiry is (not the car's record).
+            "customer_mot_expires_on": _iso(row.mot_expires_on),
         }
 
     done = sorted((r for r in rows if r.completed_at), key=lambda r: r.completed_at, reverse=True)
@@ -119,11 +122,19 @@ async def set_mot_expiry(
         raise VehicleNotFound(registration=registration)
 
 
-async def registration_for_cancel_token(conn: AsyncConnection, cancel_token: str) -> str:
-    """The vehicle of the booking behind a customer's manage link."""
-    booking_id = await booking_id_for_cancel_token(conn, cancel_token)
+async def set_customer_mot_expiry(
+    conn: AsyncConnection, cancel_token: str, expires_on: date, today: date
+) -> str:
+    """A customer's MOT expiry, given through their manage link: kept on *their booking*, for
+    their own reminder, not on the car's record. Anyone can book with any registration, so a
+    customer's word must not change what staff recorded for the car, nor whom its reminders
+    go to (issue 18, finding 8). Returns the booking's registration."""
+    check_expiry(expires_on, today)
     registration = await conn.scalar(
-        select(bookings.c.vehicle_registration).where(bookings.c.id == booking_id)
+        update(bookings)
+        .where(bookings.c.cancel_token_hash == hash_token(cancel_token))
+        .values(mot_expires_on=expires_on)
+        .returning(bookings.c.vehicle_registration)
     )
     if registration is None:
         raise BookingNotFound()

@@ -40,8 +40,11 @@ async def waitlist_match(job: Job, context: JobContext, now: datetime) -> str:
 @handles(OFFERED_KIND)
 async def waitlist_offered(job: Job, context: JobContext, now: datetime) -> str:
     offer_id, token = job.payload.get("offer_id"), job.payload.get("token")
-    if not isinstance(offer_id, int) or not isinstance(token, str):
+    if not isinstance(offer_id, int):
         raise DeliveryFailed("the job's payload names no offer", permanent=True)
+    if not isinstance(token, str):
+        # Scrubbed when the job was done (jobs/queue.py): the link exists in the sent mail only.
+        raise DeliveryFailed("the offer's link was sent already and is not kept", permanent=True)
     async with context.db.read() as conn:
         offer = await load_offer(conn, offer_id=offer_id)
     if offer is None:

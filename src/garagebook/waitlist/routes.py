@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from garagebook.bookings.routes import private_json
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep, rate_limit
-from garagebook.http import error_responses, json_body, json_response, parse_json
+from garagebook.http import error_responses, json_body, parse_json
 from garagebook.timeutil import utcnow
 from garagebook.waitlist import service
 from garagebook.waitlist.schemas import WaitlistIn
@@ -25,7 +26,7 @@ async def join_waitlist(request: Request, db: DatabaseDep, settings: SettingsDep
     """Wait for a time for a service on a day. When one frees up, the first person waiting is
     mailed an offer held for WAITLIST_HOLD_MINUTES. `leave_token` takes you off the list."""
     body = await parse_json(request, WaitlistIn)
-    return json_response(await service.join(db, settings, body), 201)
+    return private_json(await service.join(db, settings, body), 201)
 
 
 @router.delete("/{leave_token}", status_code=204, responses=error_responses(404, 503))
@@ -39,7 +40,7 @@ async def leave_waitlist(
 @router.get("/offers/{token}", responses=error_responses(404, 503))
 async def get_offer(token: str, db: DatabaseDep, settings: SettingsDep) -> Response:
     offer = await service.offer_for_link(db, token)
-    return json_response(offer.as_json(settings, utcnow()))
+    return private_json(offer.as_json(settings, utcnow()))
 
 
 @router.post(
@@ -58,4 +59,4 @@ async def confirm_offer(
     """Book the offered time (201 with the booking and its `cancel_token`); 409 `offer_gone`
     once it was taken up or ran out."""
     result = await service.accept(db, reservations, plans, settings, token)
-    return json_response(result.body, 201)
+    return private_json(result.body, 201)

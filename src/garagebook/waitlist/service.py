@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.holds import new_hold_token
 from garagebook.bookings.schemas import BookingIn, CustomerIn, VehicleIn
-from garagebook.bookings.service import BookingResult, book, hash_token
+from garagebook.bookings.service import BookingResult, book, hash_token, refuse_placeholders
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import (
@@ -70,6 +70,7 @@ _MATCH_LOCK = 0x6761726167657761
 
 
 async def join(db: Database, settings: Settings, request: WaitlistIn) -> dict[str, Any]:
+    refuse_placeholders(request.customer, settings)  # its offer would book as the public does
     now = utcnow()
     today = now.astimezone(settings.timezone).date()
     if not today <= request.day <= today + timedelta(days=JOIN_DAYS_AHEAD):

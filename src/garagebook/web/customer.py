@@ -29,12 +29,16 @@ from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
     BookingClosed,
+    BookingLimitReached,
     BookingNotFound,
     DomainError,
+    IdempotentBookingClosed,
+    InvalidRequest,
     ServiceNotFound,
     SlotInPast,
     SlotNotFound,
     SlotUnavailable,
+    http_status,
 )
 from garagebook.schema import bays, services, slots
 from garagebook.schema import bookings as bookings_table
@@ -448,7 +452,9 @@ async def _details_page(
         "errors": {},
         **form_values,
     }
-    return render(request, settings, "book_details.html", context, status_code)
+    response = render(request, settings, "book_details.html", context, status_code)
+    response.headers["Cache-Control"] = "no-store"  # the customer's details, typed or kept
+    return response
 
 
 @router.post("/book/hold")
@@ -549,6 +555,17 @@ async def book_without_script(
         return await _details_page(
             request, db, plans, settings, {**page_values, "errors": errors}, 422
         )
+    except (InvalidRequest, BookingLimitReached, IdempotentBookingClosed) as exc:
+        # The server's own rules beyond the form's: the garage's placeholder names and
+        # addresses, the caps on live bookings; or this form was sent before, and that booking
+        # is cancelled. The hold is kept: the customer may change a field.
+        errors = {
+            _FIELD_OF[path]: str(f["problem"])
+            for f in exc.data.get("fields", [])
+            if (path := tuple(str(f["field"]).split("."))) in _FIELD_OF
+        }
+        page_values.update(errors=errors, message=exc.message)
+        return await _details_page(request, db, plans, settings, page_values, http_status(exc))
     except (SlotUnavailable, SlotInPast) as exc:
         message = (
             "Sorry, that time is no longer available: someone else booked it, or your hold ran "
@@ -559,4 +576,6 @@ async def book_without_script(
         page_values.update(hold_token="", message=message)
         return await _details_page(request, db, plans, settings, page_values, 409)
     booking = orjson.loads(result.body)
-    return RedirectResponse(f"/manage/{booking['cancel_token']}", 303)
+    return RedirectResponse(
+        f"/manage/{booking['cancel_token']}", 303, headers={"Cache-Control": "no-store"}
+    )

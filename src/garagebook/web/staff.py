@@ -290,7 +290,7 @@ async def walk_in(
         body["slot_id"] = int(form_text(form, "slot_id"))
         body["service_id"] = int(form_text(form, "service_id"))
         request_in = BookingIn.model_validate(body)
-        await bookings.book(db, reservations, plans, settings, request_in, None)
+        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except (ValueError, ValidationError):
         return _back(day, error="invalid")
     except DomainError as exc:
@@ -325,7 +325,7 @@ async def close_slot(
                 "notes": f"Closed by {user.name}",
             }
         )
-        await bookings.book(db, reservations, plans, settings, request_in, None)
+        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except ValidationError:
         return _back(day, error="invalid")
     except SlotUnavailable as exc:

@@ -19,8 +19,8 @@ from garagebook.timeutil import utcnow
 from garagebook.vehicles.service import (
     complete_booking,
     local_today,
-    registration_for_cancel_token,
     registration_of,
+    set_customer_mot_expiry,
     set_mot_expiry,
     vehicle_history,
 )
@@ -159,8 +159,7 @@ async def customer_set_mot(
         if expires_on is None:
             raise ValueError("not a date")
         async with db.transaction() as conn:
-            key = await registration_for_cancel_token(conn, token)
-            await set_mot_expiry(conn, key, expires_on, now, local_today(settings, now))
+            await set_customer_mot_expiry(conn, token, expires_on, local_today(settings, now))
     except BookingNotFound:
         return _not_found(request, settings)
     except (ValueError, InvalidRequest):
