@@ -32,6 +32,7 @@ from garagebook.vehicles.routes import router as vehicles_router
 from garagebook.waitlist.routes import router as waitlist_router
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.web import install_web
+from garagebook.web.auth import StaffSessions
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.db.dispose()
 
     app = FastAPI(title="garagebook", version=__version__, lifespan=lifespan)
+    # Innermost: a /staff route sees only a session that has not been ended.
+    app.add_middleware(StaffSessions)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests)
     install_error_handlers(app)
