@@ -71,7 +71,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default: $PORT or 3000")] = None,
     workers: Annotated[int, typer.Option(min=1, help="server processes")] = 1,
 ) -> None:
-    """Serve the API (uvicorn with uvloop; limits and timeouts in garagebook/serving.py)."""
+    """Serve the API (uvicorn with uvloop and httptools; limits and timeouts: serving.py)."""
     settings = get_settings()
     if workers > 1 and settings.session_secret is None:
         # Each process would sign staff sessions and forms with its own random key.
