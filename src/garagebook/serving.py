@@ -30,11 +30,19 @@ What uvicorn itself offers, and what it does not (uvicorn 0.3x–0.5x):
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import inspect
+from typing import TYPE_CHECKING, Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from garagebook.config import Settings, get_settings
+if TYPE_CHECKING:
+    from garagebook.config import Settings
+
+# Nothing else of garagebook is imported at module level, on purpose: with `--workers N` uvicorn
+# pickles this class into each worker's config, so every worker imports this module before it
+# answers its supervisor's 5 s health pings; importing the settings (pydantic, e-mail
+# validation…) there made workers miss them on a busy machine, and be killed as dead.
 
 
 def _answer(status: bytes, text: bytes) -> bytes:
@@ -55,6 +63,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        from garagebook.config import get_settings  # see the imports above
+
         # From the settings of this process (each `--workers` process imports this afresh).
         settings = get_settings()
         self.read_timeout = settings.http_read_timeout_seconds
@@ -128,4 +138,16 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": bool(forwarded),
         "forwarded_allow_ips": forwarded or None,
         "server_header": False,
+        **_worker_healthcheck(),
     }
+
+
+def _worker_healthcheck() -> dict[str, Any]:
+    """With `--workers N`, uvicorn (0.3x and later) pings each worker and kills one that does
+    not answer within 5 s — also while it is still starting. On a busy machine (CI, or a host
+    already at full load) a starting worker misses that and is killed and restarted in a loop,
+    so the server never answers (seen at load 10 on 2 cores, with or without this module's
+    changes). 30 s still finds a hung worker; older uvicorns have no such check."""
+    if "timeout_worker_healthcheck" not in inspect.signature(uvicorn.Config).parameters:
+        return {}
+    return {"timeout_worker_healthcheck": 30}
