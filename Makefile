@@ -30,7 +30,7 @@ run: install
 	$(BIN)/garagebook seed
 	@echo "garagebook: http://$(HOST):$(PORT)   (API docs: http://$(HOST):$(PORT)/docs)"
 	@echo "admin token for this development server: $(ADMIN_TOKEN)"
-	ADMIN_TOKEN=$(ADMIN_TOKEN) $(BIN)/garagebook serve --host $(HOST) --port $(PORT)
+	API_DOCS=true ADMIN_TOKEN=$(ADMIN_TOKEN) $(BIN)/garagebook serve --host $(HOST) --port $(PORT)
 
 ## worker: deliver mails from the outbox (production shape; `make run` has one built in)
 worker: install

@@ -47,6 +47,8 @@ PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token"
+METRICS_TOKEN = "test-metrics-token"
+METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 TEST_REDIS_TIMEOUT_MS = 2000
 DATA_TABLES = [
     "waitlist_offers",
@@ -177,6 +179,9 @@ class Stack:
             # in tests that are about something else (breaker tests set their own timeouts).
             "redis_timeout_ms": TEST_REDIS_TIMEOUT_MS,
             **NO_BOOKING_CAPS,
+            # As in development (`make run`): the tests read the schema and the metrics.
+            "api_docs": True,
+            "metrics_token": METRICS_TOKEN,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -192,6 +197,8 @@ class Stack:
             REDIS_TIMEOUT_MS=str(TEST_REDIS_TIMEOUT_MS),
             SESSION_SECRET="test-session-secret",  # `serve --workers N>1` requires one
             **{name.upper(): "0" for name in NO_BOOKING_CAPS},
+            API_DOCS="true",
+            METRICS_TOKEN=METRICS_TOKEN,
         )
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from garagebook.cli import migrate_database
 from tests.conftest import (
     ADMIN_TOKEN,
+    METRICS_HEADERS,
     ROOT,
     RedisProcess,
     ServerProcess,
@@ -123,7 +124,7 @@ def test_two_servers_share_the_requests(stack: Stack, start_server: StartServer)
     urls = ",".join(s.url for s in servers)
     assert_passed(run_tool("--api-url", urls, "-n", "50", "-i", "3"), 50, 3)
     for server in servers:  # each single-worker server counted its own half
-        metrics = httpx.get(f"{server.url}/metrics").text
+        metrics = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
         attempts = re.findall(
             r'^garagebook_booking_attempts_total\{outcome="[a-z_]+"\} (\S+)$', metrics, re.MULTILINE
         )

@@ -10,7 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ServerProcess, Stack, booking_body, free_slots
+from tests.conftest import (
+    ADMIN_TOKEN,
+    METRICS_HEADERS,
+    ServerProcess,
+    Stack,
+    booking_body,
+    free_slots,
+)
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -31,7 +38,7 @@ async def test_metrics_count_outcomes(api: httpx.AsyncClient) -> None:
     slot = (await free_slots(api))[0]
     await api.post("/api/bookings", json=booking_body(slot["id"]))
     await api.post("/api/bookings", json=booking_body(slot["id"]))
-    text = (await api.get("/metrics")).text
+    text = (await api.get("/metrics", headers=METRICS_HEADERS)).text
     assert 'garagebook_booking_attempts_total{outcome="created"}' in text
     assert 'garagebook_booking_attempts_total{outcome="rejected_reservation"}' in text
     assert "garagebook_reservation_layer_skipped_total" in text
@@ -134,7 +141,7 @@ async def test_metrics_under_load(api: httpx.AsyncClient) -> None:
         *(api.post("/api/bookings", json=booking_body(slots[0]["id"])) for _ in range(10))
     )
     await api.get(f"/api/bookings/{'x' * 22}", headers=ADMIN_AUTH)
-    text = (await api.get("/metrics")).text
+    text = (await api.get("/metrics", headers=METRICS_HEADERS)).text
     assert (
         'garagebook_http_requests_total{method="POST",route="/api/bookings",status="201"} ' in text
     )

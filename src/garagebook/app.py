@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from garagebook import __version__
 from garagebook.bookings.routes import RescheduleIn, holds_router, manage_router
@@ -32,6 +34,25 @@ from garagebook.vehicles.routes import router as vehicles_router
 from garagebook.waitlist.routes import router as waitlist_router
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.web import install_web
+from garagebook.web.auth import StaffSessions
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def _new_app(settings: Settings, lifespan: Lifespan) -> FastAPI:
+    """Without API_DOCS: no /docs, /redoc or /openapi.json (they map every endpoint for
+    whoever asks). With it: Swagger UI from the fastapi-offline package's own copy of its
+    assets, so /docs works without internet and loads nothing from other hosts."""
+    info: dict[str, Any] = {"title": "garagebook", "version": __version__, "lifespan": lifespan}
+    if not settings.api_docs:
+        return FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **info)
+    return FastAPIOffline(
+        docs_url="/docs",
+        redoc_url=None,
+        static_url="/docs-assets",
+        swagger_ui_parameters={"validatorUrl": None},  # the default badge calls another host
+        **info,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.reservations.close()
             await app.state.db.dispose()
 
-    app = FastAPI(title="garagebook", version=__version__, lifespan=lifespan)
+    app = _new_app(settings, lifespan)
+    # Innermost: a /staff route sees only a session that has not been ended.
+    app.add_middleware(StaffSessions)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests)
     install_error_handlers(app)

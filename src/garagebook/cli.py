@@ -17,6 +17,7 @@ from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DomainError
 from garagebook.jobs.commands import jobs_cli, worker
+from garagebook.serving import uvicorn_options
 from garagebook.slots.seed import seed_demo_garage
 from garagebook.vehicles.reminders import run_remind_mot
 from garagebook.web.commands import staff_cli
@@ -70,7 +71,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default: $PORT or 3000")] = None,
     workers: Annotated[int, typer.Option(min=1, help="server processes")] = 1,
 ) -> None:
-    """Serve the API (uvicorn with uvloop and httptools)."""
+    """Serve the API (uvicorn with uvloop and httptools; limits and timeouts: serving.py)."""
     settings = get_settings()
     if workers > 1 and settings.session_secret is None:
         # Each process would sign staff sessions and forms with its own random key.
@@ -90,10 +91,10 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,  # garagebook.http.ObserveRequests logs one JSON line per request
         timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
     )
 
 

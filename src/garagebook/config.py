@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     # Signs staff session cookies and CSRF tokens; unset = random per process (see README).
     session_secret: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The server itself (garagebook/serving.py): headers, reads, idle connections, concurrency.
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
+    http_read_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    keep_alive_timeout_seconds: int = Field(default=75, ge=1, le=3600)
+    max_concurrency: int = Field(default=2000, ge=10)  # connections or requests per process
+    # Proxies whose X-Forwarded-For / -Proto are believed ("10.0.0.5,10.0.1.0/24", "*"); none.
+    forwarded_allow_ips: str = ""
+    # Prometheus: /metrics needs `Authorization: Bearer $METRICS_TOKEN`; unset, it answers 404.
+    metrics_token: SecretStr | None = None
+    api_docs: bool = False  # /docs and /openapi.json (on in `make run`)
 
     # Booking rules
     reservation_ttl_seconds: int = Field(default=300, ge=1)
@@ -148,6 +158,14 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        for part in filter(None, (part.strip() for part in value.split(","))):
+            if part != "*" and not part.startswith("unix:"):
+                ipaddress.ip_network(part, strict=False)
+        return value
+
     @field_validator("garage_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -182,7 +200,13 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @field_validator(
-        "redis_url", "admin_token", "smtp_url", "embedded_worker", "session_secret", mode="before"
+        "redis_url",
+        "admin_token",
+        "smtp_url",
+        "embedded_worker",
+        "session_secret",
+        "metrics_token",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

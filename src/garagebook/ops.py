@@ -1,20 +1,22 @@
 """Operations endpoints: /health (liveness, with what is degraded), /ready (readiness: the
-database answers and its schema is the one this code expects), /metrics (Prometheus)."""
+database answers and its schema is the one this code expects), /metrics (Prometheus, behind
+METRICS_TOKEN: it shows the exact Python version, booking volumes and sign-in results)."""
 
 from __future__ import annotations
 
+import hmac
 from functools import cache
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
-from garagebook.deps import DatabaseDep, ReservationsDep
-from garagebook.errors import DatabaseUnavailable
+from garagebook.deps import DatabaseDep, ReservationsDep, SettingsDep
+from garagebook.errors import DatabaseUnavailable, Forbidden, NotAuthenticated
 from garagebook.http import error_responses, json_response
 from garagebook.jobs import queue
 from garagebook.metrics import (
@@ -87,8 +89,24 @@ def _not_ready(message: str, **data: str) -> Response:
     return json_response({"error": {"code": "not_ready", "message": message, **data}}, 503)
 
 
+def _require_metrics_token(request: Request, settings: SettingsDep) -> None:
+    """Prometheus sends `Authorization: Bearer <token>` (`authorization.credentials` in its
+    scrape config). Without METRICS_TOKEN there are no metrics to see: 404."""
+    if settings.metrics_token is None:
+        raise HTTPException(404)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthenticated()
+    expected = settings.metrics_token.get_secret_value().encode()
+    if not hmac.compare_digest(token.strip().encode(), expected):
+        raise Forbidden()
+
+
 @router.get("/metrics", include_in_schema=False)
-async def metrics(db: DatabaseDep, reservations: ReservationsDep) -> Response:
+async def metrics(
+    request: Request, settings: SettingsDep, db: DatabaseDep, reservations: ReservationsDep
+) -> Response:
+    _require_metrics_token(request, settings)
     RESERVATION_LAYER_UP.set(0 if reservations.status == "degraded" else 1)
     DB_POOL_IN_USE.set(db.connections_in_use())
     try:

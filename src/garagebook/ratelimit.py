@@ -1,8 +1,12 @@
 """Rate limits per client address on booking, hold, cancel and staff sign-in, so one client
 hammering cannot stop the others (or guess a staff password at leisure). Kept in Redis when
-it is configured (shared by every server process), in memory otherwise. Fails open: with
-Redis degraded, requests are not limited rather than refused — availability of booking
-matters more than throttling."""
+it is configured (shared by every server process), in memory otherwise. With Redis degraded
+or failing, the limits are counted in this process's memory instead: per process rather than
+shared (N processes let N times through), but never off — sign-in most of all must not become
+unlimited password guessing because Redis is away.
+
+An IPv6 client is counted by its /64: one subscriber line or host gets a whole /64, so keying
+on the full address would give one client 2^64 fresh limits."""
 
 from __future__ import annotations
 
@@ -47,6 +51,10 @@ class RateLimiter:
         else:
             storage = MemoryStorage()
         self._limiter = MovingWindowRateLimiter(storage)
+        # Counts here while Redis is degraded or failing (see the module docstring).
+        self._fallback = (
+            MovingWindowRateLimiter(MemoryStorage()) if self._pool is not None else None
+        )
         self._reservations = reservations
         self._rates: dict[str, list[limits.RateLimitItem]] = {
             "booking": [limits.parse(settings.rate_limit_bookings)],
@@ -86,15 +94,39 @@ class RateLimiter:
 
     async def check(self, action: Action, client: str | None) -> None:
         """Count one `action` for `client`; RateLimited (429) when over any of its limits."""
-        if client is None or self._is_exempt(client) or self._reservations.status == "degraded":
+        if client is None or self._is_exempt(client):
             return
+        key = client_key(client)
+        limiter = self._limiter
+        if self._fallback is not None and self._reservations.status == "degraded":
+            limiter = self._fallback  # Redis is known to be away: do not wait for its timeout
+        try:
+            await self._hit(limiter, action, key)
+        except RateLimited:
+            raise
+        except Exception as exc:  # any storage failure: count in this process instead
+            if self._fallback is None or limiter is self._fallback:
+                raise
+            log.warning("rate limiter storage failed (%s): counting in-process", type(exc).__name__)
+            await self._hit(self._fallback, action, key)
+
+    async def _hit(self, limiter: MovingWindowRateLimiter, action: Action, key: str) -> None:
         for rate in self._rates[action]:
-            try:
-                allowed = await self._limiter.hit(rate, action, client)
-                if allowed:
-                    continue
-                stats = await self._limiter.get_window_stats(rate, action, client)
-            except Exception as exc:  # any storage failure: fail open (see module docstring)
-                log.warning("rate limiter unavailable (%s): not limiting", type(exc).__name__)
-                return
+            if await limiter.hit(rate, action, key):
+                continue
+            stats = await limiter.get_window_stats(rate, action, key)
             raise RateLimited(retry_after=max(1, int(stats.reset_time - time.time()) + 1))
+
+
+def client_key(client: str) -> str:
+    """What a client is counted by: its IPv4 address, or its IPv6 /64 (an IPv4-mapped IPv6
+    address counts as the IPv4 address it carries)."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

@@ -205,6 +205,8 @@ staff_users = Table(
     Column("password_hash", String(255), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Sign-out and a password change add one: every session cookie issued before ends.
+    Column("session_version", Integer, nullable=False, server_default="0"),
 )
 
 # The cancellation waitlist. An entry is `waiting` → `offered` (it has one open offer) →

@@ -35,6 +35,21 @@ def _multi_line(value: str) -> str:
     return _printable(value, allow_newlines=True)
 
 
+# RFC 2047 encoded words ("=?charset?q?...?=") decode to anything, CR/LF included, and Python
+# before 3.11.10 / 3.12.5 (CVE-2024-6923) writes such a name into a mail header unchecked; Unicode
+# line and paragraph separators split lines too. Refused in every field that reaches a header.
+_ENCODED_WORD = re.compile(r"=\?.*\?=", re.DOTALL)
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _header_safe(value: str) -> str:
+    if _ENCODED_WORD.search(value):
+        raise ValueError("text must not contain '=?…?=' (an encoded mail header word)")
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI for char in value):
+        raise ValueError("text must not contain control characters or line separators")
+    return value
+
+
 def _phone(value: str) -> str:
     if not _PHONE.match(value):
         raise ValueError("phone must be digits, spaces, brackets or dashes, optionally after '+'")
@@ -75,8 +90,13 @@ class _Strict(BaseModel):
 
 
 class CustomerIn(_Strict):
-    name: Annotated[OneLine, Field(max_length=100)]
-    email: Annotated[EmailStr, Field(max_length=254), AfterValidator(_lowercase_email)]
+    name: Annotated[OneLine, Field(max_length=100), AfterValidator(_header_safe)]
+    email: Annotated[
+        EmailStr,
+        Field(max_length=254),
+        AfterValidator(_header_safe),
+        AfterValidator(_lowercase_email),
+    ]
     phone: Annotated[OneLine, Field(max_length=32), AfterValidator(_phone)] | None = None
 
 

@@ -18,6 +18,7 @@ from garagebook.config import Settings, SmtpServer
 
 _ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+_HEADER_START = re.compile(rb"^([!-9;-~]+):")
 
 
 class DeliveryFailed(Exception):
@@ -33,6 +34,42 @@ def redact(text: str) -> str:
     """Servers echo recipients in their errors ("550 <ada@example.com> unknown"): errors are
     stored and logged, customer addresses must not be."""
     return _ADDRESS.sub("<address>", text)
+
+
+def checked_bytes(message: EmailMessage) -> bytes:
+    """The message as it goes on the wire (CRLF line ends), after checking that its header block
+    is exactly the headers that were set, in order, each a header line or its folded
+    continuation: no CR or LF on its own, no header added, no early blank line. Python before
+    3.11.10 / 3.12.5 (CVE-2024-6923) writes a header whose value decodes to CR/LF as is, so a
+    name with an encoded word could add a Reply-To:, a Bcc: or body text; this refuses such a
+    message whatever the Python. Permanent: sending it again would be the same message."""
+    data = message.as_bytes(policy=SMTP)
+    head, blank, _ = data.partition(b"\r\n\r\n")
+    names: list[str] = []
+    for line in head.split(b"\r\n") if blank else [b"\n"]:
+        if b"\r" in line or b"\n" in line:
+            names.append("\n")  # a bare line break: never a header of ours
+        elif line[:1] in (b" ", b"\t"):
+            continue  # a folded continuation of the header above
+        else:
+            match = _HEADER_START.match(line)
+            names.append(match.group(1).decode("ascii").lower() if match else "?")
+    expected = [name.lower() for name in message]  # header names, in order
+    if names != expected:
+        raise DeliveryFailed(
+            f"refused to send: the message's headers are not the ones set "
+            f"({len(names)} header lines for {len(expected)} headers)",
+            permanent=True,
+        )
+    return data
+
+
+def envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    """Sender and recipients from the headers as set (their parsed addresses), never from the
+    written text: what the SMTP envelope says is what the garage meant to send."""
+    sender = message["From"].addresses[0].addr_spec
+    recipients = [address.addr_spec for address in message["To"].addresses]
+    return sender, recipients
 
 
 class Mailer(Protocol):
@@ -52,9 +89,13 @@ class SmtpMailer:
 
     async def send(self, message: EmailMessage) -> None:
         server = self.server
+        data = checked_bytes(message)
+        sender, recipients = envelope(message)
         try:
             await aiosmtplib.send(
-                message,
+                data,
+                sender=sender,
+                recipients=recipients,
                 hostname=server.host,
                 port=server.port,
                 username=server.username,
@@ -104,15 +145,14 @@ class DropFolderMailer:
         return self.directory / f"{stem}.eml"
 
     async def send(self, message: EmailMessage) -> None:
+        data = checked_bytes(message)  # CRLF line ends, as on the wire
         try:
-            await asyncio.to_thread(self._write, message)
+            await asyncio.to_thread(self._write, self.path_for(message), data)
         except OSError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc.strerror or exc}") from None
 
-    def _write(self, message: EmailMessage) -> None:
-        target = self.path_for(message)
+    def _write(self, target: Path, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        data = message.as_bytes(policy=SMTP)  # CRLF line ends, as on the wire
         handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:

@@ -137,12 +137,12 @@ async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Res
 
 
 @router.post("/logout")
-async def logout(request: Request, settings: SettingsDep) -> Response:
+async def logout(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     form = await request.form()
     if not has_valid_csrf(request, settings, form):
         return _refused(request, settings)
     response = RedirectResponse("/staff/login", 303)
-    end_session(response, request, settings)
+    await end_session(response, request, settings, db)
     return response
 
 
