@@ -4,8 +4,8 @@ A staff session cookie is signed and carries the version it was issued at; every
 compares it with this column. Sign-out and a password change add one, so every cookie issued
 before stops working; removing the user removes the row, so their cookies match nothing.
 
-Revision ID: 0009_staff_session_version
-Revises: 0008_completed_status
+Revision ID: 0010_staff_session_version
+Revises: 0009_idempotency_seal_caps
 Create Date: 2026-12-02 01:10:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_staff_session_version"
-down_revision: str | None = "0008_completed_status"
+revision: str = "0010_staff_session_version"
+down_revision: str | None = "0009_idempotency_seal_caps"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
