@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
+from garagebook.garage_info import garage_info
+from garagebook.manage_links import manage_url
 from garagebook.schema import bays, bookings, services, slots
 
 CONFIRMED = "confirmed"
@@ -168,7 +170,9 @@ def attach_calendar(
 
 
 def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
-    """What every booking mail's template may show."""
+    """What every booking mail's template may show. The "Manage your booking" link is signed
+    here, when the mail is written (`garagebook.manage_links` says why): never an API address,
+    which needs a token a mail cannot carry."""
     base = settings.public_url
     return {
         "garage_name": settings.garage_name,
@@ -178,8 +182,7 @@ def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
         "bay": booking.bay,
         "registration": booking.vehicle_registration,
         "public_url": base,
-        "booking_url": f"{base}/api/bookings/{booking.booking_id}",
-        "cancel_url": f"{base}/api/bookings/{booking.booking_id}/cancel",
+        "manage_url": manage_url(settings, booking.booking_id, booking.ends_at),
         **local_times(booking.starts_at, booking.ends_at, settings.timezone),
     }
 
@@ -210,7 +213,7 @@ def build_mail(
     message["Auto-Submitted"] = "auto-generated"
     if reference is not None:
         message["X-Booking-Reference"] = reference
-    context = {**context, "subject": subject}
+    context = {"garage": garage_info(settings), **context, "subject": subject}
     # Quoted-printable, not base64: the .eml stays readable in a text editor too.
     text = _templates.get_template(f"{template}.txt").render(context)
     html = _templates.get_template(f"{template}.html").render(context)

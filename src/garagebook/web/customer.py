@@ -27,6 +27,8 @@ from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, normalise_re
 from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
+from garagebook.manage_links import booking_id_of as signed_booking_id
+from garagebook.manage_links import is_signed_link
 from garagebook.errors import (
     BookingClosed,
     BookingNotFound,
@@ -195,11 +197,23 @@ def _times_of(
     return [seen[k] for k in sorted(seen)]
 
 
-async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> dict[str, Any]:
+async def manage_booking_id(conn: AsyncConnection, settings: Settings, token: str) -> str:
+    """The booking behind a manage page address: the cancel token (the confirmation page's,
+    stored hashed) or a signed link from a mail (`garagebook.manage_links`). Either opens the
+    same page, with the same powers; a forged, altered or expired link is not found."""
     if len(token) > _TOKEN_MAX:
         raise BookingNotFound()
+    if is_signed_link(token):
+        booking_id = signed_booking_id(settings, token)
+        if booking_id is None:
+            raise BookingNotFound()
+        return booking_id
+    return await bookings.booking_id_for_cancel_token(conn, token)
+
+
+async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> dict[str, Any]:
     async with db.read() as conn:
-        booking_id = await bookings.booking_id_for_cancel_token(conn, token)
+        booking_id = await manage_booking_id(conn, settings, token)
         booking = await bookings.get_booking(conn, settings, booking_id)
         service_name = await conn.scalar(
             select(services.c.name).where(services.c.id == booking["service_id"])

@@ -19,13 +19,13 @@ from garagebook.timeutil import utcnow
 from garagebook.vehicles.service import (
     complete_booking,
     local_today,
-    registration_for_cancel_token,
+    registration_for_booking,
     registration_of,
     set_mot_expiry,
     vehicle_history,
 )
 from garagebook.web.auth import current_staff
-from garagebook.web.customer import _not_found
+from garagebook.web.customer import _not_found, manage_booking_id
 from garagebook.web.forms import checked_form, form_text
 from garagebook.web.pages import local_time, long_date, render
 from garagebook.web.staff import _action, _back, _error_code, _refused
@@ -159,7 +159,7 @@ async def customer_set_mot(
         if expires_on is None:
             raise ValueError("not a date")
         async with db.transaction() as conn:
-            key = await registration_for_cancel_token(conn, token)
+            key = await registration_for_booking(conn, await manage_booking_id(conn, settings, token))
             await set_mot_expiry(conn, key, expires_on, now, local_today(settings, now))
     except BookingNotFound:
         return _not_found(request, settings)
