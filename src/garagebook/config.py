@@ -178,7 +178,10 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @field_validator(
-        "redis_url", "admin_token", "smtp_url", "embedded_worker",
+        "redis_url",
+        "admin_token",
+        "smtp_url",
+        "embedded_worker",
         "session_secret",
         "manage_link_secret",
         mode="before",

@@ -121,7 +121,9 @@ async def set_mot_expiry(
 
 async def registration_for_cancel_token(conn: AsyncConnection, cancel_token: str) -> str:
     """The vehicle of the booking behind a customer's manage link."""
-    return await registration_for_booking(conn, await booking_id_for_cancel_token(conn, cancel_token))
+    return await registration_for_booking(
+        conn, await booking_id_for_cancel_token(conn, cancel_token)
+    )
 
 
 async def registration_for_booking(conn: AsyncConnection, booking_id: str) -> str:

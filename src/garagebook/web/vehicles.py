@@ -159,7 +159,9 @@ async def customer_set_mot(
         if expires_on is None:
             raise ValueError("not a date")
         async with db.transaction() as conn:
-            key = await registration_for_booking(conn, await manage_booking_id(conn, settings, token))
+            key = await registration_for_booking(
+                conn, await manage_booking_id(conn, settings, token)
+            )
             await set_mot_expiry(conn, key, expires_on, now, local_today(settings, now))
     except BookingNotFound:
         return _not_found(request, settings)
