@@ -27,8 +27,6 @@ from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, normalise_re
 from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
-from garagebook.manage_links import booking_id_of as signed_booking_id
-from garagebook.manage_links import is_signed_link
 from garagebook.errors import (
     BookingClosed,
     BookingNotFound,
@@ -38,6 +36,8 @@ from garagebook.errors import (
     SlotNotFound,
     SlotUnavailable,
 )
+from garagebook.manage_links import booking_id_of as signed_booking_id
+from garagebook.manage_links import is_signed_link
 from garagebook.schema import bays, services, slots
 from garagebook.schema import bookings as bookings_table
 from garagebook.slots.service import list_slots, local_day_bounds
