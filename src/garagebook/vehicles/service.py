@@ -13,7 +13,13 @@ from garagebook.bookings.schemas import normalise_registration
 from garagebook.bookings.service import booking_id_for_cancel_token, get_booking
 from garagebook.config import Settings
 from garagebook.db import Database
-from garagebook.errors import AlreadyCancelled, BookingNotFound, VehicleNotFound
+from garagebook.errors import (
+    AlreadyCancelled,
+    BookingNotFound,
+    NotCompleted,
+    NotDueYet,
+    VehicleNotFound,
+)
 from garagebook.schema import bookings, services, vehicles
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.vehicles.mot import check_expiry, next_mot_expiry
@@ -86,8 +92,10 @@ async def vehicle_history(
         "model": vehicle.model,
         "mot_expires_on": _iso(vehicle.mot_expires_on),
         "mot_reminded_for": _iso(vehicle.mot_reminded_for),
-        "upcoming": [shown(r) for r in rows if r.starts_at >= now],
-        "past": [shown(r) for r in reversed(rows) if r.starts_at < now],
+        # By what happened, not only by the clock: a booking marked done is history even
+        # when staff marked it before its time.
+        "upcoming": [shown(r) for r in rows if _upcoming(r, now)],
+        "past": [shown(r) for r in reversed(rows) if not _upcoming(r, now)],
         "services_done": [
             {
                 "reference": r.reference,
@@ -98,6 +106,10 @@ async def vehicle_history(
             for r in done
         ],
     }
+
+
+def _upcoming(row: Any, now: datetime) -> bool:
+    return bool(row.starts_at >= now and row.status != "completed")
 
 
 def _iso(day: date | None) -> str | None:
@@ -135,12 +147,16 @@ async def registration_for_booking(conn: AsyncConnection, booking_id: str) -> st
     return str(registration)
 
 
-async def complete_booking(db: Database, settings: Settings, booking_id: str) -> dict[str, Any]:
+async def complete_booking(
+    db: Database, settings: Settings, booking_id: str, not_after: date | None = None
+) -> dict[str, Any]:
     """Staff mark a booking done: `confirmed` → `completed`, keeping its slots (the unique
     indexes exclude only cancelled bookings). Done again: the same answer, nothing changes.
     A completed MOT renews the vehicle's MOT expiry, in the same transaction.
 
-    The test date is the booking's day, or today if staff mark it done before that day."""
+    The test date is the booking's day, or today if staff mark it done before that day.
+    With `not_after` (the staff pages: the garage's today), a booking on a later day is
+    refused: marking tomorrow's car done is a slip of the finger, not work done."""
     if len(booking_id) > _BOOKING_ID_MAX:
         raise BookingNotFound()
     now = utcnow()
@@ -162,6 +178,10 @@ async def complete_booking(db: Database, settings: Settings, booking_id: str) ->
             raise BookingNotFound()
         if row.status == "cancelled":
             raise AlreadyCancelled()
+        if row.status == "confirmed" and not_after is not None:
+            day = local_today(settings, row.starts_at)
+            if day > not_after:
+                raise NotDueYet(day=day.isoformat())
         if row.status == "confirmed":
             await conn.execute(
                 update(bookings)
@@ -201,3 +221,28 @@ async def _renew_mot(
         .where(vehicles.c.registration == registration)
         .values(mot_expires_on=next_mot_expiry(test_date, current), updated_at=now)
     )
+
+
+async def undo_complete(db: Database, settings: Settings, booking_id: str) -> dict[str, Any]:
+    """Staff take back a "Done": `completed` → `confirmed`, under the same guard as marking it
+    (one transaction, the booking row locked, the status checked under the lock), so a
+    double click or two staff at once undo it once. The slots never left the booking, so
+    nothing can have been booked into them meanwhile. An MOT expiry that the completion
+    renewed stays as it is (the previous date is not kept): staff correct it on the vehicle's
+    page if it was wrong."""
+    if len(booking_id) > _BOOKING_ID_MAX:
+        raise BookingNotFound()
+    async with db.transaction() as conn:
+        status = await conn.scalar(
+            select(bookings.c.status).where(bookings.c.id == booking_id).with_for_update()
+        )
+        if status is None:
+            raise BookingNotFound()
+        if status != "completed":
+            raise NotCompleted(status=status)
+        await conn.execute(
+            update(bookings)
+            .where(bookings.c.id == booking_id, bookings.c.status == "completed")
+            .values(status="confirmed", completed_at=None)
+        )
+        return await get_booking(conn, settings, booking_id)
