@@ -361,13 +361,15 @@ async def walk_in(
         request_in = BookingIn.model_validate(body)
     except (ValueError, ValidationError):
         return await _walk_in_again(request, db, settings, user, day, typed, _ERRORS["invalid"])
+    why = None
     async with db.read() as conn:
         fits = await _walk_in_fits(conn, day, settings.timezone, utcnow(), [request_in.service_id])
         if request_in.slot_id not in fits:
             why = await _why_no_fit(
                 conn, settings, request_in.slot_id, request_in.service_id, utcnow()
             )
-            return await _walk_in_again(request, db, settings, user, day, typed, why)
+    if why is not None:
+        return await _walk_in_again(request, db, settings, user, day, typed, why)
     try:
         await bookings.book(db, reservations, plans, settings, request_in, None)
     except DomainError as exc:
@@ -481,7 +483,8 @@ async def move_page(
 ) -> Response:
     """The free start times (every bay) where the booking's service fits, from the day shown
     for MOVE_DAYS days; the booking's own slots count as free for it."""
-    if current_staff(request, settings) is None:
+    user = current_staff(request, settings)
+    if user is None:
         return RedirectResponse("/staff/login", 303)
     zone = settings.timezone
     now = utcnow()
@@ -519,6 +522,7 @@ async def move_page(
         text = f"{local:%H:%M} · {bay_names.get(a.slot.bay_id, '')}"
         options.setdefault(local.date(), []).append((a.slot.id, text))
     context = {
+        "user": user,
         "booking": booking,
         "service_name": service_name or "",
         "bay_name": bay_names.get(booking["bay_id"], ""),
