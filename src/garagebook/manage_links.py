@@ -64,6 +64,30 @@ def manage_url(settings: Settings, booking_id: str, ends_at: datetime) -> str:
     return f"{settings.public_url}/manage/{manage_token(settings, booking_id, ends_at)}"
 
 
+# A waitlist offer's mail: the same idea for the offer page (`/waitlist/offers/<signed id>`),
+# valid a day past the offer's own end (the page then says it is gone).
+OFFER_LINK_VALID_AFTER = timedelta(days=1)
+_OFFER_SALT = "garagebook.waitlist-offer-link"
+
+
+def offer_url(settings: Settings, offer_id: int, expires_at: datetime) -> str:
+    until = int((expires_at + OFFER_LINK_VALID_AFTER).timestamp())
+    token = URLSafeSerializer(_secret(settings), salt=_OFFER_SALT).dumps([offer_id, until])
+    return f"{settings.public_url}/waitlist/offers/{token}"
+
+
+def offer_id_of(settings: Settings, token: str, now: datetime | None = None) -> int | None:
+    try:
+        value = URLSafeSerializer(_secret(settings), salt=_OFFER_SALT).loads(token)
+    except BadSignature:
+        return None
+    match value:
+        case [int(offer_id), int(until)]:
+            moment = now or datetime.now(UTC)
+            return offer_id if moment.timestamp() <= until else None
+    return None
+
+
 def booking_id_of(settings: Settings, token: str, now: datetime | None = None) -> str | None:
     """The booking a signed link names, or None: forged, altered, or past its expiry."""
     try:
