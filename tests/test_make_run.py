@@ -1,6 +1,7 @@
 """`make run` as the README has a developer start it: the URL it prints answers at once, and
 stopping it (Ctrl-C, or SIGTERM from a process manager, to the whole process group) ends
-quietly: no `make: *** … Terminated`, no traceback, the server's own exit status 0."""
+quietly: no `make: *** … Terminated`, no traceback, the server's own exit status 0. And a
+worker that would sign its mails' links with a key of its own refuses to start."""
 
 from __future__ import annotations
 
@@ -94,3 +95,20 @@ def test_serve_exits_0_when_stopped(tmp_path: Path, sig: signal.Signals) -> None
     _until_ready(process, port)
     _stop(process, sig)
     assert process.returncode == 0
+
+
+def test_a_worker_without_a_link_secret_refuses_to_start(tmp_path: Path) -> None:
+    """Its mails' manage links would be signed with a key no server has."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_SECRET")}
+    env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'garagebook.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "garagebook.cli", "worker"],
+        env=env,
+        cwd=tmp_path,  # no .env file here
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "MANAGE_LINK_SECRET" in result.stderr
