@@ -122,7 +122,7 @@ async def test_the_hold_and_the_confirmation_show_service_price_and_the_garage(
     await expect(page.locator("#garage-hours")).to_have_text(
         "Monday–Saturday 08:00–17:00; Sunday closed"
     )
-    await screenshot(page, "confirmation-desktop")
+    await screenshot(page, "first-day-confirmation-desktop")
     await assert_accessible(page)
 
 
