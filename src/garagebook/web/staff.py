@@ -361,6 +361,8 @@ async def walk_in(
         request_in = BookingIn.model_validate(body)
     except (ValueError, ValidationError):
         return await _walk_in_again(request, db, settings, user, day, typed, _ERRORS["invalid"])
+    # A read, only to say why in staff's words; the booking path below still decides (a time
+    # taken meanwhile is its 409, with what was typed kept as well).
     why = None
     async with db.read() as conn:
         fits = await _walk_in_fits(conn, day, settings.timezone, utcnow(), [request_in.service_id])
