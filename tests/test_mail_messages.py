@@ -109,6 +109,10 @@ def test_headers_and_both_parts() -> None:
         assert "/api/" not in part
         assert "curl" not in part
 
+    ics = calendar.get_content()
+    ics = ics.decode() if isinstance(ics, bytes) else ics
+    assert "https://book.kwik.example/manage/" in "".join(ics.split("\r\n "))  # unfolded
+
     cancelled = compose(booking_at(start), "cancelled", config, NOW)
     assert cancelled["Message-ID"] == "<A1-7KQ2M9.cancelled@kwik.example>"
     assert cancelled["In-Reply-To"] == "<A1-7KQ2M9.confirmed@kwik.example>"

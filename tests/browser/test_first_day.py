@@ -188,7 +188,7 @@ async def test_the_mails_button_opens_the_booking_to_move_or_cancel_it(
 
     await wait_until(written, 10, "the confirmation mail")
     mail = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
-    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]  # EmailMessage part
     assert "curl" not in html
     assert "/api/" not in html
     [url] = re.findall(r'<a href="([^"]+)"[^>]*>Manage your booking</a>', html)

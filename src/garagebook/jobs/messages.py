@@ -143,9 +143,12 @@ _WITH_CALENDAR = (CONFIRMED, RESCHEDULED, CANCELLED)
 def attach_calendar(
     message: EmailMessage, booking: BookingMail, event: str, settings: Settings, now: datetime
 ) -> None:
-    """The booking's .ics (a cancellation's removes the entry). Without a manage link: the
-    cancel token is stored hashed, so a mail sent later cannot show it."""
+    """The booking's .ics (a cancellation's removes the entry), with the same signed manage
+    link as the mail's button (none on a cancellation: nothing is left to manage)."""
     status = "cancelled" if event == CANCELLED else booking.status
+    link = (
+        None if status == "cancelled" else manage_url(settings, booking.booking_id, booking.ends_at)
+    )
     body = booking_ics(
         settings,
         reference=booking.reference,
@@ -156,7 +159,7 @@ def attach_calendar(
         status=status,
         sequence=booking.sequence,
         registration=booking.vehicle_registration,
-        manage_url=None,
+        manage_url=link,
         stamp=now,
     )
     method = "CANCEL" if status == "cancelled" else "PUBLISH"
