@@ -7,6 +7,8 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 # Development-only admin token for `make run`; set your own in production.
 ADMIN_TOKEN ?= dev-admin-token
+# Development-only key of the manage links in mails, so they survive a restart of `make run`.
+MANAGE_LINK_SECRET ?= dev-manage-link-secret
 PYTEST_ARGS ?=
 
 .PHONY: run install install-test test test-concurrency bench worker chaos fuzz lint typecheck format audit clean
@@ -25,12 +27,12 @@ install: $(BIN)/garagebook
 install-test: $(VENV)/.test-deps
 
 ## run: migrate, seed the demo garage and serve on the embedded default (SQLite, no Redis)
+# `garagebook serve` prints the URL once it listens, and a Ctrl-C ends it with status 0.
 run: install
-	$(BIN)/garagebook migrate
-	$(BIN)/garagebook seed
-	@echo "garagebook: http://$(HOST):$(PORT)   (API docs: http://$(HOST):$(PORT)/docs)"
+	@$(BIN)/garagebook migrate
+	@$(BIN)/garagebook seed
 	@echo "admin token for this development server: $(ADMIN_TOKEN)"
-	API_DOCS=true ADMIN_TOKEN=$(ADMIN_TOKEN) $(BIN)/garagebook serve --host $(HOST) --port $(PORT)
+	@API_DOCS=true ADMIN_TOKEN=$(ADMIN_TOKEN) MANAGE_LINK_SECRET=$(MANAGE_LINK_SECRET) $(BIN)/garagebook serve --host $(HOST) --port $(PORT)
 
 ## worker: deliver mails from the outbox (production shape; `make run` has one built in)
 worker: install

@@ -4,6 +4,7 @@ their headers, the stable Message-ID, and the .eml drop folder as a person finds
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from email import policy
@@ -19,6 +20,7 @@ from garagebook.config import Settings, SmtpServer
 from garagebook.jobs.mail import DropFolderMailer, redact
 from garagebook.jobs.messages import BookingMail, compose
 from garagebook.jobs.queue import retry_delay
+from garagebook.manage_links import MANAGE_LINK_VALID_AFTER, booking_id_of, manage_token
 from tests.conftest import (
     ADMIN_TOKEN,
     Stack,
@@ -102,7 +104,14 @@ def test_headers_and_both_parts() -> None:
     for part in (text, html):
         for detail in ("Kwik Garage", "A1-7KQ2M9", "MOT", "AB12 CDE", "Bay 2", "14:00"):
             assert detail in part
-        assert "https://book.kwik.example/api/bookings/bkid-123/cancel" in part
+        assert "Manage your booking" in part
+        assert "https://book.kwik.example/manage/" in part
+        assert "/api/" not in part
+        assert "curl" not in part
+
+    ics = calendar.get_content()
+    ics = ics.decode() if isinstance(ics, bytes) else ics
+    assert "https://book.kwik.example/manage/" in "".join(ics.split("\r\n "))  # unfolded
 
     cancelled = compose(booking_at(start), "cancelled", config, NOW)
     assert cancelled["Message-ID"] == "<A1-7KQ2M9.cancelled@kwik.example>"
@@ -221,8 +230,25 @@ async def test_drop_folder_mail_as_a_person_finds_it(
             assert "MOT" in part
             assert "AB12 CDE" in part
             assert f"{start.day} {start:%B %Y}, {start:%H:%M}" in part
-            assert f"https://book.kwik.example/api/bookings/{booking['id']}/cancel" in part
+            assert "Manage your booking" in part
+            assert "/api/" not in part
+            assert "curl" not in part
         assert "<html" in html
+        # The button is a signed link to the booking's own page; nothing stored opens it.
+        [link] = set(re.findall(r'href="https://book\.kwik\.example(/manage/[^"]+)"', html))
+        assert link in text
+        page = await api.get(link)
+        assert page.status_code == 200
+        assert booking["reference"] in page.text
+        assert "Move to another time" in page.text
+        token = link.removeprefix("/manage/")
+        payloads = await sql("SELECT payload FROM outbox")
+        assert payloads
+        for (payload,) in payloads:  # the job names the booking; it carries no key to it
+            assert token not in str(payload)
+            assert booking["cancel_token"] not in str(payload)
+        forged = link[:-2] + ("AA" if not link.endswith("AA") else "BB")
+        assert (await api.get(forged)).status_code == 404
 
         async def marked_done() -> bool:  # the file is written before the job is marked done
             return bool(await sql("SELECT 1 FROM outbox WHERE status = 'done'"))
@@ -316,3 +342,43 @@ def test_a_move_is_a_new_message_each_time_threaded_under_the_confirmation() -> 
     assert "has moved to a new time" in html
     assert "has moved to a new time" in text
     assert "09:00" in text
+
+
+def test_manage_links_are_signed_stable_expiring_and_keyed_by_their_own_secret() -> None:
+    start = datetime(2026, 6, 1, 14, tzinfo=LONDON)
+    booking = booking_at(start)
+    config = settings(manage_link_secret="m" * 32, session_secret="s" * 32)
+    first = manage_token(config, booking.booking_id, booking.ends_at)
+    # The same mail sent again carries the same link (at-least-once delivery repeats it).
+    assert manage_token(config, booking.booking_id, booking.ends_at) == first
+    assert booking_id_of(config, first, now=NOW) == "bkid-123"
+    # Valid until MANAGE_LINK_VALID_AFTER past the booking's end, then not found.
+    assert booking_id_of(config, first, now=booking.ends_at + MANAGE_LINK_VALID_AFTER) == "bkid-123"
+    late = booking.ends_at + MANAGE_LINK_VALID_AFTER + timedelta(seconds=1)
+    assert booking_id_of(config, first, now=late) is None
+    # Another secret (rotated, or another garage's) opens nothing; SESSION_SECRET alone is
+    # a fallback, not the same key.
+    assert booking_id_of(settings(manage_link_secret="n" * 32), first, now=NOW) is None
+    derived = settings(session_secret="s" * 32)
+    assert booking_id_of(derived, first, now=NOW) is None
+    assert booking_id_of(derived, manage_token(derived, "x", booking.ends_at), now=NOW) == "x"
+    assert booking_id_of(config, first[:-1] + ("A" if first[-1] != "A" else "B"), now=NOW) is None
+
+
+@pytest.mark.parametrize("event", ["confirmed", "rescheduled", "reminder"])
+def test_every_booking_mail_has_the_manage_button_and_the_garages_details(event: str) -> None:
+    config = settings(
+        public_url="https://book.kwik.example",
+        garage_address="12 Mill Lane, Kwikton KW1 2AB",
+        garage_phone="01632 960123",
+    )
+    message = compose(booking_at(datetime(2026, 6, 1, 14, tzinfo=LONDON)), event, config, NOW)
+    for part in parts(message):
+        assert "Manage your booking" in part
+        assert "https://book.kwik.example/manage/" in part
+        assert "/api/" not in part
+        assert "curl" not in part
+        assert "POST" not in part
+        assert "12 Mill Lane, Kwikton KW1 2AB" in part
+        assert "01632 960123" in part
+        assert "Monday–Saturday 08:00–17:00" in part

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from tests.conftest import (
     Stack,
     booking_body,
     free_slots,
+    running_app,
 )
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -151,3 +153,23 @@ async def test_metrics_under_load(api: httpx.AsyncClient) -> None:
     assert "garagebook_reservation_layer_up 1.0" in text
     assert 'garagebook_outbox_jobs{state="pending"} 1.0' in text
     assert "garagebook_db_pool_connections_in_use" in text
+
+
+async def test_health_counts_mail_due_now_apart_from_reminders_scheduled_later(
+    stack: Stack,
+) -> None:
+    """Three bookings days ahead: three confirmations due now, three reminders due the day
+    before each booking. `pending` is what should be going out now, not the reminders."""
+    async with running_app(stack.settings(embedded_worker=False)) as api:  # nothing sends
+        later = datetime.now(UTC) + timedelta(days=3)
+        slots = [s for s in await free_slots(api) if datetime.fromisoformat(s["starts_at"]) > later]
+        for slot in slots[:3]:
+            assert (
+                await api.post("/api/bookings", json=booking_body(slot["id"]))
+            ).status_code == 201
+        backlog = (await api.get("/health")).json()["backlog"]
+    assert backlog["due"] == 3
+    assert backlog["pending"] == 3  # pending means due, as before the reminders existed
+    assert backlog["scheduled"] == 3
+    assert backlog["running"] == 0
+    assert backlog["dead"] == 0

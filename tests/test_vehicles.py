@@ -321,7 +321,8 @@ async def test_staff_pages_show_the_history_set_the_mot_and_mark_a_booking_done(
     assert done.status_code == 303
     assert done.headers["location"] == f"/staff?date={day}&done=completed"
     history = await vehicle(api, "AB12CDE")
-    assert history["upcoming"][0]["status"] == "completed"
+    assert history["past"][0]["status"] == "completed"  # done: history, not upcoming
+    assert history["upcoming"] == []
     assert history["mot_expires_on"] == a_year_after(expires).isoformat()  # within the month
     page = await api.get("/staff/vehicles/AB12%20CDE")
     assert "MOT, done" in page.text

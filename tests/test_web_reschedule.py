@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import time_machine
 from fastapi import FastAPI
 from icalendar import Calendar
 
@@ -289,27 +290,61 @@ async def test_the_grid_links_each_booking_to_its_vehicle_and_a_done_form(
     await api.post(f"/staff/slots/{closing['id']}/close", data={"date": day, "csrf_token": csrf})
     grid = (await api.get("/staff/grid", params={"date": day})).text
     assert 'href="/staff/vehicles/AB12%20CDE"' in grid
-    done_form = re.search(
-        rf'<form method="post" action="/staff/bookings/{booking["id"]}/complete">\s*'
-        r'<input type="hidden" name="csrf_token" value="([^"]+)">',
-        grid,
-    )
-    assert done_form is not None
-    assert done_form.group(1) == csrf
-    # Only real customer bookings: the closed slot gets neither.
-    assert grid.count("/complete") == 1
-    assert grid.count("/staff/vehicles/") == 1
-
-    # Once done, nothing is left to move, cancel or finish (the route is the vehicles part's).
-    done = await api.post(
+    # A later day than today: no Done yet, and a Done posted anyway is refused (issue 13).
+    assert "/complete" not in grid
+    early = await api.post(
         f"/staff/bookings/{booking['id']}/complete", data={"date": day, "csrf_token": csrf}
     )
-    assert done.headers["location"] == f"/staff?date={day}&done=completed"
-    assert "Booking marked done." in (await api.get(done.headers["location"])).text
-    grid = (await api.get("/staff/grid", params={"date": day})).text
-    assert '<span class="done">Done</span>' in grid
-    assert f"/staff/bookings/{booking['id']}/" not in grid
-    assert 'href="/staff/vehicles/AB12%20CDE"' in grid
+    assert early.headers["location"] == f"/staff?date={day}&error=not_due"
+    assert "it can be marked done on its day" in (await api.get(early.headers["location"])).text
+    assert (await api.get(f"/api/manage/{booking['cancel_token']}")).json()["status"] == (
+        "confirmed"
+    )
+
+    # On the booking's day, half an hour before it.
+    starts = datetime.fromisoformat(customer["starts_at"])
+    with time_machine.travel(starts - timedelta(minutes=30), tick=True):
+        assert (await sign_in(api)).status_code == 303  # a new working day, a new session
+        csrf = csrf_of((await api.get("/staff", params={"date": day})).text)
+        grid = (await api.get("/staff/grid", params={"date": day})).text
+        done_form = re.search(
+            rf'<form method="post" action="/staff/bookings/{booking["id"]}/complete">\s*'
+            r'<input type="hidden" name="csrf_token" value="([^"]+)">',
+            grid,
+        )
+        assert done_form is not None
+        assert done_form.group(1) == csrf
+        # Only real customer bookings: the closed slot gets neither.
+        assert grid.count("/complete") == 1
+        assert grid.count("/staff/vehicles/") == 1
+
+        # Once done, nothing is left to move, cancel or finish — but it can be undone.
+        done = await api.post(
+            f"/staff/bookings/{booking['id']}/complete", data={"date": day, "csrf_token": csrf}
+        )
+        assert done.headers["location"] == f"/staff?date={day}&done=completed"
+        assert "Booking marked done." in (await api.get(done.headers["location"])).text
+        grid = (await api.get("/staff/grid", params={"date": day})).text
+        assert '<span class="done">Done</span>' in grid
+        assert f"/staff/bookings/{booking['id']}/move" not in grid
+        assert f"/staff/bookings/{booking['id']}/cancel" not in grid
+        assert f"/staff/bookings/{booking['id']}/complete" not in grid
+        assert 'href="/staff/vehicles/AB12%20CDE"' in grid
+
+        undo = await api.post(
+            f"/staff/bookings/{booking['id']}/undo-complete",
+            data={"date": day, "csrf_token": csrf},
+        )
+        assert undo.headers["location"] == f"/staff?date={day}&done=uncompleted"
+        managed = (await api.get(f"/api/manage/{booking['cancel_token']}")).json()
+        assert managed["status"] == "confirmed"
+        again = await api.post(
+            f"/staff/bookings/{booking['id']}/undo-complete",
+            data={"date": day, "csrf_token": csrf},
+        )
+        assert again.headers["location"] == f"/staff?date={day}&error=not_done"
+        grid = (await api.get("/staff/grid", params={"date": day})).text
+        assert f"/staff/bookings/{booking['id']}/complete" in grid
 
 
 async def test_the_manage_page_offers_to_record_the_mot_date(api: httpx.AsyncClient) -> None:
@@ -335,7 +370,7 @@ async def test_a_deep_link_opens_the_slots_day_with_that_time_marked(
     wanted = on_day[3]
     page = await api.get("/", params={"service": 1, "slot": wanted["id"]})
     assert page.status_code == 200
-    assert f'href="/?service=1&amp;date={day}" aria-current="date"' in page.text
+    assert f'href="/?service=1&amp;date={day}#step-time" aria-current="date"' in page.text
     button = re.search(
         r'<button type="submit" name="slot_id" value="(\d+)"[^>]*suggested[^>]*>', page.text
     )
@@ -352,7 +387,7 @@ async def test_a_deep_link_opens_the_slots_day_with_that_time_marked(
     assert "Held for you" in held.text
 
     by_day = await api.get("/", params={"service": 1, "day": day})
-    assert f'href="/?service=1&amp;date={day}" aria-current="date"' in by_day.text
+    assert f'href="/?service=1&amp;date={day}#step-time" aria-current="date"' in by_day.text
     assert f'data-starts-at="{on_day[-1]["starts_at"]}"' in by_day.text
     assert "suggested" not in by_day.text
 

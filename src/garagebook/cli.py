@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +16,7 @@ import typer
 import uvicorn
 from alembic import command
 from alembic.config import Config
+from uvicorn.supervisors import Multiprocess
 
 from garagebook.concurrency.command import concurrency_test
 from garagebook.config import get_settings
@@ -83,8 +89,8 @@ def serve(
         raise typer.Exit(2)
     host = host or settings.host
     port = port or settings.port
-    typer.echo(f"garagebook serving on http://{host}:{port}  ({workers} worker(s))")
-    uvicorn.run(
+    url = f"http://{host}:{port}"
+    config = uvicorn.Config(
         "garagebook.app:create_app",
         factory=True,
         host=host,
@@ -96,6 +102,48 @@ def serve(
         timeout_graceful_shutdown=10,
         **uvicorn_options(settings),
     )
+    if workers > 1:
+        listening = config.bind_socket()  # listening from here on: connections wait for a worker
+        typer.echo(f"garagebook listening on {url}  ({workers} workers; Ctrl-C stops)")
+        Multiprocess(config, sockets=[listening]).run()
+    else:
+        server = _Server(config, url)
+        server.run()
+        if not server.started:
+            raise typer.Exit(3)  # uvicorn has logged why (port in use, startup failed)
+    typer.echo("garagebook stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that says where it is once it listens (not before: `make run`'s URL
+    must work when it appears), and that ends with exit status 0 when it is stopped by Ctrl-C
+    or SIGTERM: a stop someone asked for is not a failure. (uvicorn re-raises the signal after
+    its graceful shutdown, which makes `make run` report `*** … Interrupt`/`Terminated`.)"""
+
+    def __init__(self, config: uvicorn.Config, url: str) -> None:
+        super().__init__(config)
+        self.url = url
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            typer.echo(
+                f"garagebook ready: {self.url}  (staff: {self.url}/staff, "
+                f"API docs: {self.url}/docs; Ctrl-C stops)"
+            )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 @cli.command("remind-mot")

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     # Signs staff session cookies and CSRF tokens; unset = random per process (see README).
     session_secret: SecretStr | None = None
+    # Signs the manage links in customer mails (garagebook.manage_links); unset = derived from
+    # SESSION_SECRET, or random per process when that is unset too (see README).
+    manage_link_secret: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # The server itself (garagebook/serving.py): headers, reads, idle connections, concurrency.
     max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
@@ -116,6 +119,9 @@ class Settings(BaseSettings):
     rate_limit_exempt: str = "127.0.0.0/8,::1"
     garage_name: str = "garagebook demo garage"
     garage_timezone: str = "Europe/London"
+    # Shown on the pages and in the mails (garagebook.garage_info); empty = not shown.
+    garage_address: str = "1 Station Road, Anytown AB1 2CD"
+    garage_phone: str = "01632 960000"
 
     # Reminders, the waitlist and the MOT
     reminder_hours_before: int = Field(default=24, ge=0, le=24 * 14)  # 0: no reminders
@@ -206,6 +212,7 @@ class Settings(BaseSettings):
         "embedded_worker",
         "session_secret",
         "metrics_token",
+        "manage_link_secret",
         mode="before",
     )
     @classmethod
@@ -230,7 +237,7 @@ class Settings(BaseSettings):
     def smtp(self) -> SmtpServer | None:
         return SmtpServer.from_url(self.smtp_url.get_secret_value()) if self.smtp_url else None
 
-    def garage_address(self, local_part: str) -> str:
+    def garage_mail_address(self, local_part: str) -> str:
         """An address at the garage's own mail domain (MAIL_FROM's) for bookings that have no
         customer address: walk-ins without one, and closed slots. A domain the booking path
         would refuse (the demo's `.localhost`) is replaced by a reserved example domain."""
@@ -243,11 +250,11 @@ class Settings(BaseSettings):
 
     @property
     def walk_in_email(self) -> str:
-        return self.garage_address("walk-in")
+        return self.garage_mail_address("walk-in")
 
     @property
     def closed_slot_email(self) -> str:
-        return self.garage_address("closed-slot")
+        return self.garage_mail_address("closed-slot")
 
     def is_placeholder_address(self, address: str) -> bool:
         """Whether `address` is one of the garage's own placeholders: nobody reads it, so no

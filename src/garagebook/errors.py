@@ -73,6 +73,20 @@ class BookingCompleted(BookingClosed):
     message = "This booking is done (the garage marked it completed): it can no longer change."
 
 
+class NotCompleted(BookingClosed):
+    """Undoing "done" on a booking that is not (or no longer) marked done."""
+
+    code = "booking_not_completed"
+    message = "That booking is not marked done."
+
+
+class NotDueYet(DomainError):
+    """Marking done a booking on a later day than the garage's today (the staff pages)."""
+
+    code = "booking_not_due"
+    message = "That booking is on a later day: it can be marked done on its day."
+
+
 def closed_because(status: str) -> BookingClosed:
     return BookingCompleted() if status == "completed" else AlreadyCancelled()
 
@@ -193,6 +207,8 @@ HTTP_STATUS: dict[type[DomainError], int] = {
     SlotOverlaps: 409,
     AlreadyCancelled: 409,
     BookingCompleted: 409,
+    NotCompleted: 409,
+    NotDueYet: 409,
     OfferGone: 409,
     OfferNotFound: 404,
     WaitlistEntryNotFound: 404,

@@ -41,7 +41,9 @@ def schema_head() -> str | None:
 @router.get("/health", responses=error_responses(503))
 async def health(db: DatabaseDep, reservations: ReservationsDep) -> Response:
     """200 while the database answers (reservations may be `degraded`), else 503. With the
-    mail backlog: jobs waiting, and how long the oldest due one has waited."""
+    mail backlog: `pending` (= `due`) are jobs that should be going out now, `scheduled` the
+    ones due later (reminders for next week's bookings: no sign of a stuck queue), and how
+    long the oldest due one has waited."""
     if isinstance(reservations, RedisReservations) and reservations.status == "ok":
         await reservations.ping()
     database_ok = await db.ping()
@@ -56,6 +58,8 @@ async def health(db: DatabaseDep, reservations: ReservationsDep) -> Response:
                 backlog = await queue.backlog(conn, utcnow())
             body["backlog"] = {
                 "pending": backlog.pending,
+                "due": backlog.due,
+                "scheduled": backlog.scheduled,
                 "running": backlog.running,
                 "dead": backlog.dead,
                 "oldest_due_seconds": backlog.oldest_due_seconds,
@@ -113,6 +117,7 @@ async def metrics(
         async with db.read() as conn:
             backlog = await queue.backlog(conn, utcnow())
         OUTBOX_JOBS.labels("pending").set(backlog.pending)
+        OUTBOX_JOBS.labels("scheduled").set(backlog.scheduled)
         OUTBOX_JOBS.labels("running").set(backlog.running)
         OUTBOX_JOBS.labels("dead").set(backlog.dead)
         OUTBOX_OLDEST_DUE.set(backlog.oldest_due_seconds)

@@ -196,7 +196,7 @@ async def open_day(page: Page, service: str, day: str | None = None) -> None:
     if day is None:
         await page.locator("ul.days a.choice").first.click()
     else:
-        await page.locator(f'ul.days a[href$="date={day}"]').click()
+        await page.locator(f'ul.days a[href*="date={day}"]').click()
     await page.locator("#step-time").wait_for()
 
 

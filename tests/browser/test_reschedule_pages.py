@@ -136,7 +136,7 @@ async def test_a_deep_link_marks_a_time_and_one_click_holds_it(
     await expect(marked).to_have_text(wanted["starts_at"][11:16])
     await expect(marked).to_be_focused()
     await expect(page.locator("ul.days a[aria-current=date]")).to_have_attribute(
-        "href", f"/?service=1&date={wanted['starts_at'][:10]}"
+        "href", f"/?service=1&date={wanted['starts_at'][:10]}#step-time"
     )
     await assert_accessible(page)
     await marked.click()

@@ -68,7 +68,7 @@ async def test_join_the_waitlist_and_book_the_offer_from_its_mail(
     page = await browsing.page()
     await page.goto("/")
     await page.get_by_role("link", name=re.compile("^MOT")).click()
-    await page.get_by_role("link", name=re.compile("Full: join the waitlist")).click()
+    await page.get_by_role("link", name=re.compile("Join the waitlist")).click()
     await expect(page.get_by_role("heading", name="Join the waitlist")).to_be_visible()
     await assert_accessible(page)
     await page.get_by_label("Full name").fill("Grace Hopper")

@@ -26,6 +26,16 @@ def worker(
     # Any number of these, on any hosts, share the outbox; on SIGTERM running jobs finish (or
     # are handed back after WORKER_SHUTDOWN_SECONDS).
     settings = get_settings()
+    if settings.manage_link_secret is None and settings.session_secret is None:
+        # The worker writes the mails' signed manage links; with a key of its own (random per
+        # process) the servers would refuse every one of them.
+        typer.echo(
+            "garagebook: set MANAGE_LINK_SECRET (the same as the servers', e.g. `openssl rand "
+            "-hex 32`; or SESSION_SECRET, which it is then derived from) to run a worker: the "
+            "links in its mails are signed with it",
+            err=True,
+        )
+        raise typer.Exit(2)
     configure_logging(settings.log_level)
     asyncio.run(run_worker(settings, concurrency or settings.worker_concurrency))
 
@@ -70,8 +80,10 @@ async def _show(settings: Settings) -> None:
     typer.echo("jobs by state:")
     for state, number in counts.items():
         note = ""
-        if state == queue.PENDING and backlog.oldest_due_seconds:
-            note = f"   oldest due {backlog.oldest_due_seconds:.0f}s ago"
+        if state == queue.PENDING:
+            note = f"   {backlog.due} due now, {backlog.scheduled} scheduled for later"
+            if backlog.oldest_due_seconds:
+                note += f"; oldest due {backlog.oldest_due_seconds:.0f}s ago"
         typer.echo(f"  {state:<8} {number:>8}{note}")
     if dead:
         typer.echo(f"dead jobs ({len(dead)}{'+' if len(dead) >= 100 else ''}):")

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
+from garagebook.garage_info import garage_info
+from garagebook.manage_links import manage_url
 from garagebook.schema import bays, bookings, services, slots
 
 CONFIRMED = "confirmed"
@@ -141,9 +143,12 @@ _WITH_CALENDAR = (CONFIRMED, RESCHEDULED, CANCELLED)
 def attach_calendar(
     message: EmailMessage, booking: BookingMail, event: str, settings: Settings, now: datetime
 ) -> None:
-    """The booking's .ics (a cancellation's removes the entry). Without a manage link: the
-    cancel token is stored hashed, so a mail sent later cannot show it."""
+    """The booking's .ics (a cancellation's removes the entry), with the same signed manage
+    link as the mail's button (none on a cancellation: nothing is left to manage)."""
     status = "cancelled" if event == CANCELLED else booking.status
+    link = (
+        None if status == "cancelled" else manage_url(settings, booking.booking_id, booking.ends_at)
+    )
     body = booking_ics(
         settings,
         reference=booking.reference,
@@ -154,7 +159,7 @@ def attach_calendar(
         status=status,
         sequence=booking.sequence,
         registration=booking.vehicle_registration,
-        manage_url=None,
+        manage_url=link,
         stamp=now,
     )
     method = "CANCEL" if status == "cancelled" else "PUBLISH"
@@ -168,7 +173,9 @@ def attach_calendar(
 
 
 def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
-    """What every booking mail's template may show."""
+    """What every booking mail's template may show. The "Manage your booking" link is signed
+    here, when the mail is written (`garagebook.manage_links` says why): never an API address,
+    which needs a token a mail cannot carry."""
     base = settings.public_url
     return {
         "garage_name": settings.garage_name,
@@ -178,8 +185,7 @@ def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
         "bay": booking.bay,
         "registration": booking.vehicle_registration,
         "public_url": base,
-        "booking_url": f"{base}/api/bookings/{booking.booking_id}",
-        "cancel_url": f"{base}/api/bookings/{booking.booking_id}/cancel",
+        "manage_url": manage_url(settings, booking.booking_id, booking.ends_at),
         **local_times(booking.starts_at, booking.ends_at, settings.timezone),
     }
 
@@ -210,7 +216,7 @@ def build_mail(
     message["Auto-Submitted"] = "auto-generated"
     if reference is not None:
         message["X-Booking-Reference"] = reference
-    context = {**context, "subject": subject}
+    context = {"garage": garage_info(settings), **context, "subject": subject}
     # Quoted-printable, not base64: the .eml stays readable in a text editor too.
     text = _templates.get_template(f"{template}.txt").render(context)
     html = _templates.get_template(f"{template}.html").render(context)

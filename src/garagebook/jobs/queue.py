@@ -59,10 +59,16 @@ class Job:
 
 @dataclass(frozen=True)
 class Backlog:
-    pending: int
+    due: int  # pending and due now or overdue: what the workers should be sending
+    scheduled: int  # pending but due later (e.g. tomorrow's reminders): nothing is stuck
     running: int
     dead: int
     oldest_due_seconds: float  # how long the oldest due pending job has waited; 0 if none
+
+    @property
+    def pending(self) -> int:
+        """`pending` in /health and the metrics means waiting to go out: the due jobs."""
+        return self.due
 
 
 @dataclass(frozen=True)
@@ -212,20 +218,21 @@ async def release(conn: AsyncConnection, jobs: list[Job]) -> int:
 
 
 async def backlog(conn: AsyncConnection, now: datetime) -> Backlog:
-    is_pending = outbox.c.status == PENDING
+    is_due = and_(outbox.c.status == PENDING, outbox.c.run_at <= now)
     row = (
         await conn.execute(
             select(
-                func.count().filter(is_pending),
+                func.count().filter(is_due),
+                func.count().filter(and_(outbox.c.status == PENDING, outbox.c.run_at > now)),
                 func.count().filter(outbox.c.status == RUNNING),
                 func.count().filter(outbox.c.status == DEAD),
-                func.min(outbox.c.run_at).filter(and_(is_pending, outbox.c.run_at <= now)),
+                func.min(outbox.c.run_at).filter(is_due),
             ).where(outbox.c.status.in_((PENDING, RUNNING, DEAD)))
         )
     ).one()
-    pending, running, dead, oldest_due = row
+    due, scheduled, running, dead, oldest_due = row
     waited = (now - oldest_due).total_seconds() if oldest_due is not None else 0.0
-    return Backlog(pending, running, dead, round(max(waited, 0.0), 3))
+    return Backlog(due, scheduled, running, dead, round(max(waited, 0.0), 3))
 
 
 async def counts(conn: AsyncConnection) -> dict[str, int]:

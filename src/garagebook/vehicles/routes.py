@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from garagebook.bookings.routes import private_json
+from garagebook.bookings.service import booking_id_for_cancel_token
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep, rate_limit
 from garagebook.errors import BookingNotFound
 from garagebook.http import error_responses, json_body, parse_json
@@ -75,8 +76,9 @@ async def post_managed_mot(
         raise BookingNotFound()
     body = await parse_json(request, MotIn)
     async with db.transaction() as conn:
+        booking_id = await booking_id_for_cancel_token(conn, cancel_token)
         key = await set_customer_mot_expiry(
-            conn, cancel_token, body.expires_on, local_today(settings)
+            conn, booking_id, body.expires_on, local_today(settings)
         )
     return private_json({"registration": key, "mot_expires_on": body.expires_on.isoformat()})
 

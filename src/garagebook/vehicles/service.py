@@ -10,10 +10,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.schemas import normalise_registration
-from garagebook.bookings.service import get_booking, hash_token
+from garagebook.bookings.service import get_booking
 from garagebook.config import Settings
 from garagebook.db import Database
-from garagebook.errors import AlreadyCancelled, BookingNotFound, VehicleNotFound
+from garagebook.errors import (
+    AlreadyCancelled,
+    BookingNotFound,
+    NotCompleted,
+    NotDueYet,
+    VehicleNotFound,
+)
 from garagebook.schema import bookings, services, vehicles
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.vehicles.mot import check_expiry, next_mot_expiry
@@ -89,8 +95,10 @@ async def vehicle_history(
         "model": vehicle.model,
         "mot_expires_on": _iso(vehicle.mot_expires_on),
         "mot_reminded_for": _iso(vehicle.mot_reminded_for),
-        "upcoming": [shown(r) for r in rows if r.starts_at >= now],
-        "past": [shown(r) for r in reversed(rows) if r.starts_at < now],
+        # By what happened, not only by the clock: a booking marked done is history even
+        # when staff marked it before its time.
+        "upcoming": [shown(r) for r in rows if _upcoming(r, now)],
+        "past": [shown(r) for r in reversed(rows) if not _upcoming(r, now)],
         "services_done": [
             {
                 "reference": r.reference,
@@ -101,6 +109,10 @@ async def vehicle_history(
             for r in done
         ],
     }
+
+
+def _upcoming(row: Any, now: datetime) -> bool:
+    return bool(row.starts_at >= now and row.status != "completed")
 
 
 def _iso(day: date | None) -> str | None:
@@ -123,7 +135,7 @@ async def set_mot_expiry(
 
 
 async def set_customer_mot_expiry(
-    conn: AsyncConnection, cancel_token: str, expires_on: date, today: date
+    conn: AsyncConnection, booking_id: str, expires_on: date, today: date
 ) -> str:
     """A customer's MOT expiry, given through their manage link: kept on *their booking*, for
     their own reminder, not on the car's record. Anyone can book with any registration, so a
@@ -132,7 +144,7 @@ async def set_customer_mot_expiry(
     check_expiry(expires_on, today)
     registration = await conn.scalar(
         update(bookings)
-        .where(bookings.c.cancel_token_hash == hash_token(cancel_token))
+        .where(bookings.c.id == booking_id)
         .values(mot_expires_on=expires_on)
         .returning(bookings.c.vehicle_registration)
     )
@@ -141,12 +153,16 @@ async def set_customer_mot_expiry(
     return str(registration)
 
 
-async def complete_booking(db: Database, settings: Settings, booking_id: str) -> dict[str, Any]:
+async def complete_booking(
+    db: Database, settings: Settings, booking_id: str, not_after: date | None = None
+) -> dict[str, Any]:
     """Staff mark a booking done: `confirmed` → `completed`, keeping its slots (the unique
     indexes exclude only cancelled bookings). Done again: the same answer, nothing changes.
     A completed MOT renews the vehicle's MOT expiry, in the same transaction.
 
-    The test date is the booking's day, or today if staff mark it done before that day."""
+    The test date is the booking's day, or today if staff mark it done before that day.
+    With `not_after` (the staff pages: the garage's today), a booking on a later day is
+    refused: marking tomorrow's car done is a slip of the finger, not work done."""
     if len(booking_id) > _BOOKING_ID_MAX:
         raise BookingNotFound()
     now = utcnow()
@@ -168,6 +184,10 @@ async def complete_booking(db: Database, settings: Settings, booking_id: str) ->
             raise BookingNotFound()
         if row.status == "cancelled":
             raise AlreadyCancelled()
+        if row.status == "confirmed" and not_after is not None:
+            day = local_today(settings, row.starts_at)
+            if day > not_after:
+                raise NotDueYet(day=day.isoformat())
         if row.status == "confirmed":
             await conn.execute(
                 update(bookings)
@@ -207,3 +227,28 @@ async def _renew_mot(
         .where(vehicles.c.registration == registration)
         .values(mot_expires_on=next_mot_expiry(test_date, current), updated_at=now)
     )
+
+
+async def undo_complete(db: Database, settings: Settings, booking_id: str) -> dict[str, Any]:
+    """Staff take back a "Done": `completed` → `confirmed`, under the same guard as marking it
+    (one transaction, the booking row locked, the status checked under the lock), so a
+    double click or two staff at once undo it once. The slots never left the booking, so
+    nothing can have been booked into them meanwhile. An MOT expiry that the completion
+    renewed stays as it is (the previous date is not kept): staff correct it on the vehicle's
+    page if it was wrong."""
+    if len(booking_id) > _BOOKING_ID_MAX:
+        raise BookingNotFound()
+    async with db.transaction() as conn:
+        status = await conn.scalar(
+            select(bookings.c.status).where(bookings.c.id == booking_id).with_for_update()
+        )
+        if status is None:
+            raise BookingNotFound()
+        if status != "completed":
+            raise NotCompleted(status=status)
+        await conn.execute(
+            update(bookings)
+            .where(bookings.c.id == booking_id, bookings.c.status == "completed")
+            .values(status="confirmed", completed_at=None)
+        )
+        return await get_booking(conn, settings, booking_id)

@@ -11,6 +11,7 @@ from garagebook.jobs.handlers import JobContext, handles
 from garagebook.jobs.mail import DeliveryFailed
 from garagebook.jobs.messages import build_mail, local_times, message_id, one_line
 from garagebook.jobs.queue import DONE, SKIPPED, Job
+from garagebook.manage_links import offer_url
 from garagebook.waitlist.service import (
     EXPIRY_KIND,
     OFFERED_KIND,
@@ -39,23 +40,20 @@ async def waitlist_match(job: Job, context: JobContext, now: datetime) -> str:
 
 @handles(OFFERED_KIND)
 async def waitlist_offered(job: Job, context: JobContext, now: datetime) -> str:
-    offer_id, token = job.payload.get("offer_id"), job.payload.get("token")
+    offer_id = job.payload.get("offer_id")
     if not isinstance(offer_id, int):
         raise DeliveryFailed("the job's payload names no offer", permanent=True)
-    if not isinstance(token, str):
-        # Scrubbed when the job was done (jobs/queue.py): the link exists in the sent mail only.
-        raise DeliveryFailed("the offer's link was sent already and is not kept", permanent=True)
     async with context.db.read() as conn:
         offer = await load_offer(conn, offer_id=offer_id)
     if offer is None:
         raise DeliveryFailed("the offer does not exist", permanent=True)
     if not offer.is_open(now):
         return SKIPPED  # taken up, given up or run out before the mail went: nothing to offer
-    await context.mailer.send(compose_offer(offer, token, context, now))
+    await context.mailer.send(compose_offer(offer, context, now))
     return DONE
 
 
-def compose_offer(offer: Offer, token: str, context: JobContext, now: datetime) -> EmailMessage:
+def compose_offer(offer: Offer, context: JobContext, now: datetime) -> EmailMessage:
     settings = context.settings
     until = offer.expires_at.astimezone(settings.timezone)
     values = {
@@ -66,7 +64,7 @@ def compose_offer(offer: Offer, token: str, context: JobContext, now: datetime) 
         "registration": offer.vehicle_registration,
         **local_times(offer.starts_at, offer.ends_at, settings.timezone),
         "hold_until": f"{until:%H:%M} on {until:%A} {until.day} {until:%B}",
-        "offer_url": f"{settings.public_url}/waitlist/offers/{token}",
+        "offer_url": offer_url(settings, offer.id, offer.expires_at),
         "reference": f"W{offer.id}",
     }
     sender = settings.mail_sender

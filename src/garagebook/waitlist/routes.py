@@ -39,7 +39,7 @@ async def leave_waitlist(
 
 @router.get("/offers/{token}", responses=error_responses(404, 503))
 async def get_offer(token: str, db: DatabaseDep, settings: SettingsDep) -> Response:
-    offer = await service.offer_for_link(db, token)
+    offer = await service.offer_for_link(db, token, settings)
     return private_json(offer.as_json(settings, utcnow()))
 
 

@@ -43,6 +43,7 @@ from garagebook.errors import (
     SlotUnavailable,
     WaitlistEntryNotFound,
 )
+from garagebook.manage_links import is_signed_link, offer_id_of
 from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import bays, outbox, services, slots, waitlist_entries, waitlist_offers
 from garagebook.slots.service import (
@@ -323,6 +324,8 @@ async def _offer_first_fit(
             free.free.difference_update(covered)
             free.held_elsewhere = True
             continue
+        # Never shown to anyone: the mail links to a signed offer id (manage_links), so no job
+        # or row holds a usable token; the column's unique hash only keeps its old meaning.
         link_token = secrets.token_urlsafe(24)
         offer_id = await conn.scalar(
             insert_ignoring_conflicts(conn, waitlist_offers)
@@ -347,8 +350,7 @@ async def _offer_first_fit(
         )
         day = start.starts_at.astimezone(settings.timezone).date().isoformat()
         reference = f"waitlist offer {offer_id}"
-        # The link's token travels in the job (it is stored hashed on the offer row).
-        mail = {"offer_id": offer_id, "token": link_token, "reference": reference}
+        mail = {"offer_id": offer_id, "reference": reference}  # the mail signs its own link
         await _enqueue(conn, OFFERED_KIND, mail, now, now)
         await _enqueue(
             conn,
@@ -474,9 +476,15 @@ async def load_offer(
     return Offer(**values)
 
 
-async def offer_for_link(db: Database, token: str) -> Offer:
+async def offer_for_link(db: Database, token: str, settings: Settings) -> Offer:
+    """The offer behind a mail's link: a signed offer id (`manage_links.offer_url`), or the
+    plain token of a mail sent before links were signed (stored hashed)."""
     async with db.read() as conn:
-        offer = await load_offer(conn, token=token)
+        if is_signed_link(token):
+            offer_id = offer_id_of(settings, token)
+            offer = None if offer_id is None else await load_offer(conn, offer_id=offer_id)
+        else:
+            offer = await load_offer(conn, token=token)
     if offer is None:
         raise OfferNotFound()
     return offer
@@ -492,7 +500,7 @@ async def accept(
     """Book the offered time for the person it was offered to: the booking path with the
     offer's hold token, and the offer marked accepted in the booking's transaction (so a
     second click, or a click racing the offer's expiry, books nothing)."""
-    offer = await offer_for_link(db, token)
+    offer = await offer_for_link(db, token, settings)
     now = utcnow()
     if offer.status == ACCEPTED:
         raise OfferGone("You have booked this time already: see your confirmation mail.")

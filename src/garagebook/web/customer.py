@@ -40,10 +40,13 @@ from garagebook.errors import (
     SlotUnavailable,
     http_status,
 )
-from garagebook.schema import bays, services, slots
+from garagebook.manage_links import booking_id_of as signed_booking_id
+from garagebook.manage_links import is_signed_link
+from garagebook.schema import bays, booking_slots, services, slots
 from garagebook.schema import bookings as bookings_table
 from garagebook.slots.service import list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
+from garagebook.web.day import CLOSED_NAME
 from garagebook.web.forms import checked_form, form_int, form_text
 from garagebook.web.pages import local_time, long_date, render
 
@@ -59,6 +62,7 @@ class Day:
     label: str
     bookable: bool
     full: bool = False  # the garage is open that day but every time is taken: waitlist
+    why: str = ""  # shown on a day that cannot be picked: "Closed", "Full", "No times left"
 
 
 @dataclass(frozen=True)
@@ -109,14 +113,46 @@ async def _day_choices(
         own_slots=own_slots or (),
     )
     listed = [a for a in listed if a.slot.starts_at != current_start]
+    closed_slots = await _closed_by_staff(conn, settings, start, end)
     open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
-    future = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.slot.starts_at > now}
+    future: set[date] = set()  # days with a future time the garage has not closed
+    for a in listed:
+        if a.slot.starts_at > now and a.slot.id not in closed_slots:
+            future.add(a.slot.starts_at.astimezone(zone).date())
+    any_slots = {a.slot.starts_at.astimezone(zone).date() for a in listed}
     days = []
     for offset in range(BOOKING_DAYS):
         d = today + timedelta(days=offset)
-        bookable = d in open_days
-        days.append(Day(d, f"{d:%a} {d.day} {d:%b}", bookable, not bookable and d in future))
+        label = f"{d:%a} {d.day} {d:%b}"
+        if d in open_days:
+            days.append(Day(d, label, True))
+        elif d in future:  # open, with times, none free for this service: full
+            days.append(Day(d, label, False, full=True, why="Full"))
+        elif d == today and d in any_slots:
+            days.append(Day(d, label, False, why="No times left"))
+        else:  # no opening hours that day, or every time closed by staff
+            days.append(Day(d, label, False, why="Closed"))
     return days, listed
+
+
+async def _closed_by_staff(
+    conn: AsyncConnection, settings: Settings, start: datetime, end: datetime
+) -> set[int]:
+    """Slots staff closed (a booking for the garage itself, see `web.staff`): a day with
+    nothing else is closed, not full, and has no waitlist."""
+    rows = await conn.execute(
+        select(booking_slots.c.slot_id)
+        .join(bookings_table, bookings_table.c.id == booking_slots.c.booking_id)
+        .join(slots, slots.c.id == booking_slots.c.slot_id)
+        .where(
+            booking_slots.c.active,
+            bookings_table.c.customer_name == CLOSED_NAME,
+            bookings_table.c.customer_email == settings.closed_slot_email,
+            slots.c.starts_at >= start,
+            slots.c.starts_at < end,
+        )
+    )
+    return set(rows.scalars())
 
 
 def _day_label(day: date, settings: Settings) -> str:
@@ -199,20 +235,37 @@ def _times_of(
     return [seen[k] for k in sorted(seen)]
 
 
-async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> dict[str, Any]:
+async def manage_booking_id(conn: AsyncConnection, settings: Settings, token: str) -> str:
+    """The booking behind a manage page address: the cancel token (the confirmation page's,
+    stored hashed) or a signed link from a mail (`garagebook.manage_links`). Either opens the
+    same page, with the same powers; a forged, altered or expired link is not found."""
     if len(token) > _TOKEN_MAX:
         raise BookingNotFound()
+    if is_signed_link(token):
+        booking_id = signed_booking_id(settings, token)
+        if booking_id is None:
+            raise BookingNotFound()
+        return booking_id
+    return await bookings.booking_id_for_cancel_token(conn, token)
+
+
+async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> dict[str, Any]:
     async with db.read() as conn:
-        booking_id = await bookings.booking_id_for_cancel_token(conn, token)
+        booking_id = await manage_booking_id(conn, settings, token)
         booking = await bookings.get_booking(conn, settings, booking_id)
-        service_name = await conn.scalar(
-            select(services.c.name).where(services.c.id == booking["service_id"])
-        )
+        service = (
+            await conn.execute(
+                select(services.c.name, services.c.price_pence).where(
+                    services.c.id == booking["service_id"]
+                )
+            )
+        ).first()
         bay_name = await conn.scalar(select(bays.c.name).where(bays.c.id == booking["bay_id"]))
         sequence = await conn.scalar(
             select(bookings_table.c.sequence).where(bookings_table.c.id == booking_id)
         )
-    booking["service_name"] = service_name or ""
+    booking["service_name"] = service.name if service else ""
+    booking["price_pence"] = service.price_pence if service else 0
     booking["bay_name"] = bay_name or ""
     booking["sequence"] = sequence or 0
     return booking
@@ -439,11 +492,12 @@ async def _details_page(
     slot_id, service_id = form_values["slot_id"], form_values["service_id"]
     plan = await plans.get(db, slot_id, service_id)
     async with db.read() as conn:
-        service_name = await conn.scalar(select(services.c.name).where(services.c.id == service_id))
+        service = (await conn.execute(select(services).where(services.c.id == service_id))).first()
     local = plan.start.starts_at.astimezone(zone)
     context = {
         "held": bool(form_values.get("hold_token")),
-        "service_name": service_name or "",
+        "service": service,
+        "service_name": service.name if service else "",
         "when": f"{long_date(local, zone)} at {local:%H:%M}",
         "back": f"/?service={service_id}&date={local.date().isoformat()}",
         "idempotency_key": secrets.token_hex(16),

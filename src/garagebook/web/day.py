@@ -32,6 +32,7 @@ class Item:
     customer: str = ""
     past: bool = False
     completed: bool = False  # marked done by staff: nothing left to move, cancel or finish
+    later_day: bool = False  # on a later day than the garage's today: not to be marked done yet
 
 
 @dataclass
@@ -120,6 +121,7 @@ async def load_day(
                 customer=c.customer_name,
                 past=c.ends_at <= now,
                 completed=c.status == "completed",
+                later_day=day > now.astimezone(zone).date(),
             )
         )
     free = [

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
 from garagebook.config import Settings
+from garagebook.garage_info import garage_info
 from garagebook.web.auth import CSRF_FIELD, csrf_token, set_csrf_cookie
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -59,7 +60,11 @@ def render(
 ) -> HTMLResponse:
     token, new_browser_id = csrf_token(request, settings)
     html = env.get_template(template).render(
-        garage_name=settings.garage_name, csrf_field=CSRF_FIELD, csrf_token=token, **context
+        garage_name=settings.garage_name,
+        garage=garage_info(settings),
+        csrf_field=CSRF_FIELD,
+        csrf_token=token,
+        **context,
     )
     response = HTMLResponse(html, status_code)
     set_csrf_cookie(response, request, settings, new_browser_id)

@@ -12,10 +12,12 @@ import logging
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -30,7 +32,7 @@ from garagebook.errors import (
     SlotInPast,
     SlotUnavailable,
 )
-from garagebook.schema import bays, services
+from garagebook.schema import bays, services, slots
 from garagebook.slots.service import create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import (
@@ -44,7 +46,7 @@ from garagebook.web.auth import (
 )
 from garagebook.web.day import CLOSED_NAME, load_day
 from garagebook.web.forms import form_text, has_valid_csrf, is_over_limit
-from garagebook.web.pages import env, render
+from garagebook.web.pages import duration, env, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/staff", include_in_schema=False)
@@ -58,7 +60,8 @@ _MESSAGES = {
     "reopened": "Slot reopened.",
     "opened": "Extra slot opened.",
     "moved": "Booking moved: the customer gets an email with the new time.",
-    "completed": "Booking marked done.",
+    "completed": "Booking marked done. Pressed by mistake? Its Undo button takes it back.",
+    "uncompleted": "Done taken back: the booking is open again.",
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7
@@ -153,19 +156,80 @@ async def _grid_context(
     request: Request, db: DatabaseDep, settings: Settings, day: date
 ) -> dict[str, Any]:
     zone = settings.timezone
+    now = utcnow()
     async with db.read() as conn:
-        grid = await load_day(conn, day, zone, utcnow(), settings.closed_slot_email)
+        grid = await load_day(conn, day, zone, now, settings.closed_slot_email)
         service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
+        fits = await _walk_in_fits(conn, day, zone, now, [s.id for s in service_rows])
     local_day = datetime.combine(day, time(), zone)
+    minutes = {s.id: s.duration_minutes for s in service_rows}
     return {
         "grid": grid,
         "services": service_rows,
+        "fits": fits,
+        "longest": {
+            slot_id: duration(max(minutes[i] for i in ids)) for slot_id, ids in fits.items()
+        },
         "day": day,
         "day_label": f"{local_day:%A} {day.day} {local_day:%B %Y}",
         "previous": (day - timedelta(days=1)).isoformat(),
         "next": (day + timedelta(days=1)).isoformat(),
         "today": utcnow().astimezone(zone).date().isoformat(),
     }
+
+
+async def _walk_in_fits(
+    conn: AsyncConnection, day: date, zone: ZoneInfo, now: datetime, service_ids: list[int]
+) -> dict[int, list[int]]:
+    """For each free start slot of the day, the services that fit from it (the whole service
+    on that bay, back to back, before anything booked and before the day ends there): the
+    walk-in form offers only those times for the chosen service."""
+    start, end = local_day_bounds(day, zone)
+    fits: dict[int, list[int]] = {}
+    for service_id in service_ids:
+        listed = await list_slots(
+            conn, start=start, end=end, now=now, zone=zone, service_id=service_id
+        )
+        for a in listed:
+            if a.available:
+                fits.setdefault(a.slot.id, []).append(service_id)
+    return fits
+
+
+async def _why_no_fit(
+    conn: AsyncConnection, settings: Settings, slot_id: int, service_id: int, now: datetime
+) -> str:
+    """Why `service_id` does not fit from `slot_id`, in the words staff think in."""
+    zone = settings.timezone
+    service = (await conn.execute(select(services).where(services.c.id == service_id))).first()
+    slot = (await conn.execute(select(slots).where(slots.c.id == slot_id))).first()
+    if service is None or slot is None:
+        return "That time or service no longer exists. Pick another."
+    start, end = local_day_bounds(slot.starts_at.astimezone(zone).date(), zone)
+    listed = await list_slots(conn, start=start, end=end, now=now, zone=zone, service_id=None)
+    on_bay = [
+        a for a in listed if a.slot.bay_id == slot.bay_id and a.slot.starts_at >= slot.starts_at
+    ]
+    free_until = slot.starts_at
+    blocked_by = "the end of the day"
+    for a in on_bay:
+        if a.slot.starts_at != free_until:
+            blocked_by = "a gap in the slots"
+            break
+        if not a.available:
+            blocked_by = "the next booking"
+            break
+        free_until = a.slot.ends_at
+    bay = await conn.scalar(select(bays.c.name).where(bays.c.id == slot.bay_id))
+    what = f"{service.name} takes {duration(service.duration_minutes)}"
+    since = f"{slot.starts_at.astimezone(zone):%H:%M}"
+    if free_until == slot.starts_at:
+        return f"{bay} is no longer free at {since}. Pick another time."
+    return (
+        f"A {what}, but from {since} {bay} is free only until "
+        f"{free_until.astimezone(zone):%H:%M} ({blocked_by}). "
+        "Pick one of the times offered for it."
+    )
 
 
 @router.get("")
@@ -186,6 +250,8 @@ async def day_view(
         flash=_MESSAGES.get(done or ""),
         error=_ERRORS.get(error or ""),
         refresh_ms=REFRESH_MS,
+        walk_in={},
+        walk_in_error=None,
     )
     return render(request, settings, "staff_day.html", context)
 
@@ -217,6 +283,8 @@ _ERRORS = {
     "already": "That booking was already cancelled.",
     "unavailable": "The booking database did not answer; try again.",
     "no_fit": "That slot cannot be closed this way (no service fits it exactly).",
+    "not_due": "That booking is on a later day: it can be marked done on its day, not before.",
+    "not_done": "That booking is not marked done (any more): nothing to undo.",
 }
 
 
@@ -286,16 +354,57 @@ async def walk_in(
         },
         "notes": f"Walk-in, booked by {user.name}",
     }
+    typed = {name: form_text(form, name) for name in _WALK_IN_FIELDS}
     try:
         body["slot_id"] = int(form_text(form, "slot_id"))
         body["service_id"] = int(form_text(form, "service_id"))
         request_in = BookingIn.model_validate(body)
-        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except (ValueError, ValidationError):
-        return _back(day, error="invalid")
+        return await _walk_in_again(request, db, settings, user, day, typed, _ERRORS["invalid"])
+    # A read, only to say why in staff's words; the booking path below still decides (a time
+    # taken meanwhile is its 409, with what was typed kept as well).
+    why = None
+    async with db.read() as conn:
+        fits = await _walk_in_fits(conn, day, settings.timezone, utcnow(), [request_in.service_id])
+        if request_in.slot_id not in fits:
+            why = await _why_no_fit(
+                conn, settings, request_in.slot_id, request_in.service_id, utcnow()
+            )
+    if why is not None:
+        return await _walk_in_again(request, db, settings, user, day, typed, why)
+    try:
+        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        message = _ERRORS.get(_error_code(exc), exc.message)
+        return await _walk_in_again(request, db, settings, user, day, typed, message, 409)
     return _back(day, done="walk_in")
+
+
+_WALK_IN_FIELDS = ("slot_id", "service_id", "name", "registration", "email", "phone")
+
+
+async def _walk_in_again(
+    request: Request,
+    db: DatabaseDep,
+    settings: Settings,
+    user: StaffUser,
+    day: date,
+    typed: dict[str, str],
+    message: str,
+    status_code: int = 422,
+) -> Response:
+    """The day again with the walk-in form as it was typed, and what was wrong with it: a
+    redirect would lose the name and registration."""
+    context = await _grid_context(request, db, settings, day)
+    context.update(
+        user=user,
+        flash=None,
+        error=None,
+        walk_in_error=message,
+        walk_in=typed,
+        refresh_ms=REFRESH_MS,
+    )
+    return render(request, settings, "staff_day.html", context, status_code)
 
 
 @router.post("/slots/{slot_id}/close")
@@ -376,7 +485,8 @@ async def move_page(
 ) -> Response:
     """The free start times (every bay) where the booking's service fits, from the day shown
     for MOVE_DAYS days; the booking's own slots count as free for it."""
-    if current_staff(request, settings) is None:
+    user = current_staff(request, settings)
+    if user is None:
         return RedirectResponse("/staff/login", 303)
     zone = settings.timezone
     now = utcnow()
@@ -414,6 +524,7 @@ async def move_page(
         text = f"{local:%H:%M} · {bay_names.get(a.slot.bay_id, '')}"
         options.setdefault(local.date(), []).append((a.slot.id, text))
     context = {
+        "user": user,
         "booking": booking,
         "service_name": service_name or "",
         "bay_name": bay_names.get(booking["bay_id"], ""),

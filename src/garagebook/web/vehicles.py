@@ -14,7 +14,14 @@ from starlette.responses import RedirectResponse, Response
 
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, SettingsDep
-from garagebook.errors import BookingNotFound, DomainError, InvalidRequest, VehicleNotFound
+from garagebook.errors import (
+    BookingNotFound,
+    DomainError,
+    InvalidRequest,
+    NotCompleted,
+    NotDueYet,
+    VehicleNotFound,
+)
 from garagebook.timeutil import utcnow
 from garagebook.vehicles.service import (
     complete_booking,
@@ -22,10 +29,11 @@ from garagebook.vehicles.service import (
     registration_of,
     set_customer_mot_expiry,
     set_mot_expiry,
+    undo_complete,
     vehicle_history,
 )
 from garagebook.web.auth import current_staff
-from garagebook.web.customer import _not_found
+from garagebook.web.customer import _not_found, manage_booking_id
 from garagebook.web.forms import checked_form, form_text
 from garagebook.web.pages import local_time, long_date, render
 from garagebook.web.staff import _action, _back, _error_code, _refused
@@ -132,15 +140,35 @@ async def staff_set_mot(
 async def staff_complete_booking(
     booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    """The day view's "Done" button; back to the day (`?done=completed`)."""
+    """The day view's "Done" button; back to the day (`?done=completed`). A booking on a later
+    day than today is refused (`?error=not_due`): the grid offers no Done there."""
     user, _, day = await _action(request, settings)
     if user is None:
         return _refused(request, settings)
     try:
-        await complete_booking(db, settings, booking_id[:64])
+        await complete_booking(db, settings, booking_id[:64], not_after=local_today(settings))
+    except NotDueYet:
+        return _back(day, error="not_due")
     except DomainError as exc:
         return _back(day, error=_error_code(exc))
     return _back(day, done="completed")
+
+
+@router.post("/staff/bookings/{booking_id}/undo-complete")
+async def staff_undo_complete(
+    booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The grid's "Undo" on a booking marked done: back to confirmed (`?done=uncompleted`)."""
+    user, _, day = await _action(request, settings)
+    if user is None:
+        return _refused(request, settings)
+    try:
+        await undo_complete(db, settings, booking_id[:64])
+    except NotCompleted:
+        return _back(day, error="not_done")
+    except DomainError as exc:
+        return _back(day, error=_error_code(exc))
+    return _back(day, done="uncompleted")
 
 
 @router.post("/manage/{token}/mot")
@@ -159,7 +187,8 @@ async def customer_set_mot(
         if expires_on is None:
             raise ValueError("not a date")
         async with db.transaction() as conn:
-            await set_customer_mot_expiry(conn, token, expires_on, local_today(settings, now))
+            booking_id = await manage_booking_id(conn, settings, token)
+            await set_customer_mot_expiry(conn, booking_id, expires_on, local_today(settings, now))
     except BookingNotFound:
         return _not_found(request, settings)
     except (ValueError, InvalidRequest):

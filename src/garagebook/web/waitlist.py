@@ -164,7 +164,7 @@ async def offer_page(
     token: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
     try:
-        offer = await waitlist.offer_for_link(db, token[:_TOKEN_MAX])
+        offer = await waitlist.offer_for_link(db, token[:_TOKEN_MAX], settings)
     except OfferNotFound:
         return _message(
             request, settings, "Offer not found", "Check that you copied all of the link.", 404

@@ -43,7 +43,11 @@
     if (!data) return;
     for (const name of FIELDS) if (typeof data[name] === "string") form.elements[name].value = data[name];
   }
-  form.addEventListener("input", () => { saveForm(); idempotencyKey = null; });
+  form.addEventListener("input", (event) => {
+    saveForm();
+    idempotencyKey = null;
+    clearIfFixed(event.target.name);
+  });
 
   // --- messages ------------------------------------------------------------------------------
   function say(text, kind) {
@@ -159,11 +163,16 @@
       holdBox.hidden = false;
       details.hidden = false;
       confirmButton.disabled = false;
-      $("hold-what").textContent = $("step-time").textContent.replace(/^3\. Time on /, "") + " at " + hold.label;
+      const when = $("step-time").textContent.replace(/^3\. Time on /, "") + " at " + hold.label;
+      $("hold-what").textContent = (root.dataset.service ? root.dataset.service + ", " : "") + when;
       say(hold.label + " is held for you. Fill in your details below.", "ok");
       markPicked();
       tick();
       timer = setInterval(tick, 1000);
+      // On a phone the form is below the fold: bring what just changed into view, and move
+      // the focus there (screen readers read the hold; Tab goes on to the form).
+      details.scrollIntoView({ block: "start" });
+      holdBox.focus({ preventScroll: true });
       return;
     }
     if (r.status === 409 || r.status === 404 || r.status === 422) {
@@ -211,6 +220,12 @@
     $("e-" + name).textContent = message;
     if (message) input.setAttribute("aria-invalid", "true");
     else input.removeAttribute("aria-invalid");
+  }
+  // An error shown under a field goes as soon as what is typed there is right, not at the
+  // next submit (a new error only appears on submit: no scolding while someone types).
+  function clearIfFixed(name) {
+    if (!FIELDS.includes(name) || !$("e-" + name).textContent) return;
+    if (!validate()[name]) showError(name, "");
   }
   function validate() {
     const v = (n) => form.elements[n].value.trim();

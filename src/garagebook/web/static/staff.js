@@ -23,7 +23,8 @@
       updateWalkInTimes();
     } catch (e) { /* offline for a moment: try again next time */ }
   }
-  // The walk-in form offers the free times the grid shows now, not those of the page load.
+  // The walk-in form offers the free times the grid shows now, not those of the page load,
+  // and of those only the ones where the chosen service fits (the server checks it too).
   function updateWalkInTimes() {
     const select = document.getElementById("w-slot");
     if (!select) return;
@@ -32,11 +33,39 @@
       const option = document.createElement("option");
       option.value = cell.dataset.freeSlot;
       option.textContent = cell.dataset.freeLabel;
+      option.dataset.fits = cell.dataset.fits || "";
       return option;
     });
     select.replaceChildren(...options);
     if (options.some((o) => o.value === chosen)) select.value = chosen;
+    offerFittingTimes();
   }
+  function offerFittingTimes() {
+    const select = document.getElementById("w-slot");
+    const service = document.getElementById("w-service");
+    if (!select || !service) return;
+    let fitting = 0;
+    for (const option of select.options) {
+      const fits = (option.dataset.fits || "").split(" ").includes(service.value);
+      option.hidden = !fits;
+      option.disabled = !fits;
+      if (fits) fitting += 1;
+    }
+    const current = select.selectedOptions[0];
+    if (!current || current.disabled) {
+      const first = Array.from(select.options).find((o) => !o.disabled);
+      if (first) select.value = first.value;
+    }
+    const hint = document.getElementById("w-slot-hint");
+    const name = service.selectedOptions[0] ? service.selectedOptions[0].textContent : "";
+    if (hint) {
+      hint.textContent = fitting
+        ? "Times where a " + name + " fits on that bay."
+        : "A " + name + " fits nowhere on this day: the free times are too short or too late.";
+    }
+  }
+  document.getElementById("w-service")?.addEventListener("change", offerFittingTimes);
+  offerFittingTimes();
 
   setInterval(refresh, every);
   document.addEventListener("visibilitychange", refresh);
