@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from starlette.responses import Response
 
@@ -31,6 +30,7 @@ from garagebook.errors import (
     NotAuthenticated,
     SlotUnavailable,
 )
+from garagebook.fields import Id
 from garagebook.http import (
     error_response,
     error_responses,
@@ -188,7 +188,7 @@ async def cancel_managed_booking(
 class RescheduleIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    slot_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    slot_id: Id
 
 
 async def _reschedule(

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
 from starlette.responses import Response
 
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
 from garagebook.errors import InvalidRequest
+from garagebook.fields import Id, IsoDate
 from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
@@ -46,7 +47,7 @@ async def list_services(db: DatabaseDep) -> Response:
 async def get_slots(
     db: DatabaseDep,
     settings: SettingsDep,
-    day: Annotated[date | None, Query(alias="date")] = None,
+    day: Annotated[IsoDate | None, Query(alias="date")] = None,
     available: bool | None = None,
     service_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
@@ -68,7 +69,7 @@ async def get_slots(
 class SlotIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    bay_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    bay_id: Id
     starts_at: AwareDatetime
     ends_at: AwareDatetime
 
