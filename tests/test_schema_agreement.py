@@ -256,3 +256,22 @@ async def test_an_idempotent_retry_with_a_float_id_is_the_same_request(
     assert first.status_code == again.status_code == 201, again.text
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
+
+
+@pytest.mark.parametrize(
+    ("starts_at", "ends_at"),
+    [
+        ("0001-01-01T00:00:01+01:00", "0001-01-01T00:00:00Z"),  # found by the CLI: was a 500
+        ("9999-12-31T23:00:00Z", "9999-12-31T23:30:00-01:00"),
+    ],
+)
+async def test_a_slot_time_with_no_utc_year_is_a_422(
+    api: httpx.AsyncClient, starts_at: str, ends_at: str
+) -> None:
+    response = await api.post(
+        "/api/admin/slots",
+        json={"bay_id": 1, "starts_at": starts_at, "ends_at": ends_at},
+        headers=AUTH,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -84,6 +84,12 @@ class SlotIn(BaseModel):
 async def create_admin_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     """Open a slot on a bay; 409 when it overlaps one already there."""
     body = await parse_json(request, SlotIn)
+    try:  # stored in UTC: 0001-01-01T00:00:00+01:00 is a valid date-time with no UTC year
+        body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(
+            "starts_at and ends_at must be within years 1 to 9999 in UTC."
+        ) from None
     length = body.ends_at - body.starts_at
     if not timedelta(0) < length <= MAX_SLOT_LENGTH:
         raise InvalidRequest("ends_at must be after starts_at, and a slot at most 12 hours long.")
