@@ -22,7 +22,13 @@ from garagebook.bookings.reminders import REMINDER_KIND, reminder_at
 from garagebook.bookings.service import booking_json, claimed_slots, enqueue
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
-from garagebook.errors import BookingNotFound, SlotInPast, SlotUnavailable, closed_because
+from garagebook.errors import (
+    BookingNotFound,
+    ServiceDoesNotFit,
+    SlotInPast,
+    SlotUnavailable,
+    closed_because,
+)
 from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import booking_slots, bookings
 from garagebook.slots.service import PlanCache
@@ -56,9 +62,7 @@ async def reschedule(
     if plan.start.starts_at <= now:
         raise SlotInPast(slot_id=new_slot_id)
     if not plan.fits:
-        raise SlotUnavailable(
-            "database", "The service does not fit at that time: the slots after it are not free."
-        )
+        raise ServiceDoesNotFit()
     new_slots = [s for s in plan.slot_ids if s not in old_slots]  # the rest are ours already
 
     token = secrets.token_hex(16)

@@ -40,6 +40,7 @@ from garagebook.db import Database, insert_ignoring_conflicts, upsert
 from garagebook.errors import (
     BookingNotFound,
     IdempotencyKeyReused,
+    ServiceDoesNotFit,
     SlotInPast,
     SlotUnavailable,
     closed_because,
@@ -102,9 +103,7 @@ async def book(
     if plan.start.starts_at <= now:
         raise SlotInPast(slot_id=request.slot_id)
     if not plan.fits:
-        raise SlotUnavailable(
-            "database", "The service does not fit at that time: the slots after it are not free."
-        )
+        raise ServiceDoesNotFit()
 
     # Layer 1. The key's value is the request's token, and a key holding our own token counts
     # as free: so a hold's keys are accepted for its holder, and a retry with the same

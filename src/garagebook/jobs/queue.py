@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.errors import DomainError
+from garagebook.errors import JobNotFound, JobNotRetryable
 from garagebook.schema import outbox
 
 PENDING = "pending"
@@ -31,16 +31,6 @@ DEAD = "dead"
 STATES = (PENDING, RUNNING, DONE, SKIPPED, DEAD)
 
 _ERROR_MAX_CHARS = 1000
-
-
-class JobNotFound(DomainError):
-    code = "job_not_found"
-    message = "No such job."
-
-
-class JobNotRetryable(DomainError):
-    code = "job_not_retryable"
-    message = "That job is still queued or running; only finished or dead jobs can be put back."
 
 
 @dataclass(frozen=True)

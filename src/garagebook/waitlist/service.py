@@ -37,6 +37,7 @@ from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import (
     InvalidRequest,
+    OfferAlreadyBooked,
     OfferGone,
     OfferNotFound,
     ServiceNotFound,
@@ -494,7 +495,7 @@ async def accept(
     offer = await offer_for_link(db, token)
     now = utcnow()
     if offer.status == ACCEPTED:
-        raise OfferGone("You have booked this time already: see your confirmation mail.")
+        raise OfferAlreadyBooked()
     if not offer.is_open(now):
         raise OfferGone()
     request = BookingIn(

@@ -25,10 +25,14 @@ from garagebook.bookings.schemas import BookingIn
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
+    BayNotFound,
     BookingNotFound,
     DomainError,
-    SlotInPast,
-    SlotUnavailable,
+    InvalidRequest,
+    ServiceNotFound,
+    closed_because,
+    page_key,
+    page_message_for_key,
 )
 from garagebook.schema import bays, services
 from garagebook.slots.service import create_slot, list_slots, local_day_bounds
@@ -184,7 +188,7 @@ async def day_view(
     context.update(
         user=user,
         flash=_MESSAGES.get(done or ""),
-        error=_ERRORS.get(error or ""),
+        error=page_message_for_key(error),
         refresh_ms=REFRESH_MS,
     )
     return render(request, settings, "staff_day.html", context)
@@ -208,26 +212,8 @@ async def day_grid(
 
 # --- actions -----------------------------------------------------------------------------------
 
-_ERRORS = {
-    "taken": "That time is no longer free: someone booked it first.",
-    "invalid": "Some details were not valid; nothing was booked.",
-    "overlaps": "That bay already has a slot overlapping that time.",
-    "past": "That time has already started.",
-    "not_found": "That booking or slot no longer exists.",
-    "already": "That booking was already cancelled.",
-    "unavailable": "The booking database did not answer; try again.",
-    "no_fit": "That slot cannot be closed this way (no service fits it exactly).",
-}
-
-
-def _error_code(exc: DomainError) -> str:
-    return {
-        "slot_unavailable": "taken",
-        "validation_error": "invalid",
-        "slot_overlaps": "overlaps",
-        "already_cancelled": "already",
-        "database_unavailable": "unavailable",
-    }.get(exc.code, "not_found" if exc.code.endswith("not_found") else "invalid")
+# A form field that is not what it should be (not a number, not a time): as the API's 422.
+_INVALID = page_key(InvalidRequest())
 
 
 async def _action(request: Request, settings: Settings) -> tuple[StaffUser | None, FormData, date]:
@@ -254,7 +240,7 @@ async def cancel_booking(
     try:
         await bookings.cancel(db, reservations, settings, booking_id[:64])
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     return _back(day, done="reopened" if reopening else "cancelled")
 
 
@@ -290,11 +276,12 @@ async def walk_in(
         body["slot_id"] = int(form_text(form, "slot_id"))
         body["service_id"] = int(form_text(form, "service_id"))
         request_in = BookingIn.model_validate(body)
+    except ValueError:  # int() of a field that is not a number, or pydantic's ValidationError
+        return _back(day, error=_INVALID)
+    try:
         await bookings.book(db, reservations, plans, settings, request_in, None)
-    except (ValueError, ValidationError):
-        return _back(day, error="invalid")
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     return _back(day, done="walk_in")
 
 
@@ -315,7 +302,7 @@ async def close_slot(
             select(services.c.id).order_by(services.c.duration_minutes, services.c.id).limit(1)
         )
     if shortest is None:
-        return _back(day, error="no_fit")
+        return _back(day, error=page_key(ServiceNotFound()))
     try:
         request_in = BookingIn.model_validate(
             {
@@ -325,14 +312,12 @@ async def close_slot(
                 "notes": f"Closed by {user.name}",
             }
         )
-        await bookings.book(db, reservations, plans, settings, request_in, None)
     except ValidationError:
-        return _back(day, error="invalid")
-    except SlotUnavailable as exc:
-        fits = "does not fit" not in exc.message
-        return _back(day, error="taken" if fits else "no_fit")
-    except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=_INVALID)
+    try:
+        await bookings.book(db, reservations, plans, settings, request_in, None)
+    except DomainError as exc:  # ServiceDoesNotFit: "no_fit"; booked or held by anyone: "taken"
+        return _back(day, error=page_key(exc))
     return _back(day, done="closed")
 
 
@@ -349,17 +334,17 @@ async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) ->
         if not 15 <= minutes <= 12 * 60:
             raise ValueError("length out of range")
     except ValueError:
-        return _back(day, error="invalid")
+        return _back(day, error=_INVALID)
     starts_at = datetime.combine(day, starts, settings.timezone)
     try:
         async with db.transaction() as conn:
             if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
-                return _back(day, error="not_found")
+                return _back(day, error=page_key(BayNotFound(bay_id=bay_id)))
             await create_slot(
                 conn, bay_id, starts_at, starts_at + timedelta(minutes=minutes), settings.timezone
             )
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     return _back(day, done="opened")
 
 
@@ -400,10 +385,10 @@ async def move_page(
                 service_id=booking["service_id"],
                 own_slots=booking["slot_ids"],
             )
-    except BookingNotFound:
-        return _back(back_day, error="not_found")
+    except BookingNotFound as exc:
+        return _back(back_day, error=page_key(exc))
     if booking["status"] != "confirmed":
-        return _back(back_day, error="already")
+        return _back(back_day, error=page_key(closed_because(booking["status"])))
     bay_names = {b.id: b.name for b in bay_rows}
     current = datetime.fromisoformat(booking["starts_at"])
     options: dict[date, list[tuple[int, str]]] = {}
@@ -442,12 +427,10 @@ async def move_booking(
     try:
         slot_id = int(form_text(form, "slot_id"))
     except ValueError:
-        return _back(day, error="invalid")
+        return _back(day, error=_INVALID)
     try:
         moved = await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
-    except SlotInPast:
-        return _back(day, error="past")
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     # The day the booking is on now, where staff look next.
     return _back(datetime.fromisoformat(moved["starts_at"]).date(), done="moved")

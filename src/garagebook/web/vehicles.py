@@ -14,7 +14,14 @@ from starlette.responses import RedirectResponse, Response
 
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, SettingsDep
-from garagebook.errors import BookingNotFound, DomainError, InvalidRequest, VehicleNotFound
+from garagebook.errors import (
+    BookingNotFound,
+    DomainError,
+    InvalidRequest,
+    VehicleNotFound,
+    page_key,
+    page_message_for_key,
+)
 from garagebook.timeutil import utcnow
 from garagebook.vehicles.service import (
     complete_booking,
@@ -27,16 +34,15 @@ from garagebook.vehicles.service import (
 from garagebook.web.auth import current_staff
 from garagebook.web.customer import _not_found
 from garagebook.web.forms import checked_form, form_text
-from garagebook.web.pages import local_time, long_date, render
-from garagebook.web.staff import _action, _back, _error_code, _refused
+from garagebook.web.pages import error_page, local_time, long_date, render
+from garagebook.web.staff import _action, _back, _refused
 
 router = APIRouter(include_in_schema=False)
 
 _MESSAGES = {"mot": "MOT expiry saved."}
-_ERRORS = {
-    "invalid": "That is not a date an MOT certificate can carry; nothing was changed.",
-    "unavailable": "The booking database did not answer; try again.",
-}
+# This page's own word for the one mapping's "invalid" (InvalidRequest): the MOT date.
+_INVALID = page_key(InvalidRequest())
+_ERRORS = {_INVALID: "That is not a date an MOT certificate can carry; nothing was changed."}
 _TOKEN_MAX = 128
 
 
@@ -97,7 +103,7 @@ async def vehicle_page(
         if expires
         else None,
         "flash": _MESSAGES.get(done or ""),
-        "error": _ERRORS.get(error or ""),
+        "error": _ERRORS.get(error or "") or page_message_for_key(error),
     }
     return render(request, settings, "staff_vehicle.html", context)
 
@@ -115,7 +121,7 @@ async def staff_set_mot(
         return RedirectResponse("/staff", 303)
     expires_on = _form_date(form_text(form, "expires_on"))
     if expires_on is None:
-        return RedirectResponse(f"{vehicle_url(key)}?error=invalid", 303)
+        return RedirectResponse(f"{vehicle_url(key)}?error={_INVALID}", 303)
     now = utcnow()
     try:
         async with db.transaction() as conn:
@@ -123,8 +129,7 @@ async def staff_set_mot(
     except VehicleNotFound:
         return RedirectResponse("/staff", 303)
     except DomainError as exc:
-        problem = "invalid" if isinstance(exc, InvalidRequest) else "unavailable"
-        return RedirectResponse(f"{vehicle_url(key)}?error={problem}", 303)
+        return RedirectResponse(f"{vehicle_url(key)}?error={page_key(exc)}", 303)
     return RedirectResponse(f"{vehicle_url(key)}?done=mot", 303)
 
 
@@ -139,7 +144,7 @@ async def staff_complete_booking(
     try:
         await complete_booking(db, settings, booking_id[:64])
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     return _back(day, done="completed")
 
 
@@ -157,13 +162,13 @@ async def customer_set_mot(
     now = utcnow()
     try:
         if expires_on is None:
-            raise ValueError("not a date")
+            raise InvalidRequest()  # not a date: the same page as a date out of range
         async with db.transaction() as conn:
             key = await registration_for_cancel_token(conn, token)
             await set_mot_expiry(conn, key, expires_on, now, local_today(settings, now))
     except BookingNotFound:
         return _not_found(request, settings)
-    except (ValueError, InvalidRequest):
+    except InvalidRequest:
         return render(
             request,
             settings,
@@ -176,7 +181,5 @@ async def customer_set_mot(
             422,
         )
     except DomainError as exc:
-        return render(
-            request, settings, "message.html", {"title": "Not saved", "message": exc.message}, 503
-        )
+        return error_page(request, settings, "Not saved", exc)
     return RedirectResponse(f"/manage/{token}", 303)
