@@ -8,11 +8,31 @@ due now, and the reminder, due at :reminder_at (NULL: none). The claims go again
 uq_booking_slots_slot_id_active. Every insert that can lose a race says ON CONFLICT DO
 NOTHING, so losing is a count, not an exception: the caller compares `claimed` with the number
 of slots and `keyed` with whether it sent a key, and rolls back when they differ.
+
+The outbox insert is `jobs.queue.enqueue`'s, inlined for the one round trip: built from the
+same column list (`NEW_JOB_COLUMNS`), kinds (`jobs.kinds`) and initial state, so the two
+cannot drift apart (tests/test_outbox.py compares the rows they write).
 """
 
 from __future__ import annotations
 
-BOOK_POSTGRES = """
+from garagebook.jobs.kinds import BOOKING_CONFIRMED, BOOKING_REMINDER
+from garagebook.jobs.queue import NEW_JOB_COLUMNS, PENDING
+
+# What each column of a new job is in the statement below, in NEW_JOB_COLUMNS' order.
+JOB_VALUES = {
+    "kind": "due.kind",
+    "payload": "CAST(:payload AS text)",
+    "status": f"'{PENDING}'",
+    "attempts": "0",
+    "run_at": "due.run_at",
+    "created_at": "CAST(:created_at AS timestamptz)",
+}
+_JOB_COLUMNS = ", ".join(NEW_JOB_COLUMNS)
+_JOB_SELECT = ", ".join(JOB_VALUES[column] for column in NEW_JOB_COLUMNS)
+
+# Only constants are formatted into it: every value is a bound parameter.
+BOOK_POSTGRES = f"""
 WITH booking AS (
     INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,
                           customer_phone, vehicle_registration, vehicle_make, vehicle_model,
@@ -43,12 +63,11 @@ WITH booking AS (
     ON CONFLICT (registration) DO UPDATE
         SET make = excluded.make, model = excluded.model, updated_at = excluded.updated_at
 ), jobs AS (
-    INSERT INTO outbox (kind, payload, status, attempts, run_at, created_at)
-    SELECT due.kind, CAST(:payload AS text), 'pending', 0, due.run_at,
-           CAST(:created_at AS timestamptz)
+    INSERT INTO outbox ({_JOB_COLUMNS})
+    SELECT {_JOB_SELECT}
     FROM booking CROSS JOIN (VALUES
-        ('booking_confirmed', CAST(:created_at AS timestamptz)),
-        ('booking_reminder', CAST(:reminder_at AS timestamptz))
+        ('{BOOKING_CONFIRMED}', CAST(:created_at AS timestamptz)),
+        ('{BOOKING_REMINDER}', CAST(:reminder_at AS timestamptz))
     ) AS due (kind, run_at)
     WHERE due.run_at IS NOT NULL
 ), idempotency AS (
@@ -63,4 +82,4 @@ WITH booking AS (
 SELECT (SELECT count(*) FROM booking) AS booked,
        (SELECT count(*) FROM claims) AS claimed,
        (SELECT count(*) FROM idempotency) AS keyed
-"""
+"""  # noqa: S608 (constants only, see above)

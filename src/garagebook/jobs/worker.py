@@ -11,6 +11,10 @@ A worker that is killed stops renewing; once the lease runs out, any worker clai
 again. Delivery is therefore at least once, and the mail's Message-ID makes a repeat the same
 message. On SIGTERM the worker stops claiming, lets running jobs finish for up to
 WORKER_SHUTDOWN_SECONDS, and hands back the rest at once.
+
+Pruning: every PRUNE_INTERVAL_SECONDS each worker deletes jobs that finished (`done`,
+`skipped`) more than JOB_RETENTION_DAYS ago, PRUNE_BATCH at a time, each batch its own short
+transaction. Dead jobs are kept for `garagebook jobs`.
 """
 
 from __future__ import annotations
@@ -31,26 +35,34 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.bookings import reminders as _booking_reminders  # noqa: F401  (see below)
 from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
-from garagebook.jobs import kinds, queue
+from garagebook.jobs import queue
 from garagebook.jobs.handlers import JobContext, run_job
 from garagebook.jobs.mail import DeliveryFailed, Mailer, create_mailer, redact
 from garagebook.jobs.queue import Job
 from garagebook.reservations import ReservationStore, create_reservations
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
+from garagebook.vehicles import reminders as _mot_reminders  # noqa: F401  (see below)
 from garagebook.vehicles.reminders import queue_mot_reminders
+from garagebook.waitlist import jobs as _waitlist_jobs  # noqa: F401  (see below)
 
 log = logging.getLogger(__name__)
 
-assert kinds  # imported for its side effect: every job kind registers its handler
+# The _-imports above are for their side effect: each registers the handlers of its job kinds
+# (jobs.kinds), so a job written by the API always finds its handler here (booking mails are
+# jobs.handlers' own).
 
 NOTIFY_CHANNEL = "garagebook_outbox"  # the trigger in migration 0003 notifies this channel
 _LISTEN_RETRY_SECONDS = 5.0
 _RECORD_TRIES = 3
 MOT_REMINDER_INTERVAL_SECONDS = 24 * 3600.0  # the embedded default's `remind-mot`
+PRUNE_INTERVAL_SECONDS = 3600.0
+PRUNE_BATCH = 1000
+_PRUNE_MAX_BATCHES = 100  # per round: a backlog of old jobs goes over several rounds
 
 
 def worker_name() -> str:
@@ -91,6 +103,7 @@ class Worker:
         self._listener: Any = None  # the asyncpg connection in LISTEN, while it works
         self._listen_retry_at = 0.0
         self._database_ok = True
+        self._prune_at = 0.0  # at start, then every PRUNE_INTERVAL_SECONDS
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running jobs are finished or handed back."""
@@ -115,6 +128,8 @@ class Worker:
                         self._start(job)
                 if self._stopping:
                     break
+                if time.monotonic() >= self._prune_at:
+                    await self.prune()
                 # Woken by NOTIFY, by a job finishing (a free place), by stop(); else poll.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.worker_poll_seconds):
@@ -150,6 +165,24 @@ class Worker:
             else:
                 runnable.append(job)
         return runnable
+
+    async def prune(self) -> int:
+        """Delete finished jobs older than JOB_RETENTION_DAYS, in bounded batches; how many."""
+        self._prune_at = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        before = utcnow() - timedelta(days=self.settings.job_retention_days)
+        pruned = 0
+        try:
+            for _ in range(_PRUNE_MAX_BATCHES):
+                async with self.db.transaction() as conn:
+                    deleted = await queue.prune(conn, before, PRUNE_BATCH)
+                pruned += deleted
+                if deleted < PRUNE_BATCH or self._stopping:
+                    break
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
+            log.warning("worker %s could not prune old jobs (%s)", self.name, describe(exc))
+        if pruned:
+            log.info("worker %s pruned %d finished job(s)", self.name, pruned)
+        return pruned
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"garagebook-job-{job.id}")

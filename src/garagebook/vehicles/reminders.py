@@ -19,21 +19,21 @@ from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.jobs.handlers import JobContext, handles
+from garagebook.jobs.kinds import MOT_REMINDER
 from garagebook.jobs.mail import DeliveryFailed
 from garagebook.jobs.messages import build_mail
-from garagebook.jobs.queue import DONE, PENDING, SKIPPED, Job
-from garagebook.schema import bookings, outbox, services, vehicles
+from garagebook.jobs.queue import DONE, SKIPPED, Job, enqueue
+from garagebook.schema import bookings, services, vehicles
 from garagebook.slots.service import Slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 
-KIND = "mot_reminder"
+KIND = MOT_REMINDER
 _SEARCH_STEP = timedelta(days=7)  # the free-time search reads a week of slots at a time
 
 
@@ -55,24 +55,11 @@ async def queue_mot_reminders(
             .returning(vehicles.c.registration, vehicles.c.mot_expires_on)
         )
     ).all()
-    if due:
-        await conn.execute(
-            outbox.insert().values(
-                [
-                    {
-                        "kind": KIND,
-                        "payload": orjson.dumps(
-                            {"registration": registration, "expires_on": expires.isoformat()}
-                        ).decode(),
-                        "status": PENDING,
-                        "attempts": 0,
-                        "run_at": now,
-                        "created_at": now,
-                    }
-                    for registration, expires in due
-                ]
-            )
-        )
+    payloads = [
+        {"registration": registration, "expires_on": expires.isoformat()}
+        for registration, expires in due
+    ]
+    await enqueue(conn, KIND, *payloads, now=now)  # one statement for all of them
     return [(registration, expires) for registration, expires in due]
 
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,8 +43,10 @@ from garagebook.errors import (
     SlotUnavailable,
     WaitlistEntryNotFound,
 )
+from garagebook.jobs.kinds import WAITLIST_OFFER_EXPIRED, WAITLIST_OFFERED
+from garagebook.jobs.queue import enqueue
 from garagebook.reservations import Outcome, ReservationStore
-from garagebook.schema import bays, outbox, services, slots, waitlist_entries, waitlist_offers
+from garagebook.schema import bays, services, slots, waitlist_entries, waitlist_offers
 from garagebook.slots.service import (
     MAX_SLOTS_PER_SERVICE,
     PlanCache,
@@ -56,12 +57,12 @@ from garagebook.slots.service import (
 )
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.waitlist.schemas import WaitlistIn
-from garagebook.waitlist.triggers import time_freed
+from garagebook.waitlist.triggers import queue_match
 
 WAITING, OFFERED, BOOKED, LAPSED, LEFT = "waiting", "offered", "booked", "lapsed", "left"
 OPEN, ACCEPTED, EXPIRED, LOST = "open", "accepted", "expired", "lost"
-OFFERED_KIND = "waitlist_offered"
-EXPIRY_KIND = "waitlist_offer_expired"
+OFFERED_KIND = WAITLIST_OFFERED
+EXPIRY_KIND = WAITLIST_OFFER_EXPIRED
 JOIN_DAYS_AHEAD = 90
 # pg_advisory_xact_lock key: "garagebook waitlist" (any constant shared by every process).
 _MATCH_LOCK = 0x6761726167657761
@@ -103,7 +104,7 @@ async def join(db: Database, settings: Settings, request: WaitlistIn) -> dict[st
                 already_waiting=True,
             )
         # A time may be free already (freed while the customer typed): let matching look.
-        await time_freed(conn, request.day, now)
+        await queue_match(conn, request.day, now)
         ahead = await conn.scalar(
             select(func.count()).where(
                 waitlist_entries.c.day == request.day,
@@ -147,7 +148,7 @@ async def leave(db: Database, reservations: ReservationStore, leave_token: str) 
         )
         released = [(_slot_ids(o.slot_ids), o.hold_token) for o in offers]
         if released:
-            await time_freed(conn, entry.day, now)
+            await queue_match(conn, entry.day, now)
     for slot_ids, token in released:
         await reservations.release(slot_ids, token)
 
@@ -196,7 +197,7 @@ async def match_day(
                 # A time was held by a customer mid-booking. If they give up, the hold just
                 # expires (nothing frees it), so look again once any such hold has run out.
                 later = now + timedelta(seconds=settings.hold_ttl_seconds + 1)
-                await time_freed(conn, day, now, run_at=later)
+                await queue_match(conn, day, now, run_at=later)
             return made
     except BaseException:
         for slot_ids, token in taken_keys:  # rolled back: the holds must not outlive the offers
@@ -349,32 +350,12 @@ async def _offer_first_fit(
         reference = f"waitlist offer {offer_id}"
         # The link's token travels in the job (it is stored hashed on the offer row).
         mail = {"offer_id": offer_id, "token": link_token, "reference": reference}
-        await _enqueue(conn, OFFERED_KIND, mail, now, now)
-        await _enqueue(
-            conn,
-            EXPIRY_KIND,
-            {"offer_id": offer_id, "day": day, "reference": reference},
-            now,
-            now + hold,
-        )
+        await enqueue(conn, OFFERED_KIND, mail, now=now)
+        expiry = {"offer_id": offer_id, "day": day, "reference": reference}
+        await enqueue(conn, EXPIRY_KIND, expiry, now=now, run_at=now + hold)
         free.free.difference_update(covered)
         return Offered(offer_id, entry_id, covered), hold_token
     return None
-
-
-async def _enqueue(
-    conn: AsyncConnection, kind: str, payload: dict[str, Any], now: datetime, run_at: datetime
-) -> None:
-    await conn.execute(
-        outbox.insert().values(
-            kind=kind,
-            payload=orjson.dumps(payload).decode(),
-            status="pending",
-            attempts=0,
-            run_at=run_at,
-            created_at=now,
-        )
-    )
 
 
 def _slot_ids(text: str) -> tuple[int, ...]:
@@ -553,4 +534,4 @@ async def _offer_lost(db: Database, offer: Offer, now: datetime) -> None:
                 )
                 .values(status=WAITING)
             )
-            await time_freed(conn, offer.day, now)
+            await queue_match(conn, offer.day, now)
