@@ -225,3 +225,10 @@ def test_job_retention_days_is_a_setting() -> None:
     assert Settings(_env_file=None).job_retention_days == 30  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="greater than 0"):
         Settings(_env_file=None, job_retention_days=0)  # type: ignore[call-arg]
+
+
+def test_every_kind_has_its_handler_in_the_worker() -> None:
+    from garagebook.jobs import worker  # noqa: F401  (imports every handler module)
+    from garagebook.jobs.handlers import HANDLERS
+
+    assert set(HANDLERS) == set(kinds.ALL)
