@@ -64,6 +64,7 @@ def test_every_domain_error_has_a_status_a_code_and_a_page_message() -> None:
 def test_page_keys_are_unique_and_lead_back_to_their_message() -> None:
     keys = [answer_for(cls).key for cls in ANSWERS]
     assert len(keys) == len(set(keys))
+    assert max(len(key) for key in keys) <= 20  # the staff and vehicle pages' `error` limit
     for cls in ANSWERS:
         assert errors.page_message_for_key(answer_for(cls).key) == answer_for(cls).page
     assert errors.page_message_for_key("no-such-key") is None

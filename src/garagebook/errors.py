@@ -182,7 +182,9 @@ class JobNotRetryable(DomainError):
 class Answer:
     status: int  # the HTTP status, for the API and the pages alike
     page: str  # what a page tells a person (the API's `message` may say more, for developers)
-    key: str = ""  # what a page redirect carries in its query; default: the error's code
+    # What a page redirect carries in its query (`?error=`, at most 20 characters: the pages'
+    # query limit); default: the error's code.
+    key: str = ""
 
 
 ANSWERS: dict[type[DomainError], Answer] = {
@@ -199,7 +201,9 @@ ANSWERS: dict[type[DomainError], Answer] = {
     OfferGone: Answer(409, OfferGone.message),
     OfferAlreadyBooked: Answer(409, OfferAlreadyBooked.message, "offer_booked"),
     OfferNotFound: Answer(404, "That offer does not exist. Check that you copied all of the link."),
-    WaitlistEntryNotFound: Answer(404, "That waitlist entry does not exist (any more)."),
+    WaitlistEntryNotFound: Answer(
+        404, "That waitlist entry does not exist (any more).", "entry_not_found"
+    ),
     SlotNotFound: Answer(404, "That time does not exist (any more)."),
     ServiceNotFound: Answer(404, "That service is not offered (any more). Please pick another."),
     BayNotFound: Answer(404, "That bay does not exist."),
@@ -207,7 +211,9 @@ ANSWERS: dict[type[DomainError], Answer] = {
     VehicleNotFound: Answer(404, "No booking here was ever for that car."),
     SlotInPast: Answer(422, "That time has already started; pick a time in the future.", "past"),
     IdempotencyKeyReused: Answer(
-        422, "This form was already sent with other details. Reload the page and try again."
+        422,
+        "This form was already sent with other details. Reload the page and try again.",
+        "key_reused",
     ),
     InvalidRequest: Answer(422, "Some details were not valid; nothing was changed.", "invalid"),
     PayloadTooLarge: Answer(413, "That was more than this form can take."),
