@@ -59,9 +59,14 @@ bench: install
 chaos: install-test
 	CHAOS_SECONDS=30 $(BIN)/pytest -s -p no:xdist tests/chaos
 
-## fuzz: the property tests and schemathesis, with many more examples than in `make test`
+## fuzz: the property tests and schemathesis, with many more examples than in `make test`;
+## then the schemathesis CLI (every phase, --checks all) against a served process on
+## PostgreSQL + Redis, bounded by FUZZ_CLI_EXAMPLES cases per operation and FUZZ_CLI_SECONDS
+FUZZ_CLI_EXAMPLES ?= 100
+FUZZ_CLI_SECONDS ?= 600
 fuzz: install-test
 	STATEFUL_EXAMPLES=400 SCHEMATHESIS_EXAMPLES=1000 $(BIN)/pytest -p no:xdist tests/test_stateful.py tests/test_schema_fuzz.py
+	SCHEMATHESIS_CLI_EXAMPLES=$(FUZZ_CLI_EXAMPLES) SCHEMATHESIS_CLI_SECONDS=$(FUZZ_CLI_SECONDS) $(BIN)/python -m tests.schemathesis_cli
 
 lint: install-test
 	$(BIN)/ruff check src tests

@@ -146,6 +146,7 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=20, ge=1, le=1000)  # ≥ 1 h 40 min of retrying
     job_retry_base_seconds: float = Field(default=10.0, gt=0)
     job_retry_max_seconds: float = Field(default=900.0, gt=0)
+    job_retention_days: float = Field(default=30.0, gt=0)  # finished jobs, then pruned
 
     log_level: str = "INFO"
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from garagebook.bookings.schemas import HOLD_TOKEN_PATTERN
 from garagebook.config import Settings
 from garagebook.db import Database
-from garagebook.errors import SlotInPast, SlotUnavailable
+from garagebook.errors import ServiceDoesNotFit, SlotInPast, SlotUnavailable
 from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import booking_slots
 from garagebook.slots.service import PlanCache
@@ -64,9 +64,7 @@ async def create_hold(
     if plan.start.starts_at <= now:
         raise SlotInPast(slot_id=slot_id)
     if not plan.fits:
-        raise SlotUnavailable(
-            "database", "The service does not fit at that time: the slots after it are not free."
-        )
+        raise ServiceDoesNotFit()
     token = new_hold_token(plan.slot_ids)
     outcome = await reservations.reserve(plan.slot_ids, token, settings.hold_ttl_seconds * 1000)
     if outcome is Outcome.CONFLICT:

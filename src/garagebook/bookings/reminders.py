@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from garagebook.config import Settings
 from garagebook.jobs.handlers import JobContext, booking_id_of, handles
+from garagebook.jobs.kinds import BOOKING_REMINDER
 from garagebook.jobs.mail import DeliveryFailed
 from garagebook.jobs.messages import REMINDER, compose, load_booking
 from garagebook.jobs.queue import DONE, SKIPPED, Job
 
-REMINDER_KIND = "booking_reminder"
+REMINDER_KIND = BOOKING_REMINDER
 
 
 def reminder_due(starts_at: datetime, settings: Settings) -> datetime | None:

@@ -18,16 +18,24 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.bookings.reminders import REMINDER_KIND, reminder_at
-from garagebook.bookings.service import booking_json, claimed_slots, enqueue
+from garagebook.bookings.reminders import reminder_at
+from garagebook.bookings.service import booking_json, claimed_slots, job_payload
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
-from garagebook.errors import BookingNotFound, SlotInPast, SlotUnavailable, closed_because
+from garagebook.errors import (
+    BookingNotFound,
+    ServiceDoesNotFit,
+    SlotInPast,
+    SlotUnavailable,
+    closed_because,
+)
+from garagebook.jobs.kinds import BOOKING_REMINDER, BOOKING_RESCHEDULED
+from garagebook.jobs.queue import enqueue
 from garagebook.reservations import Outcome, ReservationStore, lease_ms
 from garagebook.schema import booking_slots, bookings
+from garagebook.slots.events import time_freed
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
-from garagebook.waitlist.triggers import time_freed
 
 
 async def reschedule(
@@ -56,9 +64,7 @@ async def reschedule(
     if plan.start.starts_at <= now:
         raise SlotInPast(slot_id=new_slot_id)
     if not plan.fits:
-        raise SlotUnavailable(
-            "database", "The service does not fit at that time: the slots after it are not free."
-        )
+        raise ServiceDoesNotFit()
     new_slots = [s for s in plan.slot_ids if s not in old_slots]  # the rest are ours already
 
     token = secrets.token_hex(16)
@@ -74,7 +80,7 @@ async def reschedule(
             # The reminder for the new time; the old time's job finds the sequence changed.
             reminder = reminder_at(plan.start.starts_at, settings, now)
             if reminder is not None:
-                await enqueue(conn, REMINDER_KIND, moved, now, run_at=reminder)
+                await enqueue(conn, BOOKING_REMINDER, job_payload(moved), now=now, run_at=reminder)
     except BaseException:
         if new_slots:
             await reservations.release(new_slots, token)
@@ -141,5 +147,5 @@ async def _move(
         )
     ).one()
     moved = row._asdict()
-    await enqueue(conn, "booking_rescheduled", moved, now)
+    await enqueue(conn, BOOKING_RESCHEDULED, job_payload(moved), now=now)
     return moved

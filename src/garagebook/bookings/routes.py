@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from starlette.responses import Response
 
@@ -32,6 +32,7 @@ from garagebook.errors import (
     NotAuthenticated,
     SlotUnavailable,
 )
+from garagebook.fields import Id
 from garagebook.http import (
     error_response,
     error_responses,
@@ -207,7 +208,7 @@ async def cancel_managed_booking(
 class RescheduleIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    slot_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    slot_id: Id
 
 
 async def _reschedule(

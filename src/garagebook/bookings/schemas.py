@@ -9,7 +9,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-_DB_INT_MAX = 2**31 - 1
+from garagebook.fields import Id
+
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{5,24}$")
 _REGISTRATION = re.compile(r"^[A-Z0-9]{1,8}( [A-Z0-9]{1,8})?$")
 _UK_CURRENT = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z]{3}")
@@ -77,7 +78,6 @@ def _lowercase_email(value: str) -> str:
     return value.lower()
 
 
-Id = Annotated[int, Field(ge=1, le=_DB_INT_MAX)]
 # h_<random>_<slot ids>: see bookings/holds.py.
 HOLD_TOKEN_PATTERN = r"^h_[A-Za-z0-9_-]{32}_[0-9]{1,10}(-[0-9]{1,10}){0,31}$"  # noqa: S105 (a pattern)
 OneLine = Annotated[

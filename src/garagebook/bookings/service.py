@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings import idempotency
 from garagebook.bookings.holds import slots_of
-from garagebook.bookings.reminders import REMINDER_KIND, reminder_at
+from garagebook.bookings.reminders import reminder_at
 from garagebook.bookings.schemas import BookingIn, CustomerIn
 from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.config import Settings
@@ -50,23 +50,25 @@ from garagebook.errors import (
     IdempotencyKeyReused,
     IdempotentBookingClosed,
     InvalidRequest,
+    ServiceDoesNotFit,
     SlotInPast,
     SlotUnavailable,
     closed_because,
 )
+from garagebook.jobs.kinds import BOOKING_CANCELLED, BOOKING_CONFIRMED, BOOKING_REMINDER
+from garagebook.jobs.queue import encode_payload, enqueue
 from garagebook.reservations import Outcome, ReservationStore, lease_ms
 from garagebook.schema import (
     booking_slots,
     bookings,
     customers,
     idempotency_keys,
-    outbox,
     slots,
     vehicles,
 )
+from garagebook.slots.events import time_freed
 from garagebook.slots.service import Plan, PlanCache, local_day_bounds
 from garagebook.timeutil import to_local_iso, utcnow
-from garagebook.waitlist.triggers import time_freed
 
 # Crockford's base32: no I, L, O or U, so a reference read over the phone is unambiguous.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -120,9 +122,7 @@ async def book(
     if plan.start.starts_at <= now:
         raise SlotInPast(slot_id=request.slot_id)
     if not plan.fits:
-        raise SlotUnavailable(
-            "database", "The service does not fit at that time: the slots after it are not free."
-        )
+        raise ServiceDoesNotFit()
 
     # Layer 1. The key's value is the request's token, and a key holding our own token counts
     # as free: so a hold's keys are accepted for its holder, and a retry with the same
@@ -357,9 +357,9 @@ async def _write_booking(
             },
         )
     )
-    await enqueue(conn, "booking_confirmed", row, now)
+    await enqueue(conn, BOOKING_CONFIRMED, job_payload(row), now=now)
     if reminder is not None:
-        await enqueue(conn, REMINDER_KIND, row, now, run_at=reminder)
+        await enqueue(conn, BOOKING_REMINDER, job_payload(row), now=now, run_at=reminder)
     if key is not None:
         record = sqlite.insert(idempotency_keys).values(
             key=key.digest,
@@ -451,7 +451,7 @@ async def _write_booking_postgres(
                 "ends_at": row["ends_at"],
                 "created_at": row["created_at"],
                 "cancel_token_hash": row["cancel_token_hash"],
-                "payload": _outbox_payload(row),
+                "payload": encode_payload(job_payload(row)),
                 "reminder_at": reminder,
                 "staff": staff,
                 "day_start": caps.day_start if caps else None,
@@ -476,36 +476,14 @@ async def _write_booking_postgres(
         raise _KeyTaken()
 
 
-def _outbox_payload(booking: dict[str, Any]) -> str:
-    """The booking's id and reference, and which time of it (`sequence`: moves so far)."""
-    return orjson.dumps(
-        {
-            "booking_id": booking["id"],
-            "reference": booking["reference"],
-            "sequence": booking.get("sequence", 0),
-        }
-    ).decode()
-
-
-async def enqueue(
-    conn: AsyncConnection,
-    kind: str,
-    booking: dict[str, Any],
-    now: datetime,
-    run_at: datetime | None = None,
-) -> None:
-    """The outbox row: born in the booking's transaction, so it exists exactly when the booking
-    does. It names the booking only; the worker reads the personal data when it sends."""
-    await conn.execute(
-        outbox.insert().values(
-            kind=kind,
-            payload=_outbox_payload(booking),
-            status="pending",
-            attempts=0,
-            run_at=run_at or now,
-            created_at=now,
-        )
-    )
+def job_payload(booking: dict[str, Any]) -> dict[str, Any]:
+    """A booking's job names the booking only (id, reference, and which time of it: `sequence`,
+    moves so far); the worker reads the personal data when it sends."""
+    return {
+        "booking_id": booking["id"],
+        "reference": booking["reference"],
+        "sequence": booking.get("sequence", 0),
+    }
 
 
 async def _find_replay(
@@ -631,7 +609,7 @@ async def cancel(
         )
         slot_ids, bay_id = await claimed_slots(conn, booking_id)
         cancelled = row._asdict()
-        await enqueue(conn, "booking_cancelled", cancelled, now)
+        await enqueue(conn, BOOKING_CANCELLED, job_payload(cancelled), now=now)
         await time_freed(conn, cancelled["starts_at"].astimezone(settings.timezone).date(), now)
     await reservations.forget(slot_ids)
     return booking_json(cancelled, bay_id, slot_ids, settings)

@@ -15,11 +15,30 @@ counts with a fresh snapshot; `refused` names the cap reached, and then nothing 
 Staff bookings pass NULL caps: no lock, no count. A public booking fills in a car's make and
 model only where the record has none; a staff booking's values replace them.
 The Idempotency-Key record replaces an expired one with the same key, never a live one.
+The outbox insert is `jobs.queue.enqueue`'s, inlined for the one round trip: built from the
+same column list (`NEW_JOB_COLUMNS`), kinds (`jobs.kinds`) and initial state, so the two
+cannot drift apart (tests/test_outbox.py compares the rows they write).
 """
 
 from __future__ import annotations
 
-BOOK_POSTGRES = """
+from garagebook.jobs.kinds import BOOKING_CONFIRMED, BOOKING_REMINDER
+from garagebook.jobs.queue import NEW_JOB_COLUMNS, PENDING
+
+# What each column of a new job is in the statement below, in NEW_JOB_COLUMNS' order.
+JOB_VALUES = {
+    "kind": "due.kind",
+    "payload": "CAST(:payload AS text)",
+    "status": f"'{PENDING}'",
+    "attempts": "0",
+    "run_at": "due.run_at",
+    "created_at": "CAST(:created_at AS timestamptz)",
+}
+_JOB_COLUMNS = ", ".join(NEW_JOB_COLUMNS)
+_JOB_SELECT = ", ".join(JOB_VALUES[column] for column in NEW_JOB_COLUMNS)
+
+# Only constants are formatted into it: every value is a bound parameter.
+BOOK_POSTGRES = f"""
 WITH cap AS (
     SELECT garagebook_booking_cap(
         CAST(:email AS varchar), CAST(:registration AS varchar),
@@ -67,12 +86,11 @@ WITH cap AS (
                          ELSE coalesce(vehicles.model, excluded.model) END,
             updated_at = excluded.updated_at
 ), jobs AS (
-    INSERT INTO outbox (kind, payload, status, attempts, run_at, created_at)
-    SELECT due.kind, CAST(:payload AS text), 'pending', 0, due.run_at,
-           CAST(:created_at AS timestamptz)
+    INSERT INTO outbox ({_JOB_COLUMNS})
+    SELECT {_JOB_SELECT}
     FROM booking CROSS JOIN (VALUES
-        ('booking_confirmed', CAST(:created_at AS timestamptz)),
-        ('booking_reminder', CAST(:reminder_at AS timestamptz))
+        ('{BOOKING_CONFIRMED}', CAST(:created_at AS timestamptz)),
+        ('{BOOKING_REMINDER}', CAST(:reminder_at AS timestamptz))
     ) AS due (kind, run_at)
     WHERE due.run_at IS NOT NULL
 ), idempotency AS (
@@ -94,4 +112,4 @@ SELECT (SELECT refused FROM cap) AS refused,
        (SELECT count(*) FROM booking) AS booked,
        (SELECT count(*) FROM claims) AS claimed,
        (SELECT count(*) FROM idempotency) AS keyed
-"""
+"""  # noqa: S608 (constants only, see above)

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from garagebook.config import Settings
 from garagebook.db import Database
+from garagebook.jobs.kinds import BOOKING_CANCELLED, BOOKING_CONFIRMED, BOOKING_RESCHEDULED
 from garagebook.jobs.mail import DeliveryFailed, Mailer
 from garagebook.jobs.messages import CANCELLED, CONFIRMED, RESCHEDULED, compose, load_booking
 from garagebook.jobs.queue import DONE, SKIPPED, Job
@@ -76,16 +77,16 @@ async def _booking_mail(job: Job, context: JobContext, now: datetime, event: str
     return DONE
 
 
-@handles("booking_confirmed")
+@handles(BOOKING_CONFIRMED)
 async def booking_confirmed(job: Job, context: JobContext, now: datetime) -> str:
     return await _booking_mail(job, context, now, CONFIRMED)
 
 
-@handles("booking_cancelled")
+@handles(BOOKING_CANCELLED)
 async def booking_cancelled(job: Job, context: JobContext, now: datetime) -> str:
     return await _booking_mail(job, context, now, CANCELLED)
 
 
-@handles("booking_rescheduled")
+@handles(BOOKING_RESCHEDULED)
 async def booking_rescheduled(job: Job, context: JobContext, now: datetime) -> str:
     return await _booking_mail(job, context, now, RESCHEDULED)

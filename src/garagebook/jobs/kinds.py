@@ -1,7 +1,26 @@
-"""Every kind of job the worker knows. Each module below registers its handlers with
-`jobs.handlers.handles` when imported; the worker imports this module, so a job written by
-the API always finds its handler."""
+"""Every kind of job, in one place: what the code that writes a job (`queue.enqueue`, and the
+booking's one statement in bookings/sql.py) and the handler that runs it agree on. Nothing
+else lives here, so any module may import it (the handlers register themselves with
+`jobs.handlers.handles`; the worker imports them all, see worker.py)."""
 
-from garagebook.bookings import reminders  # noqa: F401  (booking_reminder)
-from garagebook.vehicles import reminders as mot_reminders  # noqa: F401  (mot_reminder)
-from garagebook.waitlist import jobs as waitlist_jobs  # noqa: F401  (waitlist_*)
+from __future__ import annotations
+
+BOOKING_CONFIRMED = "booking_confirmed"
+BOOKING_CANCELLED = "booking_cancelled"
+BOOKING_RESCHEDULED = "booking_rescheduled"
+BOOKING_REMINDER = "booking_reminder"
+MOT_REMINDER = "mot_reminder"
+WAITLIST_MATCH = "waitlist_match"  # a time may have freed up on a day: match its waitlist
+WAITLIST_OFFERED = "waitlist_offered"
+WAITLIST_OFFER_EXPIRED = "waitlist_offer_expired"
+
+ALL = (
+    BOOKING_CONFIRMED,
+    BOOKING_CANCELLED,
+    BOOKING_RESCHEDULED,
+    BOOKING_REMINDER,
+    MOT_REMINDER,
+    WAITLIST_MATCH,
+    WAITLIST_OFFERED,
+    WAITLIST_OFFER_EXPIRED,
+)

@@ -11,16 +11,16 @@ no longer change the job it thought it held.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.errors import DomainError
+from garagebook.errors import JobNotFound, JobNotRetryable
 from garagebook.schema import outbox
 
 PENDING = "pending"
@@ -32,15 +32,9 @@ STATES = (PENDING, RUNNING, DONE, SKIPPED, DEAD)
 
 _ERROR_MAX_CHARS = 1000
 
-
-class JobNotFound(DomainError):
-    code = "job_not_found"
-    message = "No such job."
-
-
-class JobNotRetryable(DomainError):
-    code = "job_not_retryable"
-    message = "That job is still queued or running; only finished or dead jobs can be put back."
+# A new job's columns, in this order: `enqueue` writes them, and so does the booking's one
+# PostgreSQL statement (bookings/sql.py), which builds its insert from this tuple.
+NEW_JOB_COLUMNS = ("kind", "payload", "status", "attempts", "run_at", "created_at")
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,68 @@ def retry_delay(attempts: int, base_seconds: float, max_seconds: float) -> float
     the delay is drawn from its upper half, so retries spread out yet never come back early."""
     ceiling = min(max_seconds, base_seconds * 2.0 ** max(attempts - 1, 0))
     return ceiling / 2 + secrets.SystemRandom().uniform(0, ceiling / 2)
+
+
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    return orjson.dumps(dict(payload)).decode()
+
+
+def new_job(
+    kind: str, payload: Mapping[str, Any], now: datetime, run_at: datetime | None = None
+) -> dict[str, Any]:
+    """The row `enqueue` inserts: pending, no attempts yet, due at `run_at` (default: now)."""
+    return {
+        "kind": kind,
+        "payload": encode_payload(payload),
+        "status": PENDING,
+        "attempts": 0,
+        "run_at": run_at or now,
+        "created_at": now,
+    }
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    kind: str,
+    *payloads: Mapping[str, Any],
+    now: datetime,
+    run_at: datetime | None = None,
+    only_if: ColumnElement[bool] | None = None,
+) -> None:
+    """Queue one job of `kind` per payload, in one statement on the caller's connection: the
+    job is born in the caller's transaction and exists exactly when its change commits (the
+    outbox). A payload names things (a booking id, a day), never personal data: the handler
+    reads that when it runs. `only_if`: written only where this condition holds at insert
+    time (e.g. "someone is waiting that day"), still one statement."""
+    if not payloads:
+        return
+    rows = [new_job(kind, payload, now, run_at) for payload in payloads]
+    if only_if is None:
+        await conn.execute(outbox.insert().values(rows))
+        return
+    selects = [
+        select(*(literal(row[column], outbox.c[column].type) for column in NEW_JOB_COLUMNS)).where(
+            only_if
+        )
+        for row in rows
+    ]
+    source = selects[0] if len(selects) == 1 else union_all(*selects)
+    await conn.execute(outbox.insert().from_select(list(NEW_JOB_COLUMNS), source))
+
+
+async def prune(conn: AsyncConnection, finished_before: datetime, limit: int) -> int:
+    """Delete up to `limit` jobs that finished (`done` or `skipped`) before `finished_before`;
+    how many went. Dead jobs stay until an operator retries them (`garagebook jobs`). Bounded,
+    so each call is one short transaction; on PostgreSQL rows another pruner holds are skipped."""
+    finished = (
+        select(outbox.c.id)
+        .where(outbox.c.status.in_((DONE, SKIPPED)), outbox.c.done_at < finished_before)
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await conn.execute(delete(outbox).where(outbox.c.id.in_(finished)))
+    return result.rowcount
 
 
 def _payload(text: str) -> dict[str, Any]:

@@ -11,6 +11,11 @@ A worker that is killed stops renewing; once the lease runs out, any worker clai
 again. Delivery is therefore at least once, and the mail's Message-ID makes a repeat the same
 message. On SIGTERM the worker stops claiming, lets running jobs finish for up to
 WORKER_SHUTDOWN_SECONDS, and hands back the rest at once.
+
+Pruning: at start and every PRUNE_INTERVAL_SECONDS each worker deletes jobs that finished
+(`done`, `skipped`) more than JOB_RETENTION_DAYS ago, PRUNE_BATCH at a time, each batch its own
+short transaction, and Idempotency-Key records past IDEMPOTENCY_TTL_HOURS (a replay checks the
+expiry itself, so an hour late costs nothing). Dead jobs are kept for `garagebook jobs`.
 """
 
 from __future__ import annotations
@@ -32,27 +37,34 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings import idempotency
+from garagebook.bookings import reminders as _booking_reminders  # noqa: F401  (see below)
 from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
-from garagebook.jobs import kinds, queue
+from garagebook.jobs import queue
 from garagebook.jobs.handlers import JobContext, run_job
 from garagebook.jobs.mail import DeliveryFailed, Mailer, create_mailer, redact
 from garagebook.jobs.queue import Job
 from garagebook.reservations import ReservationStore, create_reservations
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
+from garagebook.vehicles import reminders as _mot_reminders  # noqa: F401  (see below)
 from garagebook.vehicles.reminders import queue_mot_reminders
+from garagebook.waitlist import jobs as _waitlist_jobs  # noqa: F401  (see below)
 
 log = logging.getLogger(__name__)
 
-assert kinds  # imported for its side effect: every job kind registers its handler
+# The _-imports above are for their side effect: each registers the handlers of its job kinds
+# (jobs.kinds), so a job written by the API always finds its handler here (booking mails are
+# jobs.handlers' own).
 
 NOTIFY_CHANNEL = "garagebook_outbox"  # the trigger in migration 0003 notifies this channel
 _LISTEN_RETRY_SECONDS = 5.0
 _RECORD_TRIES = 3
 MOT_REMINDER_INTERVAL_SECONDS = 24 * 3600.0  # the embedded default's `remind-mot`
-PRUNE_INTERVAL_SECONDS = 900.0  # expired idempotency records
+PRUNE_INTERVAL_SECONDS = 3600.0
+PRUNE_BATCH = 1000
+_PRUNE_MAX_BATCHES = 100  # per round: a backlog of old jobs goes over several rounds
 
 
 def worker_name() -> str:
@@ -93,6 +105,7 @@ class Worker:
         self._listener: Any = None  # the asyncpg connection in LISTEN, while it works
         self._listen_retry_at = 0.0
         self._database_ok = True
+        self._prune_at = 0.0  # at start, then every PRUNE_INTERVAL_SECONDS
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running jobs are finished or handed back."""
@@ -107,7 +120,6 @@ class Worker:
             self.mailer.describe(),
         )
         heartbeat = asyncio.create_task(self._heartbeat())
-        pruning = asyncio.create_task(self._prune_idempotency_keys())
         try:
             while not self._stopping:
                 await self._listen()
@@ -118,13 +130,14 @@ class Worker:
                         self._start(job)
                 if self._stopping:
                     break
+                if time.monotonic() >= self._prune_at:
+                    await self.prune()
                 # Woken by NOTIFY, by a job finishing (a free place), by stop(); else poll.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.worker_poll_seconds):
                         await self._wake.wait()
         finally:
             heartbeat.cancel()
-            pruning.cancel()
             await self._drain()
             await self._unlisten()
             log.info("worker %s stopped", self.name)
@@ -154,6 +167,29 @@ class Worker:
             else:
                 runnable.append(job)
         return runnable
+
+    async def prune(self) -> int:
+        """Delete finished jobs older than JOB_RETENTION_DAYS, in bounded batches, and expired
+        idempotency records; how many jobs."""
+        self._prune_at = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        before = utcnow() - timedelta(days=self.settings.job_retention_days)
+        pruned = 0
+        try:
+            async with self.db.transaction() as conn:
+                keys = await idempotency.prune(conn, self.settings, utcnow())
+            if keys:
+                log.info("worker %s pruned %d expired idempotency record(s)", self.name, keys)
+            for _ in range(_PRUNE_MAX_BATCHES):
+                async with self.db.transaction() as conn:
+                    deleted = await queue.prune(conn, before, PRUNE_BATCH)
+                pruned += deleted
+                if deleted < PRUNE_BATCH or self._stopping:
+                    break
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
+            log.warning("worker %s could not prune old jobs (%s)", self.name, describe(exc))
+        if pruned:
+            log.info("worker %s pruned %d finished job(s)", self.name, pruned)
+        return pruned
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"garagebook-job-{job.id}")
@@ -233,19 +269,6 @@ class Worker:
                 log.warning("job %d: lease lost before its outcome was recorded", job.id)
             return
         log.warning("job %d: outcome not recorded (database unavailable); it runs again", job.id)
-
-    async def _prune_idempotency_keys(self) -> None:
-        """Idempotency records older than IDEMPOTENCY_TTL_HOURS are deleted, at start and then
-        every PRUNE_INTERVAL_SECONDS (any worker may; deleting twice is harmless)."""
-        while True:
-            try:
-                async with self.db.transaction() as conn:
-                    pruned = await idempotency.prune(conn, self.settings, utcnow())
-                if pruned:
-                    log.info("pruned %d expired idempotency record(s)", pruned)
-            except Exception as exc:  # a failed prune is tried again later, never the worker's end
-                log.warning("pruning idempotency records failed: %s", describe(exc))
-            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.worker_lease_seconds / 3

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
 from starlette.responses import Response
 
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
 from garagebook.errors import InvalidRequest
+from garagebook.fields import Id, IsoDate
 from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
@@ -46,7 +47,7 @@ async def list_services(db: DatabaseDep) -> Response:
 async def get_slots(
     db: DatabaseDep,
     settings: SettingsDep,
-    day: Annotated[date | None, Query(alias="date")] = None,
+    day: Annotated[IsoDate | None, Query(alias="date")] = None,
     available: bool | None = None,
     service_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
@@ -68,7 +69,7 @@ async def get_slots(
 class SlotIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    bay_id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    bay_id: Id
     starts_at: AwareDatetime
     ends_at: AwareDatetime
 
@@ -83,6 +84,12 @@ class SlotIn(BaseModel):
 async def create_admin_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     """Open a slot on a bay; 409 when it overlaps one already there."""
     body = await parse_json(request, SlotIn)
+    try:  # stored in UTC: 0001-01-01T00:00:00+01:00 is a valid date-time with no UTC year
+        body.starts_at.astimezone(UTC), body.ends_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(
+            "starts_at and ends_at must be within years 1 to 9999 in UTC."
+        ) from None
     length = body.ends_at - body.starts_at
     if not timedelta(0) < length <= MAX_SLOT_LENGTH:
         raise InvalidRequest("ends_at must be after starts_at, and a slot at most 12 hours long.")

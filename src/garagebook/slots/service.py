@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.db import Database
 from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps
 from garagebook.schema import bays, booking_slots, services, slots
+from garagebook.slots.events import time_freed
 from garagebook.timeutil import utcnow
-from garagebook.waitlist.triggers import time_freed
 
 # A service covers at most this many back-to-back slots (8 hours of 15-minute slots).
 MAX_SLOTS_PER_SERVICE = 32

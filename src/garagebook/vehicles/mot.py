@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from pydantic import BaseModel, ConfigDict
 
 from garagebook.errors import InvalidRequest
+from garagebook.fields import IsoDate
 
 # A new car's first MOT is due three years after registration; anything later is a typo.
 _FURTHEST_AHEAD = timedelta(days=3 * 366)
@@ -20,7 +21,7 @@ class MotIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    expires_on: date
+    expires_on: IsoDate
 
 
 def check_expiry(expires_on: date, today: date) -> None:

@@ -28,21 +28,21 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
-import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.config import Settings
 from garagebook.db import Database, create_engine
 from garagebook.jobs.handlers import JobContext, handles
+from garagebook.jobs.kinds import MOT_REMINDER
 from garagebook.jobs.mail import DeliveryFailed
 from garagebook.jobs.messages import build_mail
-from garagebook.jobs.queue import DONE, PENDING, SKIPPED, Job
-from garagebook.schema import bookings, outbox, services, vehicles
+from garagebook.jobs.queue import DONE, SKIPPED, Job, enqueue
+from garagebook.schema import bookings, services, vehicles
 from garagebook.slots.service import Slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 
-KIND = "mot_reminder"
+KIND = MOT_REMINDER
 _SEARCH_STEP = timedelta(days=7)  # the free-time search reads a week of slots at a time
 
 
@@ -85,22 +85,7 @@ async def queue_mot_reminders(
         {"registration": registration, "expires_on": expires.isoformat(), "booking_id": booking}
         for booking, registration, expires in customers_due
     ]
-    if payloads:
-        await conn.execute(
-            outbox.insert().values(
-                [
-                    {
-                        "kind": KIND,
-                        "payload": orjson.dumps(payload).decode(),
-                        "status": PENDING,
-                        "attempts": 0,
-                        "run_at": now,
-                        "created_at": now,
-                    }
-                    for payload in payloads
-                ]
-            )
-        )
+    await enqueue(conn, KIND, *payloads, now=now)  # one statement for all of them
     return [(registration, expires) for registration, expires in due] + [
         (registration, expires) for _, registration, expires in customers_due
     ]

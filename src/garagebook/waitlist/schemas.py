@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
-from garagebook.bookings.schemas import CustomerIn, Id, VehicleIn, _Strict
+from garagebook.bookings.schemas import CustomerIn, VehicleIn, _Strict
+from garagebook.fields import Id, IsoDate
 
 
 class WaitlistIn(_Strict):
     service_id: Id
-    day: date
+    day: IsoDate
     customer: CustomerIn
     vehicle: VehicleIn

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,15 +36,18 @@ from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import (
     InvalidRequest,
+    OfferAlreadyBooked,
     OfferGone,
     OfferNotFound,
     ServiceNotFound,
     SlotUnavailable,
     WaitlistEntryNotFound,
 )
+from garagebook.jobs.kinds import WAITLIST_OFFER_EXPIRED, WAITLIST_OFFERED
+from garagebook.jobs.queue import enqueue
 from garagebook.manage_links import is_signed_link, offer_id_of
 from garagebook.reservations import Outcome, ReservationStore
-from garagebook.schema import bays, outbox, services, slots, waitlist_entries, waitlist_offers
+from garagebook.schema import bays, services, slots, waitlist_entries, waitlist_offers
 from garagebook.slots.service import (
     MAX_SLOTS_PER_SERVICE,
     PlanCache,
@@ -56,12 +58,12 @@ from garagebook.slots.service import (
 )
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.waitlist.schemas import WaitlistIn
-from garagebook.waitlist.triggers import time_freed
+from garagebook.waitlist.triggers import queue_match
 
 WAITING, OFFERED, BOOKED, LAPSED, LEFT = "waiting", "offered", "booked", "lapsed", "left"
 OPEN, ACCEPTED, EXPIRED, LOST = "open", "accepted", "expired", "lost"
-OFFERED_KIND = "waitlist_offered"
-EXPIRY_KIND = "waitlist_offer_expired"
+OFFERED_KIND = WAITLIST_OFFERED
+EXPIRY_KIND = WAITLIST_OFFER_EXPIRED
 JOIN_DAYS_AHEAD = 90
 # pg_advisory_xact_lock key: "garagebook waitlist" (any constant shared by every process).
 _MATCH_LOCK = 0x6761726167657761
@@ -104,7 +106,7 @@ async def join(db: Database, settings: Settings, request: WaitlistIn) -> dict[st
                 already_waiting=True,
             )
         # A time may be free already (freed while the customer typed): let matching look.
-        await time_freed(conn, request.day, now)
+        await queue_match(conn, request.day, now)
         ahead = await conn.scalar(
             select(func.count()).where(
                 waitlist_entries.c.day == request.day,
@@ -148,7 +150,7 @@ async def leave(db: Database, reservations: ReservationStore, leave_token: str) 
         )
         released = [(_slot_ids(o.slot_ids), o.hold_token) for o in offers]
         if released:
-            await time_freed(conn, entry.day, now)
+            await queue_match(conn, entry.day, now)
     for slot_ids, token in released:
         await reservations.release(slot_ids, token)
 
@@ -197,7 +199,7 @@ async def match_day(
                 # A time was held by a customer mid-booking. If they give up, the hold just
                 # expires (nothing frees it), so look again once any such hold has run out.
                 later = now + timedelta(seconds=settings.hold_ttl_seconds + 1)
-                await time_freed(conn, day, now, run_at=later)
+                await queue_match(conn, day, now, run_at=later)
             return made
     except BaseException:
         for slot_ids, token in taken_keys:  # rolled back: the holds must not outlive the offers
@@ -351,32 +353,12 @@ async def _offer_first_fit(
         day = start.starts_at.astimezone(settings.timezone).date().isoformat()
         reference = f"waitlist offer {offer_id}"
         mail = {"offer_id": offer_id, "reference": reference}  # the mail signs its own link
-        await _enqueue(conn, OFFERED_KIND, mail, now, now)
-        await _enqueue(
-            conn,
-            EXPIRY_KIND,
-            {"offer_id": offer_id, "day": day, "reference": reference},
-            now,
-            now + hold,
-        )
+        await enqueue(conn, OFFERED_KIND, mail, now=now)
+        expiry = {"offer_id": offer_id, "day": day, "reference": reference}
+        await enqueue(conn, EXPIRY_KIND, expiry, now=now, run_at=now + hold)
         free.free.difference_update(covered)
         return Offered(offer_id, entry_id, covered), hold_token
     return None
-
-
-async def _enqueue(
-    conn: AsyncConnection, kind: str, payload: dict[str, Any], now: datetime, run_at: datetime
-) -> None:
-    await conn.execute(
-        outbox.insert().values(
-            kind=kind,
-            payload=orjson.dumps(payload).decode(),
-            status="pending",
-            attempts=0,
-            run_at=run_at,
-            created_at=now,
-        )
-    )
 
 
 def _slot_ids(text: str) -> tuple[int, ...]:
@@ -503,7 +485,7 @@ async def accept(
     offer = await offer_for_link(db, token, settings)
     now = utcnow()
     if offer.status == ACCEPTED:
-        raise OfferGone("You have booked this time already: see your confirmation mail.")
+        raise OfferAlreadyBooked()
     if not offer.is_open(now):
         raise OfferGone()
     request = BookingIn(
@@ -561,4 +543,4 @@ async def _offer_lost(db: Database, offer: Offer, now: datetime) -> None:
                 )
                 .values(status=WAITING)
             )
-            await time_freed(conn, offer.day, now)
+            await queue_match(conn, offer.day, now)

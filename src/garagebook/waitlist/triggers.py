@@ -1,5 +1,7 @@
-""" "A time may have freed up on this day": written by a cancel, a move or a new slot, in its
-own transaction, as an outbox job that runs the waitlist's matching (`waitlist_match`).
+""" "A time may have freed up on this day" (the booking core's event, slots/events.py: a
+cancel, a move, a new slot; and the waitlist's own: a join, a leave, an offer running out),
+answered in the same transaction with an outbox job that runs the waitlist's matching
+(`waitlist_match`).
 
 One statement, and only when someone is waiting for that day, so the booking paths pay a
 single insert-select and the queue does not fill with jobs that have nothing to do.
@@ -9,32 +11,23 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-import orjson
-from sqlalchemy import exists, literal, select
+from sqlalchemy import exists
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.schema import outbox, waitlist_entries
+from garagebook.jobs.kinds import WAITLIST_MATCH
+from garagebook.jobs.queue import enqueue
+from garagebook.schema import waitlist_entries
+from garagebook.slots.events import on_time_freed
 
-MATCH_KIND = "waitlist_match"
+MATCH_KIND = WAITLIST_MATCH
 
 
-async def time_freed(
+@on_time_freed
+async def queue_match(
     conn: AsyncConnection, day: date, now: datetime, run_at: datetime | None = None
 ) -> None:
-    payload = orjson.dumps({"day": day.isoformat(), "reference": f"waitlist {day}"}).decode()
     someone_waiting = exists().where(
         waitlist_entries.c.day == day, waitlist_entries.c.status == "waiting"
     )
-    await conn.execute(
-        outbox.insert().from_select(
-            ["kind", "payload", "status", "attempts", "run_at", "created_at"],
-            select(
-                literal(MATCH_KIND),
-                literal(payload),
-                literal("pending"),
-                literal(0),
-                literal(run_at or now, outbox.c.run_at.type),
-                literal(now, outbox.c.created_at.type),
-            ).where(someone_waiting),
-        )
-    )
+    payload = {"day": day.isoformat(), "reference": f"waitlist {day}"}
+    await enqueue(conn, MATCH_KIND, payload, now=now, run_at=run_at, only_if=someone_waiting)

@@ -39,6 +39,7 @@ from garagebook.errors import (
     SlotNotFound,
     SlotUnavailable,
     http_status,
+    page_message,
 )
 from garagebook.manage_links import booking_id_of as signed_booking_id
 from garagebook.manage_links import is_signed_link
@@ -48,7 +49,7 @@ from garagebook.slots.service import list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 from garagebook.web.day import CLOSED_NAME
 from garagebook.web.forms import checked_form, form_int, form_text
-from garagebook.web.pages import local_time, long_date, render
+from garagebook.web.pages import error_page, local_time, long_date, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -386,17 +387,12 @@ async def reschedule_booking(
         )
         return await _manage(request, db, settings, token, booking, move_day, message, 409)
     except SlotInPast as exc:
-        return await _manage(request, db, settings, token, booking, move_day, exc.message, 409)
+        message = page_message(exc)
+        return await _manage(request, db, settings, token, booking, move_day, message, 409)
     except (BookingNotFound, BookingClosed):
         return RedirectResponse(f"/manage/{token}", 303)  # the page shows what it is now
     except DomainError as exc:
-        return render(
-            request,
-            settings,
-            "message.html",
-            {"title": "Not moved", "message": exc.message},
-            503,
-        )
+        return error_page(request, settings, "Not moved", exc)
     return RedirectResponse(f"/manage/{token}?moved=1", 303)
 
 
@@ -457,13 +453,7 @@ async def cancel_booking(
     except BookingClosed:
         pass  # the page shows it is cancelled (or done)
     except DomainError as exc:
-        return render(
-            request,
-            settings,
-            "message.html",
-            {"title": "Not cancelled", "message": exc.message},
-            503,
-        )
+        return error_page(request, settings, "Not cancelled", exc)
     return RedirectResponse(f"/manage/{token}", 303)
 
 
@@ -534,6 +524,8 @@ async def hold_without_script(
         return RedirectResponse(f"/?{query}", 303)
     except ServiceNotFound:
         return RedirectResponse("/", 303)
+    except DomainError as exc:
+        return error_page(request, settings, "Not held", exc)
     until = hold.expires_at.astimezone(settings.timezone).strftime("%H:%M")
     values = {"slot_id": slot_id, "service_id": service_id, "hold_token": hold.token}
     return await _details_page(request, db, plans, settings, {**values, "until": until})
@@ -625,10 +617,12 @@ async def book_without_script(
             "Sorry, that time is no longer available: someone else booked it, or your hold ran "
             "out and the time was taken. Your details are still below."
             if isinstance(exc, SlotUnavailable)
-            else exc.message
+            else page_message(exc)
         )
         page_values.update(hold_token="", message=message)
         return await _details_page(request, db, plans, settings, page_values, 409)
+    except DomainError as exc:
+        return error_page(request, settings, "Not booked", exc)
     booking = orjson.loads(result.body)
     return RedirectResponse(
         f"/manage/{booking['cancel_token']}", 303, headers={"Cache-Control": "no-store"}

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 
 from garagebook.config import Settings
+from garagebook.errors import DomainError, http_status, page_message
 from garagebook.garage_info import garage_info
 from garagebook.web.auth import CSRF_FIELD, csrf_token, set_csrf_cookie
 
@@ -69,3 +70,12 @@ def render(
     response = HTMLResponse(html, status_code)
     set_csrf_cookie(response, request, settings, new_browser_id)
     return response
+
+
+def error_page(
+    request: Request, settings: Settings, title: str, error: DomainError
+) -> HTMLResponse:
+    """A page that refuses with a domain error: its status and page message from the one
+    mapping (`errors.ANSWERS`), as the API answers it."""
+    context = {"title": title, "message": page_message(error)}
+    return render(request, settings, "message.html", context, http_status(error))

@@ -27,10 +27,15 @@ from garagebook.bookings.schemas import BookingIn
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
+    BayNotFound,
     BookingNotFound,
     DomainError,
-    SlotInPast,
-    SlotUnavailable,
+    InvalidRequest,
+    ServiceNotFound,
+    closed_because,
+    page_key,
+    page_message,
+    page_message_for_key,
 )
 from garagebook.schema import bays, services, slots
 from garagebook.slots.service import create_slot, list_slots, local_day_bounds
@@ -248,7 +253,7 @@ async def day_view(
     context.update(
         user=user,
         flash=_MESSAGES.get(done or ""),
-        error=_ERRORS.get(error or ""),
+        error=page_message_for_key(error),
         refresh_ms=REFRESH_MS,
         walk_in={},
         walk_in_error=None,
@@ -274,28 +279,8 @@ async def day_grid(
 
 # --- actions -----------------------------------------------------------------------------------
 
-_ERRORS = {
-    "taken": "That time is no longer free: someone booked it first.",
-    "invalid": "Some details were not valid; nothing was booked.",
-    "overlaps": "That bay already has a slot overlapping that time.",
-    "past": "That time has already started.",
-    "not_found": "That booking or slot no longer exists.",
-    "already": "That booking was already cancelled.",
-    "unavailable": "The booking database did not answer; try again.",
-    "no_fit": "That slot cannot be closed this way (no service fits it exactly).",
-    "not_due": "That booking is on a later day: it can be marked done on its day, not before.",
-    "not_done": "That booking is not marked done (any more): nothing to undo.",
-}
-
-
-def _error_code(exc: DomainError) -> str:
-    return {
-        "slot_unavailable": "taken",
-        "validation_error": "invalid",
-        "slot_overlaps": "overlaps",
-        "already_cancelled": "already",
-        "database_unavailable": "unavailable",
-    }.get(exc.code, "not_found" if exc.code.endswith("not_found") else "invalid")
+# A form field that is not what it should be (not a number, not a time): as the API's 422.
+_INVALID = page_key(InvalidRequest())
 
 
 async def _action(request: Request, settings: Settings) -> tuple[StaffUser | None, FormData, date]:
@@ -322,7 +307,7 @@ async def cancel_booking(
     try:
         await bookings.cancel(db, reservations, settings, booking_id[:64])
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     return _back(day, done="reopened" if reopening else "cancelled")
 
 
@@ -360,7 +345,9 @@ async def walk_in(
         body["service_id"] = int(form_text(form, "service_id"))
         request_in = BookingIn.model_validate(body)
     except (ValueError, ValidationError):
-        return await _walk_in_again(request, db, settings, user, day, typed, _ERRORS["invalid"])
+        return await _walk_in_again(
+            request, db, settings, user, day, typed, page_message(InvalidRequest())
+        )
     # A read, only to say why in staff's words; the booking path below still decides (a time
     # taken meanwhile is its 409, with what was typed kept as well).
     why = None
@@ -375,7 +362,7 @@ async def walk_in(
     try:
         await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except DomainError as exc:
-        message = _ERRORS.get(_error_code(exc), exc.message)
+        message = page_message(exc)
         return await _walk_in_again(request, db, settings, user, day, typed, message, 409)
     return _back(day, done="walk_in")
 
@@ -424,7 +411,7 @@ async def close_slot(
             select(services.c.id).order_by(services.c.duration_minutes, services.c.id).limit(1)
         )
     if shortest is None:
-        return _back(day, error="no_fit")
+        return _back(day, error=page_key(ServiceNotFound()))
     try:
         request_in = BookingIn.model_validate(
             {
@@ -436,12 +423,11 @@ async def close_slot(
         )
         await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except ValidationError:
-        return _back(day, error="invalid")
-    except SlotUnavailable as exc:
-        fits = "does not fit" not in exc.message
-        return _back(day, error="taken" if fits else "no_fit")
-    except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=_INVALID)
+    try:
+        await bookings.book(db, reservations, plans, settings, request_in, None)
+    except DomainError as exc:  # ServiceDoesNotFit: "no_fit"; booked or held by anyone: "taken"
+        return _back(day, error=page_key(exc))
     return _back(day, done="closed")
 
 
@@ -458,17 +444,17 @@ async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) ->
         if not 15 <= minutes <= 12 * 60:
             raise ValueError("length out of range")
     except ValueError:
-        return _back(day, error="invalid")
+        return _back(day, error=_INVALID)
     starts_at = datetime.combine(day, starts, settings.timezone)
     try:
         async with db.transaction() as conn:
             if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
-                return _back(day, error="not_found")
+                return _back(day, error=page_key(BayNotFound(bay_id=bay_id)))
             await create_slot(
                 conn, bay_id, starts_at, starts_at + timedelta(minutes=minutes), settings.timezone
             )
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     return _back(day, done="opened")
 
 
@@ -510,10 +496,10 @@ async def move_page(
                 service_id=booking["service_id"],
                 own_slots=booking["slot_ids"],
             )
-    except BookingNotFound:
-        return _back(back_day, error="not_found")
+    except BookingNotFound as exc:
+        return _back(back_day, error=page_key(exc))
     if booking["status"] != "confirmed":
-        return _back(back_day, error="already")
+        return _back(back_day, error=page_key(closed_because(booking["status"])))
     bay_names = {b.id: b.name for b in bay_rows}
     current = datetime.fromisoformat(booking["starts_at"])
     options: dict[date, list[tuple[int, str]]] = {}
@@ -553,12 +539,10 @@ async def move_booking(
     try:
         slot_id = int(form_text(form, "slot_id"))
     except ValueError:
-        return _back(day, error="invalid")
+        return _back(day, error=_INVALID)
     try:
         moved = await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
-    except SlotInPast:
-        return _back(day, error="past")
     except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+        return _back(day, error=page_key(exc))
     # The day the booking is on now, where staff look next.
     return _back(datetime.fromisoformat(moved["starts_at"]).date(), done="moved")

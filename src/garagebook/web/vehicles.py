@@ -18,9 +18,9 @@ from garagebook.errors import (
     BookingNotFound,
     DomainError,
     InvalidRequest,
-    NotCompleted,
-    NotDueYet,
     VehicleNotFound,
+    page_key,
+    page_message_for_key,
 )
 from garagebook.timeutil import utcnow
 from garagebook.vehicles.service import (
@@ -35,16 +35,15 @@ from garagebook.vehicles.service import (
 from garagebook.web.auth import current_staff
 from garagebook.web.customer import _not_found, manage_booking_id
 from garagebook.web.forms import checked_form, form_text
-from garagebook.web.pages import local_time, long_date, render
-from garagebook.web.staff import _action, _back, _error_code, _refused
+from garagebook.web.pages import error_page, local_time, long_date, render
+from garagebook.web.staff import _action, _back, _refused
 
 router = APIRouter(include_in_schema=False)
 
 _MESSAGES = {"mot": "MOT expiry saved."}
-_ERRORS = {
-    "invalid": "That is not a date an MOT certificate can carry; nothing was changed.",
-    "unavailable": "The booking database did not answer; try again.",
-}
+# This page's own word for the one mapping's "invalid" (InvalidRequest): the MOT date.
+_INVALID = page_key(InvalidRequest())
+_ERRORS = {_INVALID: "That is not a date an MOT certificate can carry; nothing was changed."}
 _TOKEN_MAX = 128
 
 
@@ -105,7 +104,7 @@ async def vehicle_page(
         if expires
         else None,
         "flash": _MESSAGES.get(done or ""),
-        "error": _ERRORS.get(error or ""),
+        "error": _ERRORS.get(error or "") or page_message_for_key(error),
     }
     return render(request, settings, "staff_vehicle.html", context)
 
@@ -123,7 +122,7 @@ async def staff_set_mot(
         return RedirectResponse("/staff", 303)
     expires_on = _form_date(form_text(form, "expires_on"))
     if expires_on is None:
-        return RedirectResponse(f"{vehicle_url(key)}?error=invalid", 303)
+        return RedirectResponse(f"{vehicle_url(key)}?error={_INVALID}", 303)
     now = utcnow()
     try:
         async with db.transaction() as conn:
@@ -131,8 +130,7 @@ async def staff_set_mot(
     except VehicleNotFound:
         return RedirectResponse("/staff", 303)
     except DomainError as exc:
-        problem = "invalid" if isinstance(exc, InvalidRequest) else "unavailable"
-        return RedirectResponse(f"{vehicle_url(key)}?error={problem}", 303)
+        return RedirectResponse(f"{vehicle_url(key)}?error={page_key(exc)}", 303)
     return RedirectResponse(f"{vehicle_url(key)}?done=mot", 303)
 
 
@@ -147,10 +145,8 @@ async def staff_complete_booking(
         return _refused(request, settings)
     try:
         await complete_booking(db, settings, booking_id[:64], not_after=local_today(settings))
-    except NotDueYet:
-        return _back(day, error="not_due")
-    except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+    except DomainError as exc:  # a later day's booking: NotDueYet's "not_due"
+        return _back(day, error=page_key(exc))
     return _back(day, done="completed")
 
 
@@ -164,10 +160,8 @@ async def staff_undo_complete(
         return _refused(request, settings)
     try:
         await undo_complete(db, settings, booking_id[:64])
-    except NotCompleted:
-        return _back(day, error="not_done")
-    except DomainError as exc:
-        return _back(day, error=_error_code(exc))
+    except DomainError as exc:  # nothing to undo: NotCompleted's "not_done"
+        return _back(day, error=page_key(exc))
     return _back(day, done="uncompleted")
 
 
@@ -185,13 +179,13 @@ async def customer_set_mot(
     now = utcnow()
     try:
         if expires_on is None:
-            raise ValueError("not a date")
+            raise InvalidRequest()  # not a date: the same page as a date out of range
         async with db.transaction() as conn:
             booking_id = await manage_booking_id(conn, settings, token)
             await set_customer_mot_expiry(conn, booking_id, expires_on, local_today(settings, now))
     except BookingNotFound:
         return _not_found(request, settings)
-    except (ValueError, InvalidRequest):
+    except InvalidRequest:
         return render(
             request,
             settings,
@@ -204,7 +198,5 @@ async def customer_set_mot(
             422,
         )
     except DomainError as exc:
-        return render(
-            request, settings, "message.html", {"title": "Not saved", "message": exc.message}, 503
-        )
+        return error_page(request, settings, "Not saved", exc)
     return RedirectResponse(f"/manage/{token}", 303)

@@ -19,9 +19,7 @@ from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
     DomainError,
     InvalidRequest,
-    OfferGone,
     OfferNotFound,
-    SlotUnavailable,
     WaitlistEntryNotFound,
 )
 from garagebook.schema import services
@@ -29,7 +27,7 @@ from garagebook.timeutil import utcnow
 from garagebook.waitlist import service as waitlist
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.web.forms import checked_form, expired_form, form_text, has_valid_csrf
-from garagebook.web.pages import local_time, long_date, render
+from garagebook.web.pages import error_page, local_time, long_date, render
 
 router = APIRouter(prefix="/waitlist", include_in_schema=False)
 _TOKEN_MAX = 128
@@ -120,7 +118,7 @@ async def join(request: Request, db: DatabaseDep, settings: SettingsDep) -> Resp
             request, db, settings, service_id, day, values, {"email": exc.message}, 422
         )
     except DomainError as exc:
-        return _message(request, settings, "Not joined", exc.message, 503)
+        return error_page(request, settings, "Not joined", exc)
     context = {
         "entry": entry,
         "day_label": f"{day:%A} {day.day} {day:%B %Y}",
@@ -191,10 +189,8 @@ async def take_offer(
         return _message(
             request, settings, "Offer not found", "Check that you copied all of the link.", 404
         )
-    except (OfferGone, SlotUnavailable) as exc:
-        return _message(request, settings, "Not booked", exc.message, 409)
     except DomainError as exc:
-        return _message(request, settings, "Not booked", exc.message, 503)
+        return error_page(request, settings, "Not booked", exc)
     cancel_token = _cancel_token_of(result.body)
     return RedirectResponse(f"/manage/{cancel_token}", 303)
 
