@@ -297,7 +297,9 @@ ANSWERS: dict[type[DomainError], Answer] = {
     IdempotentBookingClosed: Answer(
         409, "This form was sent before, and that booking is no longer confirmed.", "closed"
     ),
-    UnsupportedMediaType: Answer(415, "That was not sent as a form or JSON this server reads."),
+    UnsupportedMediaType: Answer(
+        415, "That was not sent as a form or JSON this server reads.", "media_type"
+    ),
     JobNotFound: Answer(404, "No such job."),
     JobNotRetryable: Answer(409, JobNotRetryable.message),
 }

@@ -421,11 +421,10 @@ async def close_slot(
                 "notes": f"Closed by {user.name}",
             }
         )
-        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except ValidationError:
         return _back(day, error=_INVALID)
     try:
-        await bookings.book(db, reservations, plans, settings, request_in, None)
+        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except DomainError as exc:  # ServiceDoesNotFit: "no_fit"; booked or held by anyone: "taken"
         return _back(day, error=page_key(exc))
     return _back(day, done="closed")
