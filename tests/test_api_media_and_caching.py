@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, booking_body, free_slots
+from tests.support.api import booking_body, free_slots
+from tests.support.stack import ADMIN_TOKEN
 
 SQL = Callable[..., Awaitable[list[Any]]]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, booking_body, free_slots
+from tests.support.api import booking_body, free_slots
+from tests.support.stack import ADMIN_TOKEN
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -17,7 +17,8 @@ from asgi_lifespan import LifespanManager
 from garagebook.app import create_app
 from garagebook.config import Settings
 from garagebook.web.day import CLOSED_NAME
-from tests.conftest import ADMIN_TOKEN, NO_BOOKING_CAPS, Stack, booking_body, free_slots
+from tests.support.api import booking_body, free_slots
+from tests.support.stack import ADMIN_TOKEN, NO_BOOKING_CAPS, Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -9,14 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    ADMIN_TOKEN,
-    CONFIRMATION_JOBS,
-    Stack,
-    booking_body,
-    free_slots,
-    service_id_named,
-)
+from tests.support.api import booking_body, free_slots, service_id_named
+from tests.support.stack import ADMIN_TOKEN, CONFIRMATION_JOBS, Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 Lose = Callable[[], Awaitable[None]]

@@ -18,15 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.cli import migrate_database
-from tests.conftest import ServerProcess as Server
-from tests.conftest import (
-    Stack,
-    booking_body,
-    free_port,
-    in_thread,
-    reset_database,
-    run_sync,
-)
+from tests.support.api import booking_body
+from tests.support.processes import ServerProcess as Server
+from tests.support.processes import free_port
+from tests.support.stack import Stack, in_thread, reset_database, run_sync
 
 CLIENTS = 50
 StartServer = Callable[..., Server]

@@ -16,19 +16,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.cli import migrate_database
-from tests.conftest import (
-    ADMIN_TOKEN,
-    METRICS_HEADERS,
+from tests.support.processes import (
     ROOT,
     RedisProcess,
     ServerProcess,
-    Stack,
     free_port,
-    in_thread,
     port_open,
-    run_sync,
     wait_for,
 )
+from tests.support.stack import ADMIN_TOKEN, METRICS_HEADERS, Stack, in_thread, run_sync
 
 StartServer = Callable[..., ServerProcess]
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 BOOKING = """
 INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,

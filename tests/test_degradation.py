@@ -17,7 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
-from tests.conftest import ADMIN_TOKEN, RedisProcess, ServerProcess, Stack, booking_body, free_port
+from tests.support.api import booking_body
+from tests.support.processes import RedisProcess, ServerProcess, free_port
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.test_concurrency import fire_at_once, live_bookings
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

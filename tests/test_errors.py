@@ -27,7 +27,8 @@ from garagebook.errors import (
     answer_for,
     page_message,
 )
-from tests.conftest import ADMIN_TOKEN, booking_body, free_slots, open_admin_slot
+from tests.support.api import booking_body, free_slots, open_admin_slot
+from tests.support.stack import ADMIN_TOKEN
 from tests.test_web_pages import add_staff, csrf_of, sign_in
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

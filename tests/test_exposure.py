@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from tests.conftest import METRICS_HEADERS, Stack, running_app
+from tests.support.mail import running_app
+from tests.support.stack import METRICS_HEADERS, Stack
 
 
 async def test_docs_and_schema_are_off_unless_enabled(stack: Stack) -> None:

@@ -14,7 +14,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from garagebook.app import create_app
-from tests.conftest import Stack, booking_body, free_port, free_slots, service_id_named
+from tests.support.api import booking_body, free_slots, service_id_named
+from tests.support.processes import free_port
+from tests.support.stack import Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Stack, booking_body, free_slots, mail_settings, running_app, wait_until
+from tests.support.api import booking_body, free_slots, wait_until
+from tests.support.mail import mail_settings, running_app
+from tests.support.stack import Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 

@@ -15,18 +15,9 @@ import httpx
 import pytest
 
 from garagebook.jobs.worker import Worker
-from tests.conftest import (
-    ADMIN_TOKEN,
-    SmtpSink,
-    Stack,
-    book_slots,
-    booking_body,
-    free_slots,
-    mail_env,
-    mail_settings,
-    running_app,
-    wait_until,
-)
+from tests.support.api import book_slots, booking_body, free_slots, wait_until
+from tests.support.mail import SmtpSink, mail_env, mail_settings, running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -16,18 +16,10 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.slots.seed import seed_demo_garage
-from tests.conftest import (
-    ServerProcess,
-    SmtpSink,
-    Stack,
-    WorkerProcess,
-    book_slots,
-    booking_body,
-    free_slots,
-    mail_env,
-    running_app,
-    wait_until,
-)
+from tests.support.api import book_slots, booking_body, free_slots, wait_until
+from tests.support.mail import SmtpSink, mail_env, running_app
+from tests.support.processes import ServerProcess, WorkerProcess
+from tests.support.stack import Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 StartWorker = Callable[..., WorkerProcess]

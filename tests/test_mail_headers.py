@@ -18,17 +18,10 @@ import pytest
 from garagebook.config import Settings
 from garagebook.jobs.mail import DeliveryFailed, DropFolderMailer, checked_bytes
 from garagebook.jobs.messages import BookingMail, compose
-from tests.conftest import (
-    SmtpSink,
-    Stack,
-    WorkerProcess,
-    booking_body,
-    free_slots,
-    mail_env,
-    mail_settings,
-    running_app,
-    wait_until,
-)
+from tests.support.api import booking_body, free_slots, wait_until
+from tests.support.mail import SmtpSink, mail_env, mail_settings, running_app
+from tests.support.processes import WorkerProcess
+from tests.support.stack import Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 

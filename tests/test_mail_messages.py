@@ -21,15 +21,9 @@ from garagebook.jobs.mail import DropFolderMailer, redact
 from garagebook.jobs.messages import BookingMail, compose
 from garagebook.jobs.queue import retry_delay
 from garagebook.manage_links import MANAGE_LINK_VALID_AFTER, booking_id_of, manage_token
-from tests.conftest import (
-    ADMIN_TOKEN,
-    Stack,
-    booking_body,
-    free_slots,
-    mail_settings,
-    running_app,
-    wait_until,
-)
+from tests.support.api import booking_body, free_slots, wait_until
+from tests.support.mail import mail_settings, running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 LONDON = ZoneInfo("Europe/London")

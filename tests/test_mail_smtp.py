@@ -20,7 +20,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from garagebook.config import Settings, SmtpServer
 from garagebook.jobs.mail import DeliveryFailed, SmtpMailer
 from garagebook.jobs.messages import BookingMail, compose
-from tests.conftest import free_port, service_missing
+from tests.support.processes import free_port
+from tests.support.stack import service_missing
 
 LONDON = ZoneInfo("Europe/London")
 

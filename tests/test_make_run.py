@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.support.processes import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

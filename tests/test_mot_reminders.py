@@ -14,17 +14,9 @@ import httpx
 import orjson
 
 from garagebook.vehicles.reminders import run_remind_mot
-from tests.conftest import (
-    ADMIN_TOKEN,
-    SmtpSink,
-    Stack,
-    book_slots,
-    free_slots,
-    mail_settings,
-    running_app,
-    service_id_named,
-    wait_until,
-)
+from tests.support.api import book_slots, free_slots, service_id_named, wait_until
+from tests.support.mail import SmtpSink, mail_settings, running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.test_jobs_delivery import garagebook
 from tests.test_vehicles import book, set_mot
 

@@ -11,15 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
-    ADMIN_TOKEN,
-    METRICS_HEADERS,
-    ServerProcess,
-    Stack,
-    booking_body,
-    free_slots,
-    running_app,
-)
+from tests.support.api import booking_body, free_slots
+from tests.support.mail import running_app
+from tests.support.processes import ServerProcess
+from tests.support.stack import ADMIN_TOKEN, METRICS_HEADERS, Stack
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -23,16 +23,10 @@ from garagebook.db import Database, create_engine
 from garagebook.jobs import kinds, queue
 from garagebook.schema import outbox
 from garagebook.timeutil import utcnow
-from tests.conftest import (
-    ADMIN_TOKEN,
-    ROOT,
-    Stack,
-    booking_body,
-    free_slots,
-    mail_settings,
-    running_app,
-    wait_until,
-)
+from tests.support.api import booking_body, free_slots, wait_until
+from tests.support.mail import mail_settings, running_app
+from tests.support.processes import ROOT
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.slots.service import _PLAN
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 MANY_SLOTS = """
 INSERT INTO slots (bay_id, starts_at, ends_at)

@@ -10,7 +10,8 @@ from asgi_lifespan import LifespanManager
 
 from garagebook.app import create_app
 from garagebook.ratelimit import client_key
-from tests.conftest import RedisProcess, Stack
+from tests.support.processes import RedisProcess
+from tests.support.stack import Stack
 from tests.test_rate_limits import app_with_limits, client_at
 from tests.test_web_pages import add_staff, sign_in
 

@@ -12,7 +12,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from garagebook.app import create_app
-from tests.conftest import Stack, booking_body, free_slots
+from tests.support.api import booking_body, free_slots
+from tests.support.stack import Stack
 
 ClientAt = Callable[[str], httpx.AsyncClient]
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from garagebook.app import create_app
 from garagebook.cli import cli
 from garagebook.config import Settings
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 README = (ROOT / "README.md").read_text()
 SUBCOMMANDS = (

@@ -21,17 +21,9 @@ import time_machine
 
 from garagebook.bookings.reminders import reminder_due
 from garagebook.config import Settings
-from tests.conftest import (
-    ADMIN_TOKEN,
-    ReceivedMail,
-    SmtpSink,
-    Stack,
-    book_as,
-    mail_settings,
-    open_admin_slot,
-    running_app,
-    wait_until,
-)
+from tests.support.api import book_as, open_admin_slot, wait_until
+from tests.support.mail import ReceivedMail, SmtpSink, mail_settings, running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

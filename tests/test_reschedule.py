@@ -14,7 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from garagebook.bookings import reschedule as reschedule_module
-from tests.conftest import ADMIN_TOKEN, booking_body, free_slots, service_id_named
+from tests.support.api import booking_body, free_slots, service_id_named
+from tests.support.stack import ADMIN_TOKEN
 
 SQL = Callable[..., Awaitable[list[Any]]]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -29,7 +29,9 @@ from garagebook.reservations import (
     _Deadline,
 )
 from tests.chaos.harness import SlowProxy
-from tests.conftest import RedisProcess, Stack, booking_body, free_slots
+from tests.support.api import booking_body, free_slots
+from tests.support.processes import RedisProcess
+from tests.support.stack import Stack
 
 TTL = 60_000
 BURST = 1000

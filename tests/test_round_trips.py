@@ -23,7 +23,8 @@ from sqlalchemy import event
 from garagebook.app import create_app
 from garagebook.config import Settings
 from garagebook.reservations import RedisReservations
-from tests.conftest import NO_BOOKING_CAPS, Stack, booking_body, free_slots
+from tests.support.api import booking_body, free_slots
+from tests.support.stack import NO_BOOKING_CAPS, Stack
 
 
 def record_statements(app: FastAPI) -> list[str]:

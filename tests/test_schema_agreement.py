@@ -19,7 +19,8 @@ from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.slots.routes import SlotIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn
-from tests.conftest import ADMIN_TOKEN, booking_body, free_slots, open_admin_slot
+from tests.support.api import booking_body, free_slots, open_admin_slot
+from tests.support.stack import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 NOT_DATES = ["0", "1700000000", "20261202", "2026-W49-3", "2026-12-02T00:00:00", "2026-13-01"]

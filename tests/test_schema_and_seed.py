@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.schema import metadata, slots
 from garagebook.slots.seed import opening_slots, seed_demo_garage
-from tests.conftest import Stack
+from tests.support.stack import Stack
 
 LONDON = ZoneInfo("Europe/London")
 

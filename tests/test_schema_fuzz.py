@@ -14,7 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from tests.conftest import ADMIN_TOKEN, ServerProcess, Stack, reset_database, run_sync
+from tests.support.processes import ServerProcess
+from tests.support.stack import ADMIN_TOKEN, Stack, reset_database, run_sync
 
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "20"))
 # No 500, and every answer as documented. (Not "every schema-valid request accepted": our

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, Stack
+from tests.support.processes import ServerProcess
+from tests.support.stack import Stack
 
 # The server behaves the same whatever the stores: one stack is enough.
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]

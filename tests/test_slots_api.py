@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, Stack, booking_body, free_slots, service_id_named
+from tests.support.api import booking_body, free_slots, service_id_named
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

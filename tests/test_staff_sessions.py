@@ -14,7 +14,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from garagebook.app import create_app
-from tests.conftest import Stack
+from tests.support.stack import Stack
 from tests.test_web_pages import PASSWORD, add_staff, book, csrf_of, sign_in
 
 

@@ -23,7 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
-from tests.conftest import ADMIN_TOKEN, Stack, booking_body, reset_database
+from tests.support.api import booking_body
+from tests.support.stack import ADMIN_TOKEN, Stack, reset_database
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

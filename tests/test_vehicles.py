@@ -14,7 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from garagebook.vehicles.mot import next_mot_expiry
-from tests.conftest import ADMIN_TOKEN, Stack, booking_body, free_slots, service_id_named
+from tests.support.api import booking_body, free_slots, service_id_named
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.test_web_pages import add_staff, csrf_of, sign_in
 
 SQL = Callable[..., Awaitable[list[Any]]]

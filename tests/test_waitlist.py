@@ -22,18 +22,9 @@ from garagebook.db import Database, create_engine
 from garagebook.reservations import LayerStatus, Outcome
 from garagebook.timeutil import utcnow
 from garagebook.waitlist import service as waitlist
-from tests.conftest import (
-    ADMIN_TOKEN,
-    ReceivedMail,
-    SmtpSink,
-    Stack,
-    book_as,
-    booking_body,
-    mail_settings,
-    open_admin_slot,
-    running_app,
-    wait_until,
-)
+from tests.support.api import book_as, booking_body, open_admin_slot, wait_until
+from tests.support.mail import ReceivedMail, SmtpSink, mail_settings, running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 SQL = Callable[..., Awaitable[list[Any]]]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

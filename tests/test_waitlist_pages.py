@@ -9,7 +9,9 @@ from typing import Any
 
 import time_machine
 
-from tests.conftest import SmtpSink, Stack, book_as, mail_settings, running_app, wait_until
+from tests.support.api import book_as, wait_until
+from tests.support.mail import SmtpSink, mail_settings, running_app
+from tests.support.stack import Stack
 from tests.test_waitlist import CLOCK, SUNDAY, link_of, offers_in, open_slot
 from tests.test_web_pages import csrf_of
 

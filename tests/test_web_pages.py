@@ -17,7 +17,9 @@ from icalendar import Calendar
 from garagebook.app import create_app
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import set_password
-from tests.conftest import ADMIN_TOKEN, Stack, booking_body, free_slots, running_app
+from tests.support.api import booking_body, free_slots
+from tests.support.mail import running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

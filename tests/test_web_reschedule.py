@@ -24,16 +24,9 @@ from icalendar import Calendar
 
 from garagebook.config import Settings
 from garagebook.jobs.messages import BookingMail, compose
-from tests.conftest import (
-    ADMIN_TOKEN,
-    Stack,
-    booking_body,
-    free_slots,
-    mail_settings,
-    running_app,
-    service_id_named,
-    wait_until,
-)
+from tests.support.api import booking_body, free_slots, service_id_named, wait_until
+from tests.support.mail import mail_settings, running_app
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.test_web_pages import add_staff, csrf_of, sign_in
 
 SQL = Callable[..., Awaitable[list[Any]]]

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, Stack, service_missing
+from tests.support.processes import ROOT, ServerProcess
+from tests.support.stack import Stack, service_missing
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [

@@ -27,7 +27,8 @@ from tests.browser.conftest import (
     screenshot,
     time_buttons,
 )
-from tests.conftest import Stack, booking_body
+from tests.support.api import booking_body
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 # The embedded default (`make run`); the race runs on PostgreSQL + Redis as well.

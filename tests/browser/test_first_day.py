@@ -25,7 +25,7 @@ from tests.browser.conftest import (
     open_day,
     screenshot,
 )
-from tests.conftest import booking_body, wait_until
+from tests.support.api import booking_body, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 

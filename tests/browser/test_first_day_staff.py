@@ -19,7 +19,8 @@ from tests.browser.conftest import (
     screenshot,
     sign_in,
 )
-from tests.conftest import ADMIN_TOKEN, booking_body
+from tests.support.api import booking_body
+from tests.support.stack import ADMIN_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 

@@ -15,7 +15,8 @@ from icalendar import Calendar
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import Browsing, assert_accessible, book_through_page, sign_in
-from tests.conftest import ADMIN_TOKEN, booking_body
+from tests.support.api import booking_body
+from tests.support.stack import ADMIN_TOKEN
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

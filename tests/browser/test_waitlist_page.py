@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.browser.conftest import Browsing, assert_accessible
-from tests.conftest import booking_body, open_admin_slot, wait_until
+from tests.support.api import booking_body, open_admin_slot, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
 LONDON = ZoneInfo("Europe/London")

@@ -21,14 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.cli import migrate_database
-from tests.conftest import (
-    ADMIN_TOKEN,
-    booking_body,
-    free_port,
-    in_thread,
-    service_missing,
-    wait_for,
-)
+from tests.support.api import booking_body
+from tests.support.processes import free_port, wait_for
+from tests.support.stack import ADMIN_TOKEN, in_thread, service_missing
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -33,7 +33,9 @@ from tests.chaos.harness import (
     free_slot_ids,
     wait_healthy,
 )
-from tests.conftest import RedisProcess, ServerProcess, Stack, booking_body, reset_database
+from tests.support.api import booking_body
+from tests.support.processes import RedisProcess, ServerProcess
+from tests.support.stack import Stack, reset_database
 
 pytestmark = pytest.mark.slow
 StartServer = Callable[..., ServerProcess]
