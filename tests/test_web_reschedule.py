@@ -511,7 +511,8 @@ async def test_nine_oclock_on_both_sides_of_the_clock_change(
     the booking page, the manage page and the .ics say 09:00, before and after a move across
     the change. The pages' "today" is set a week before, so the days are within their 14."""
     now, days = CLOCK_CHANGES[change]
-    monkeypatch.setattr("garagebook.web.customer.utcnow", lambda: now)
+    monkeypatch.setattr("garagebook.web.booking_page.utcnow", lambda: now)
+    monkeypatch.setattr("garagebook.web.manage.utcnow", lambda: now)
     slot_ids = {}
     for day in days:
         start = datetime.combine(date.fromisoformat(day), datetime.min.time(), LONDON)

@@ -72,7 +72,8 @@ _MESSAGES = {
 MOVE_DAYS = 7
 
 
-def _refused(request: Request, settings: Settings) -> Response:
+def refused(request: Request, settings: Settings) -> Response:
+    """403 for a staff form without a session or a valid CSRF token (see `staff_action`)."""
     return render(
         request,
         settings,
@@ -96,7 +97,8 @@ def _day(value: str | None, settings: Settings) -> date:
         return today
 
 
-def _back(day: date, done: str | None = None, error: str | None = None) -> Response:
+def back_to_day(day: date, done: str | None = None, error: str | None = None) -> Response:
+    """After a staff action: back to the day view of `day`, with a `done` or `error` key."""
     query: dict[str, str] = {"date": day.isoformat()}
     if done:
         query["done"] = done
@@ -119,7 +121,7 @@ async def login_page(request: Request, settings: SettingsDep) -> Response:
 async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     form = await request.form()
     if not has_valid_csrf(request, settings, form):
-        return _refused(request, settings)
+        return refused(request, settings)
     name = form_text(form, "name")[:100]
     if await is_over_limit(request, "sign_in"):
         log.warning("staff sign-in rate-limited")
@@ -148,7 +150,7 @@ async def login(request: Request, db: DatabaseDep, settings: SettingsDep) -> Res
 async def logout(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     form = await request.form()
     if not has_valid_csrf(request, settings, form):
-        return _refused(request, settings)
+        return refused(request, settings)
     response = RedirectResponse("/staff/login", 303)
     await end_session(response, request, settings, db)
     return response
@@ -283,7 +285,11 @@ async def day_grid(
 _INVALID = page_key(InvalidRequest())
 
 
-async def _action(request: Request, settings: Settings) -> tuple[StaffUser | None, FormData, date]:
+async def staff_action(
+    request: Request, settings: Settings
+) -> tuple[StaffUser | None, FormData, date]:
+    """A staff action's posted form and the day it came from (its `date` field). The user is
+    None without a session or a valid CSRF token: answer `refused`."""
     form = await request.form()
     day = _day(form_text(form, "date"), settings)
     user = current_staff(request, settings)
@@ -300,15 +306,15 @@ async def cancel_booking(
     reservations: ReservationsDep,
     settings: SettingsDep,
 ) -> Response:
-    user, form, day = await _action(request, settings)
+    user, form, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     reopening = form_text(form, "reopen") == "1"
     try:
         await bookings.cancel(db, reservations, settings, booking_id[:64])
     except DomainError as exc:
-        return _back(day, error=page_key(exc))
-    return _back(day, done="reopened" if reopening else "cancelled")
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="reopened" if reopening else "cancelled")
 
 
 def _person(name: str, email: str, registration: str) -> dict[str, Any]:
@@ -323,9 +329,9 @@ async def walk_in(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    user, form, day = await _action(request, settings)
+    user, form, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     body: dict[str, Any] = {
         "customer": {
             "name": form_text(form, "name"),
@@ -364,7 +370,7 @@ async def walk_in(
     except DomainError as exc:
         message = page_message(exc)
         return await _walk_in_again(request, db, settings, user, day, typed, message, 409)
-    return _back(day, done="walk_in")
+    return back_to_day(day, done="walk_in")
 
 
 _WALK_IN_FIELDS = ("slot_id", "service_id", "name", "registration", "email", "phone")
@@ -403,15 +409,15 @@ async def close_slot(
     plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
-    user, _, day = await _action(request, settings)
+    user, _, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     async with db.read() as conn:
         shortest = await conn.scalar(
             select(services.c.id).order_by(services.c.duration_minutes, services.c.id).limit(1)
         )
     if shortest is None:
-        return _back(day, error=page_key(ServiceNotFound()))
+        return back_to_day(day, error=page_key(ServiceNotFound()))
     try:
         request_in = BookingIn.model_validate(
             {
@@ -422,20 +428,20 @@ async def close_slot(
             }
         )
     except ValidationError:
-        return _back(day, error=_INVALID)
+        return back_to_day(day, error=_INVALID)
     try:
         await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
     except DomainError as exc:  # ServiceDoesNotFit: "no_fit"; booked or held by anyone: "taken"
-        return _back(day, error=page_key(exc))
-    return _back(day, done="closed")
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="closed")
 
 
 @router.post("/slots")
 async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     """An extra slot on a bay: `create_slot`, as `POST /api/admin/slots` does."""
-    user, form, day = await _action(request, settings)
+    user, form, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     try:
         bay_id = int(form_text(form, "bay_id"))
         starts = time.fromisoformat(form_text(form, "starts"))
@@ -443,18 +449,18 @@ async def open_slot(request: Request, db: DatabaseDep, settings: SettingsDep) ->
         if not 15 <= minutes <= 12 * 60:
             raise ValueError("length out of range")
     except ValueError:
-        return _back(day, error=_INVALID)
+        return back_to_day(day, error=_INVALID)
     starts_at = datetime.combine(day, starts, settings.timezone)
     try:
         async with db.transaction() as conn:
             if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
-                return _back(day, error=page_key(BayNotFound(bay_id=bay_id)))
+                return back_to_day(day, error=page_key(BayNotFound(bay_id=bay_id)))
             await create_slot(
                 conn, bay_id, starts_at, starts_at + timedelta(minutes=minutes), settings.timezone
             )
     except DomainError as exc:
-        return _back(day, error=page_key(exc))
-    return _back(day, done="opened")
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="opened")
 
 
 # --- moving a booking --------------------------------------------------------------------------
@@ -496,9 +502,9 @@ async def move_page(
                 own_slots=booking["slot_ids"],
             )
     except BookingNotFound as exc:
-        return _back(back_day, error=page_key(exc))
+        return back_to_day(back_day, error=page_key(exc))
     if booking["status"] != "confirmed":
-        return _back(back_day, error=page_key(closed_because(booking["status"])))
+        return back_to_day(back_day, error=page_key(closed_because(booking["status"])))
     bay_names = {b.id: b.name for b in bay_rows}
     current = datetime.fromisoformat(booking["starts_at"])
     options: dict[date, list[tuple[int, str]]] = {}
@@ -532,16 +538,16 @@ async def move_booking(
     settings: SettingsDep,
 ) -> Response:
     """`reschedule()`, as the API's: a taken time leaves the booking where it was."""
-    user, form, day = await _action(request, settings)
+    user, form, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     try:
         slot_id = int(form_text(form, "slot_id"))
     except ValueError:
-        return _back(day, error=_INVALID)
+        return back_to_day(day, error=_INVALID)
     try:
         moved = await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
     except DomainError as exc:
-        return _back(day, error=page_key(exc))
+        return back_to_day(day, error=page_key(exc))
     # The day the booking is on now, where staff look next.
-    return _back(datetime.fromisoformat(moved["starts_at"]).date(), done="moved")
+    return back_to_day(datetime.fromisoformat(moved["starts_at"]).date(), done="moved")

@@ -33,10 +33,10 @@ from garagebook.vehicles.service import (
     vehicle_history,
 )
 from garagebook.web.auth import current_staff
-from garagebook.web.customer import _not_found, manage_booking_id
 from garagebook.web.forms import checked_form, form_text
+from garagebook.web.manage import manage_booking_id, not_found_page
 from garagebook.web.pages import error_page, local_time, long_date, render
-from garagebook.web.staff import _action, _back, _refused
+from garagebook.web.staff import back_to_day, refused, staff_action
 
 router = APIRouter(include_in_schema=False)
 
@@ -113,9 +113,9 @@ async def vehicle_page(
 async def staff_set_mot(
     registration: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
-    user, form, _ = await _action(request, settings)
+    user, form, _ = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     try:
         key = registration_of(registration)
     except VehicleNotFound:
@@ -140,14 +140,14 @@ async def staff_complete_booking(
 ) -> Response:
     """The day view's "Done" button; back to the day (`?done=completed`). A booking on a later
     day than today is refused (`?error=not_due`): the grid offers no Done there."""
-    user, _, day = await _action(request, settings)
+    user, _, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     try:
         await complete_booking(db, settings, booking_id[:64], not_after=local_today(settings))
     except DomainError as exc:  # a later day's booking: NotDueYet's "not_due"
-        return _back(day, error=page_key(exc))
-    return _back(day, done="completed")
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="completed")
 
 
 @router.post("/staff/bookings/{booking_id}/undo-complete")
@@ -155,14 +155,14 @@ async def staff_undo_complete(
     booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
 ) -> Response:
     """The grid's "Undo" on a booking marked done: back to confirmed (`?done=uncompleted`)."""
-    user, _, day = await _action(request, settings)
+    user, _, day = await staff_action(request, settings)
     if user is None:
-        return _refused(request, settings)
+        return refused(request, settings)
     try:
         await undo_complete(db, settings, booking_id[:64])
     except DomainError as exc:  # nothing to undo: NotCompleted's "not_done"
-        return _back(day, error=page_key(exc))
-    return _back(day, done="uncompleted")
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="uncompleted")
 
 
 @router.post("/manage/{token}/mot")
@@ -174,7 +174,7 @@ async def customer_set_mot(
     if isinstance(form, Response):
         return form
     if len(token) > _TOKEN_MAX:
-        return _not_found(request, settings)
+        return not_found_page(request, settings)
     expires_on = _form_date(form_text(form, "expires_on"))
     now = utcnow()
     try:
@@ -184,7 +184,7 @@ async def customer_set_mot(
             booking_id = await manage_booking_id(conn, settings, token)
             await set_customer_mot_expiry(conn, booking_id, expires_on, local_today(settings, now))
     except BookingNotFound:
-        return _not_found(request, settings)
+        return not_found_page(request, settings)
     except InvalidRequest:
         return render(
             request,

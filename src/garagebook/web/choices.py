@@ -1,0 +1,134 @@
+"""The days and times a customer can choose: the next days for a service, each bookable or not,
+and one button per free start time. The booking page (`web.booking_page`) offers them, and so
+does the manage page's "Move to another time" (`web.manage`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.config import Settings
+from garagebook.schema import booking_slots, slots
+from garagebook.schema import bookings as bookings_table
+from garagebook.slots.service import list_slots, local_day_bounds
+from garagebook.web.day import CLOSED_NAME
+from garagebook.web.pages import long_date
+
+BOOKING_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Day:
+    day: date
+    label: str
+    bookable: bool
+    full: bool = False  # the garage is open that day but every time is taken: waitlist
+    why: str = ""  # shown on a day that cannot be picked: "Closed", "Full", "No times left"
+
+
+@dataclass(frozen=True)
+class Time:
+    slot_id: int
+    label: str
+    starts_at: str
+
+
+def iso_day(value: str | None) -> date | None:
+    if not value or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+async def day_choices(
+    conn: AsyncConnection,
+    settings: Settings,
+    service_id: int,
+    now: datetime,
+    own_slots: list[int] | None = None,
+    current_start: datetime | None = None,
+) -> tuple[list[Day], list[Any]]:
+    """The next BOOKING_DAYS days for a service, each bookable or not, and the listed slots.
+    When moving a booking, its own slots count as free and its current start is no choice."""
+    zone = settings.timezone
+    today = now.astimezone(zone).date()
+    start, _ = local_day_bounds(today, zone)
+    _, end = local_day_bounds(today + timedelta(days=BOOKING_DAYS - 1), zone)
+    listed = await list_slots(
+        conn,
+        start=start,
+        end=end,
+        now=now,
+        zone=zone,
+        service_id=service_id,
+        own_slots=own_slots or (),
+    )
+    listed = [a for a in listed if a.slot.starts_at != current_start]
+    closed_slots = await _closed_by_staff(conn, settings, start, end)
+    open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
+    future: set[date] = set()  # days with a future time the garage has not closed
+    for a in listed:
+        if a.slot.starts_at > now and a.slot.id not in closed_slots:
+            future.add(a.slot.starts_at.astimezone(zone).date())
+    any_slots = {a.slot.starts_at.astimezone(zone).date() for a in listed}
+    days = []
+    for offset in range(BOOKING_DAYS):
+        d = today + timedelta(days=offset)
+        label = f"{d:%a} {d.day} {d:%b}"
+        if d in open_days:
+            days.append(Day(d, label, True))
+        elif d in future:  # open, with times, none free for this service: full
+            days.append(Day(d, label, False, full=True, why="Full"))
+        elif d == today and d in any_slots:
+            days.append(Day(d, label, False, why="No times left"))
+        else:  # no opening hours that day, or every time closed by staff
+            days.append(Day(d, label, False, why="Closed"))
+    return days, listed
+
+
+async def _closed_by_staff(
+    conn: AsyncConnection, settings: Settings, start: datetime, end: datetime
+) -> set[int]:
+    """Slots staff closed (a booking for the garage itself, see `web.staff`): a day with
+    nothing else is closed, not full, and has no waitlist."""
+    rows = await conn.execute(
+        select(booking_slots.c.slot_id)
+        .join(bookings_table, bookings_table.c.id == booking_slots.c.booking_id)
+        .join(slots, slots.c.id == booking_slots.c.slot_id)
+        .where(
+            booking_slots.c.active,
+            bookings_table.c.customer_name == CLOSED_NAME,
+            bookings_table.c.customer_email == settings.closed_slot_email,
+            slots.c.starts_at >= start,
+            slots.c.starts_at < end,
+        )
+    )
+    return set(rows.scalars())
+
+
+def day_label(day: date, settings: Settings) -> str:
+    return long_date(
+        datetime.combine(day, datetime.min.time(), settings.timezone), settings.timezone
+    )
+
+
+def times_of(
+    listed: list[Any], day: date, settings: Settings, prefer: int | None = None
+) -> list[Time]:
+    """One button per start time: the first bay free then (customers do not choose bays),
+    or the `prefer`red slot when it is free (the one a deep link named)."""
+    zone = settings.timezone
+    seen: dict[datetime, Time] = {}
+    for a in listed:
+        local = a.slot.starts_at.astimezone(zone)
+        if not a.available or local.date() != day:
+            continue
+        if a.slot.starts_at not in seen or a.slot.id == prefer:
+            seen[a.slot.starts_at] = Time(a.slot.id, local.strftime("%H:%M"), local.isoformat())
+    return [seen[k] for k in sorted(seen)]
