@@ -280,15 +280,29 @@ def pgbench_script() -> str:
         ":idempotency_key": "NULL",
         ":request_hash": "NULL",
         ":response_body": "NULL",
+        ":token_sealed": "NULL",
+        ":expired_before": "NULL",
+        ":staff": "FALSE",
+        # A public booking, with the default caps counted as the server counts them.
+        ":day_start": "CAST('2031-01-06 00:00:00+00' AS timestamptz)",
+        ":day_end": "CAST('2031-01-07 00:00:00+00' AS timestamptz)",
+        ":max_email": "4",
+        ":max_registration": "3",
+        ":max_day": "2",
     }
     sql = BOOK_POSTGRES
     for name in sorted(values, key=len, reverse=True):  # :slot_ids before :slot_id
         sql = re.sub(re.escape(name) + r"\b", lambda _m, v=values[name]: v, sql)
+    first_cte = re.match(r"\s*WITH (\w+) AS \(", sql)
+    assert first_cte, "the booking statement starts with a WITH"
     sql = sql.replace(
-        "WITH booking AS (",
-        "WITH pick AS (SELECT CAST(nextval('bench_slot_seq') AS integer) AS slot),\nbooking AS (",
+        first_cte.group(0),
+        "WITH pick AS (SELECT CAST(nextval('bench_slot_seq') AS integer) AS slot),\n"
+        f"{first_cte.group(1)} AS (",
         1,
     )
+    left = sorted(set(re.findall(r"(?<![:\w]):([a-z_]+)", sql)) - {"n"})
+    assert not left, f"parameters of the booking statement the bench does not fill in: {left}"
     statement = " ".join(line.strip() for line in sql.strip().splitlines())
     return f"\\set n random(1, 999999999999999)\nBEGIN;\n{statement};\nCOMMIT;\n"
 
