@@ -215,7 +215,9 @@ async def contested(url: str, first_slot: int, repetitions: int, clients: int) -
             "slot_id": first_slot + rep,
             "service_id": 1,
             "customer": {"name": "Bench Customer", "email": f"contested-{rep}@example.com"},
-            "vehicle": {"registration": "BT1 00001"},
+            # A customer and a car of its own per run: the caps on live bookings per e-mail
+            # and registration (3 for one car) would refuse a run's winner from the fourth on.
+            "vehicle": {"registration": f"CT{rep + 1} 00001"},
         }
         targets = [Target(url, "/api/bookings", json.dumps(body).encode())] * clients
         started = time.perf_counter()
