@@ -3,18 +3,24 @@ the booking path's top level); the functions they call only execute statements."
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from garagebook.config import Settings
 from garagebook.errors import DatabaseUnavailable
+
+# An execution option of the SQLite engine's readers: their transaction begins deferred.
+_READ_ONLY = "garagebook_read_only"
 
 # SQLSTATE classes that mean "the database cannot serve us now", not "this request is bad":
 # connection exceptions, insufficient resources (too many connections), operator
@@ -86,28 +92,78 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
+    def _begin(connection: Any) -> None:
         # Writers queue for the lock at BEGIN (honouring busy_timeout) instead of failing with
         # SQLITE_BUSY when a read transaction tries to upgrade; SQLite allows one writer anyway.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (`Database.read`) take no lock: in WAL mode they read their snapshot while a
+        # writer writes, so they never wait for the write lock (issue 19: they did, and got 503).
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    _WRITERS[engine.sync_engine] = WriterQueue(str(engine.url), settings.database_timeout_seconds)
     return engine
+
+
+class WriterQueue:
+    """This process's writers to one SQLite file, taking the write lock in turn (issue 19).
+
+    A connection waiting for SQLite's lock does not queue: its busy handler sleeps and tries
+    again, up to 100 ms apart, and whoever tries while the lock is free takes it. Under a burst
+    (the requests and the embedded worker, on two engines) a waiter was passed over until its
+    busy timeout ran out, with the lock free a quarter of that time, and its request got 503.
+    So the process's writers to a file first wait here, first come first served, for at most
+    DATABASE_TIMEOUT_SECONDS: a wait for the writers ahead, bounded by how many there can be
+    (MAX_CONCURRENCY requests, the worker's jobs). Only the one at the head asks SQLite, whose
+    busy timeout still applies against other processes (the CLI, `garagebook worker`).
+    """
+
+    def __init__(self, url: str, timeout_seconds: float) -> None:
+        self.url = url
+        self.timeout_seconds = timeout_seconds
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        # One lock per file and event loop (an asyncio.Lock belongs to the loop it waited on),
+        # shared by every engine on that file.
+        locks = _TURNS.setdefault(asyncio.get_running_loop(), {})
+        lock = locks.get(self.url)
+        if lock is None:
+            lock = locks[self.url] = asyncio.Lock()
+        async with asyncio.timeout(self.timeout_seconds):  # TimeoutError: a 503
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         # PostgreSQL reads run in autocommit: one round trip per SELECT, no BEGIN/COMMIT.
+        # SQLite reads run in a deferred transaction: one snapshot, no lock.
         self._reader = (
-            engine
+            engine.execution_options(**{_READ_ONLY: True})
             if engine.dialect.name == "sqlite"
             else engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        self._writers = _WRITERS.get(engine.sync_engine)  # SQLite only
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction: committed when the block ends, rolled back on any exception."""
-        async with _unavailable_as_503(), self.engine.begin() as connection:
+        turn: AbstractAsyncContextManager[None] = (
+            self._writers.turn() if self._writers is not None else nullcontext()
+        )
+        async with _unavailable_as_503(), turn, self.engine.begin() as connection:
             yield connection
 
     @asynccontextmanager
