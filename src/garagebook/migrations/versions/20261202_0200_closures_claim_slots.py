@@ -56,10 +56,16 @@ def upgrade() -> None:
     else:
         _claims_sqlite()
     op.create_index(
-        "uq_booking_slots_booking_id_slot_id", "booking_slots", ["booking_id", "slot_id"], unique=True
+        "uq_booking_slots_booking_id_slot_id",
+        "booking_slots",
+        ["booking_id", "slot_id"],
+        unique=True,
     )
     op.create_index(
-        "uq_booking_slots_closure_id_slot_id", "booking_slots", ["closure_id", "slot_id"], unique=True
+        "uq_booking_slots_closure_id_slot_id",
+        "booking_slots",
+        ["closure_id", "slot_id"],
+        unique=True,
     )
     _placeholders_to_closures()
 
