@@ -16,7 +16,6 @@ from asgi_lifespan import LifespanManager
 
 from garagebook.app import create_app
 from garagebook.config import Settings
-from garagebook.web.day import CLOSED_NAME
 from tests.support.api import booking_body, free_slots
 from tests.support.stack import ADMIN_TOKEN, NO_BOOKING_CAPS, Stack
 
@@ -177,23 +176,16 @@ async def test_control_without_the_locks_the_caps_are_passed(stack: Stack, sql: 
         await sql(definition[0].replace("$function$", "$$"))
 
 
-def test_the_placeholder_name_is_the_staff_pages_own() -> None:
-    from garagebook.bookings.service import PLACEHOLDER_NAMES
-
-    assert " ".join(CLOSED_NAME.split()).casefold() in PLACEHOLDER_NAMES
-
-
 async def test_a_public_booking_cannot_pose_as_the_garage(
     stack: Stack, api: httpx.AsyncClient, sql: SQL
 ) -> None:
     settings = stack.settings()
     slot = (await free_slots(api))[0]
+    # Closed times are closures, not bookings of a placeholder customer: only the walk-in's
+    # address is the garage's own any more.
     posing = [
-        ("email", settings.closed_slot_email, "Ada Lovelace"),
-        ("email", settings.closed_slot_email.upper(), "Ada Lovelace"),
         ("email", settings.walk_in_email, "Ada Lovelace"),
-        ("name", "ada@example.com", CLOSED_NAME),
-        ("name", "ada@example.com", "  closed   BY staff "),
+        ("email", settings.walk_in_email.upper(), "Ada Lovelace"),
     ]
     for field, email, name in posing:
         body = booking_body(slot["id"])
@@ -215,9 +207,9 @@ async def test_a_public_booking_cannot_pose_as_the_garage(
         assert joined.status_code == 422, joined.text
     assert await sql("SELECT count(*) FROM bookings") == [(0,)]
     assert await sql("SELECT count(*) FROM waitlist_entries") == [(0,)]
-    # The garage itself still books with them (what the staff pages do for a closed time).
+    # The garage itself still books with it (what the staff pages do for a walk-in).
     body = booking_body(slot["id"])
-    body["customer"] = {"name": CLOSED_NAME, "email": settings.closed_slot_email}
+    body["customer"] = {"name": "Walk-in Wendy", "email": settings.walk_in_email}
     assert (await api.post("/api/bookings", json=body, headers=ADMIN)).status_code == 201
 
 
@@ -239,7 +231,7 @@ async def test_the_booking_page_says_why_without_javascript(
         "service_id": 1,
         "hold_token": hold_token.group(1),
         "name": "Ada Lovelace",
-        "email": stack.settings().closed_slot_email,
+        "email": stack.settings().walk_in_email,
         "registration": "AB12 CDE",
     }
     refused = await api.post("/book", data=form)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from garagebook.app import create_app
 from garagebook.bookings.routes import RescheduleIn
 from garagebook.bookings.schemas import BookingIn, HoldIn
+from garagebook.closures.routes import ClosureIn
 from garagebook.slots.routes import SlotIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn
@@ -38,6 +39,12 @@ VALID_BODIES: dict[type[BaseModel], dict[str, Any]] = {
         "ends_at": (_SOON + timedelta(hours=1)).isoformat(),
     },
     RescheduleIn: {"slot_id": 7},
+    ClosureIn: {
+        "bay_id": 1,
+        "starts_at": _SOON.isoformat(),
+        "ends_at": (_SOON + timedelta(hours=1)).isoformat(),
+        "reason": "ramp service",
+    },
     MotIn: {"expires_on": date.today().isoformat()},
     WaitlistIn: {
         "service_id": 1,
@@ -97,6 +104,7 @@ def test_every_documented_body_is_covered() -> None:
         ("HoldIn", ("service_id",)),
         ("SlotIn", ("bay_id",)),
         ("RescheduleIn", ("slot_id",)),
+        ("ClosureIn", ("bay_id",)),
         ("WaitlistIn", ("service_id",)),
     }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from tests.support.stack import ADMIN_TOKEN, Stack
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
+SQL = Callable[..., Awaitable[list[Any]]]
 PASSWORD = "correct horse battery"
 XSS = "<script>alert(1)</script>"
 
@@ -191,8 +193,8 @@ async def test_cookies_are_secure_over_https(api: httpx.AsyncClient, app: FastAP
     assert "Secure" in answer.headers["set-cookie"]
 
 
-async def test_a_slot_closed_by_staff_is_a_booking_and_reopening_frees_it(
-    api: httpx.AsyncClient, app: FastAPI
+async def test_a_slot_closed_by_staff_is_a_closure_and_reopening_frees_it(
+    api: httpx.AsyncClient, app: FastAPI, sql: SQL
 ) -> None:
     await add_staff(app)
     slot = (await free_slots(api))[0]
@@ -205,15 +207,26 @@ async def test_a_slot_closed_by_staff_is_a_booking_and_reopening_frees_it(
     assert closed.headers["location"].endswith("done=closed")
     taken = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert taken.status_code == 409
+    # No booking, no customer, no job: a closure, shown as one on the grid.
+    assert await sql("SELECT count(*) FROM bookings") == [(0,)]
+    assert await sql("SELECT count(*) FROM customers") == [(0,)]
+    assert await sql("SELECT count(*) FROM outbox") == [(0,)]
+    assert await sql("SELECT closed_by, reopened_at FROM closures") == [("sam", None)]
     page = await api.get("/staff", params={"date": day})
-    match = re.search(r'action="/staff/bookings/([^/"]+)/cancel"', page.text)
+    assert "/cancel" not in page.text
+    match = re.search(r'action="/staff/closures/([0-9]+)/reopen"', page.text)
     assert match is not None
+    assert f'data-closure="{match.group(1)}"' in page.text
     reopened = await api.post(
-        f"/staff/bookings/{match.group(1)}/cancel",
-        data={"date": day, "csrf_token": token, "reopen": "1"},
+        f"/staff/closures/{match.group(1)}/reopen", data={"date": day, "csrf_token": token}
     )
     assert reopened.headers["location"].endswith("done=reopened")
     assert (await api.post("/api/bookings", json=booking_body(slot["id"]))).status_code == 201
+    again = await api.post(
+        f"/staff/closures/{match.group(1)}/reopen", data={"date": day, "csrf_token": token}
+    )
+    assert again.headers["location"].endswith("error=reopened_already")
+    assert "That time was already reopened." in (await api.get(again.headers["location"])).text
 
 
 async def test_times_are_the_garages_local_times_across_a_clock_change(

@@ -13,6 +13,8 @@ from garagebook import __version__
 from garagebook.bookings.routes import RescheduleIn, holds_router, manage_router
 from garagebook.bookings.routes import router as bookings_router
 from garagebook.bookings.schemas import BookingIn, HoldIn
+from garagebook.closures.routes import ClosureIn
+from garagebook.closures.routes import router as closures_router
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
 from garagebook.http import (
@@ -93,10 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(holds_router)
     app.include_router(manage_router)
     app.include_router(slots_router)
+    app.include_router(closures_router)
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn)
+    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, ClosureIn)
     install_web(app)
 
     return app

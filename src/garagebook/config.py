@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     rate_limit_sign_in: str = "10/minute"  # staff sign-in attempts: password guessing
     max_holds_per_client: int = Field(default=3, ge=1)  # per HOLD_TTL_SECONDS
     # Live (confirmed, not yet over) bookings one customer may make online; 0 = no cap.
-    # Staff (walk-ins, closures) and admin-token bookings are not capped.
+    # Staff (walk-ins) and admin-token bookings are not capped.
     max_live_bookings_per_email: int = Field(default=4, ge=0, le=10_000)
     max_live_bookings_per_registration: int = Field(default=3, ge=0, le=10_000)
     max_bookings_per_email_per_day: int = Field(default=2, ge=0, le=10_000)
@@ -240,7 +240,7 @@ class Settings(BaseSettings):
 
     def garage_mail_address(self, local_part: str) -> str:
         """An address at the garage's own mail domain (MAIL_FROM's) for bookings that have no
-        customer address: walk-ins without one, and closed slots. A domain the booking path
+        customer address: walk-ins without one. A domain the booking path
         would refuse (the demo's `.localhost`) is replaced by a reserved example domain."""
         address = f"{local_part}@{self.mail_sender.domain}"
         try:
@@ -253,14 +253,10 @@ class Settings(BaseSettings):
     def walk_in_email(self) -> str:
         return self.garage_mail_address("walk-in")
 
-    @property
-    def closed_slot_email(self) -> str:
-        return self.garage_mail_address("closed-slot")
-
     def is_placeholder_address(self, address: str) -> bool:
-        """Whether `address` is one of the garage's own placeholders: nobody reads it, so no
-        mail goes there."""
-        return address in (self.walk_in_email, self.closed_slot_email)
+        """Whether `address` is the garage's own placeholder (a walk-in without an address):
+        nobody reads it, so no mail goes there. (Closed times are closures: no address.)"""
+        return address == self.walk_in_email
 
     @property
     def mail_sender(self) -> Address:

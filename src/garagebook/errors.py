@@ -46,6 +46,24 @@ class ServiceDoesNotFit(SlotUnavailable):
         super().__init__("database")
 
 
+class ClosureNotFound(DomainError):
+    code = "closure_not_found"
+    message = "No such closure."
+
+
+class ClosureReopened(DomainError):
+    code = "closure_reopened"
+    message = "That closure was already reopened."
+
+
+class NothingToClose(DomainError):
+    """A closure must claim at least one slot: a time with none on that bay would close
+    nothing, and say it had."""
+
+    code = "nothing_to_close"
+    message = "That bay has no slots in that time: there is nothing to close."
+
+
 class SlotNotFound(DomainError):
     code = "slot_not_found"
     message = "No such slot."
@@ -259,6 +277,9 @@ ANSWERS: dict[type[DomainError], Answer] = {
         404, "That waitlist entry does not exist (any more).", "entry_not_found"
     ),
     SlotNotFound: Answer(404, "That time does not exist (any more)."),
+    ClosureNotFound: Answer(404, "That closed time does not exist (any more)."),
+    ClosureReopened: Answer(409, "That time was already reopened.", "reopened_already"),
+    NothingToClose: Answer(422, "There is no slot in that time to close.", "nothing_to_close"),
     ServiceNotFound: Answer(404, "That service is not offered (any more). Please pick another."),
     BayNotFound: Answer(404, "That bay does not exist."),
     BookingNotFound: Answer(404, "That booking or slot no longer exists.", "not_found"),

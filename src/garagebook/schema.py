@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -151,12 +152,42 @@ bookings = Table(
     ),
 )
 
+# Staff closing a time: no customer, no booking row, no mail. A closure claims its slots in
+# `booking_slots`, the same claim space as bookings (`active` while not reopened), so the one
+# partial unique index there decides between a closure and a booking, on both databases.
+closures = Table(
+    "closures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("bay_id", Integer, ForeignKey("bays.id"), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("reason", String(200)),
+    Column("closed_by", String(100), nullable=False),  # a staff user's name, "admin", "setup"
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("reopened_at", UTCDateTime),  # NULL while the closure holds its slots
+    Column("reopened_by", String(100)),
+    CheckConstraint("ends_at > starts_at", name="ck_closures_ends_after_start"),
+    Index("ix_closures_starts_at", "starts_at"),
+)
+
+# The claims on slots: each row is a booking's or a closure's (exactly one of the two), and
+# one index says a slot has at most one active claim, whoever holds it. One table rather than
+# a second claims table for closures: a unique index cannot span two tables, and a trigger
+# would be a second guarantee to keep in step on two databases.
 booking_slots = Table(
     "booking_slots",
     metadata,
-    Column("booking_id", String(32), ForeignKey("bookings.id"), primary_key=True),
-    Column("slot_id", Integer, ForeignKey("slots.id"), primary_key=True),
+    Column("id", Integer, primary_key=True),
+    Column("booking_id", String(32), ForeignKey("bookings.id")),
+    Column("closure_id", Integer, ForeignKey("closures.id")),
+    Column("slot_id", Integer, ForeignKey("slots.id"), nullable=False),
     Column("active", Boolean, nullable=False),
+    CheckConstraint(
+        "(booking_id IS NULL) <> (closure_id IS NULL)", name="ck_booking_slots_one_owner"
+    ),
+    Index("uq_booking_slots_booking_id_slot_id", "booking_id", "slot_id", unique=True),
+    Index("uq_booking_slots_closure_id_slot_id", "closure_id", "slot_id", unique=True),
     Index(
         "uq_booking_slots_slot_id_active",
         "slot_id",

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,18 +137,19 @@ async def test_greyed_out_days_say_why_and_a_closed_day_says_closed(
     booked full: the first two say "Closed" with no waitlist, the last "Full" with one."""
     slots = (await api_client.get("/api/slots", params={"limit": 1000})).json()
     by_day: dict[str, list[int]] = {}
+    closed_slots: dict[str, list[dict[str, Any]]] = {}
     for s in slots:
         by_day.setdefault(s["starts_at"][:10], []).append(s["id"])
+        closed_slots.setdefault(s["starts_at"][:10], []).append(s)
     today = date.today().isoformat()
     closed_day, full_day = [d for d in sorted(by_day) if d > today][2:4]
     async with httpx.AsyncClient(base_url=api_client.base_url) as api:
-        settings_email = "closed-slot@garage.example"  # the demo's MAIL_FROM is .localhost
-        for slot_id in by_day[closed_day]:
-            body = booking_body(slot_id)
-            body["customer"] = {"name": "Closed by staff", "email": settings_email}
-            body["vehicle"] = {"registration": "CLOSED"}
-            # The garage's own placeholder: only staff (the admin token) may book as it.
-            closing = await api.post("/api/bookings", json=body, headers=ADMIN_AUTH)
+        for slot in closed_slots[closed_day]:
+            closing = await api.post(
+                "/api/admin/closures",
+                json={k: slot[k] for k in ("bay_id", "starts_at", "ends_at")},
+                headers=ADMIN_AUTH,
+            )
             assert closing.status_code == 201, closing.text
         for slot_id in by_day[full_day]:
             assert (await api.post("/api/bookings", json=booking_body(slot_id))).status_code == 201

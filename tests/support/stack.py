@@ -38,6 +38,7 @@ DATA_TABLES = [
     "outbox",
     "idempotency_keys",
     "booking_slots",
+    "closures",
     "bookings",
     "customers",
     "vehicles",

@@ -49,7 +49,7 @@ async def booking_reminder(job: Job, context: JobContext, now: datetime) -> str:
     if booking is None:
         raise DeliveryFailed("the booking does not exist", permanent=True)
     if context.settings.is_placeholder_address(booking.customer_email):
-        return SKIPPED  # a walk-in without an address, or a slot staff closed
+        return SKIPPED  # a walk-in without an address
     if booking.status != "confirmed" or booking.sequence != job.payload.get("sequence", 0):
         return SKIPPED  # cancelled, done, or moved since: the move has its own reminder
     if booking.starts_at <= now:

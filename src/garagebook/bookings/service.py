@@ -106,8 +106,8 @@ async def book(
     for a caller whose own write must stand or fall with it (a waitlist offer taken up).
 
     `staff`: booked by the garage (staff pages, the admin token). Only then may the customer be
-    one of the garage's own placeholders (a walk-in without an address, a closed time), are the
-    caps on live bookings not applied, and do the make and model replace the car's record."""
+    the garage's own placeholder (a walk-in without an address), are the caps on live
+    bookings not applied, and do the make and model replace the car's record."""
     if not staff:
         refuse_placeholders(request.customer, settings)
     fingerprint = _fingerprint(request) if idempotency_key is not None else ""
@@ -240,22 +240,14 @@ class Caps:
         }[limit]
 
 
-# The staff pages' closed-time name (web/day.py's CLOSED_NAME; importing web from here would be
-# circular): a public booking must not look like a closure, nor carry a placeholder address.
-PLACEHOLDER_NAMES = frozenset({"closed by staff"})
-
-
 def refuse_placeholders(customer: CustomerIn, settings: Settings) -> None:
-    """Issue 18, finding 10: the staff grid tells a closed time by its placeholder address and
-    name, and a walk-in without an address by its own; the public may use neither."""
-    fields = []
+    """Issue 18, finding 10: a walk-in without an address carries the garage's own
+    placeholder address, which no mail goes to; the public may not use it."""
     if settings.is_placeholder_address(customer.email):
-        fields.append({"field": "customer.email", "problem": "this address is the garage's own"})
-    if " ".join(customer.name.split()).casefold() in PLACEHOLDER_NAMES:
-        fields.append({"field": "customer.name", "problem": "this name is the garage's own"})
-    if fields:
-        summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
-        raise InvalidRequest(f"The request is not valid: {summary}", fields=fields)
+        field = {"field": "customer.email", "problem": "this address is the garage's own"}
+        raise InvalidRequest(
+            f"The request is not valid: {field['field']}: {field['problem']}", fields=[field]
+        )
 
 
 class _KeyTaken(Exception):

@@ -68,7 +68,7 @@ async def _booking_mail(job: Job, context: JobContext, now: datetime, event: str
     if booking is None:
         raise DeliveryFailed("the booking does not exist", permanent=True)
     if context.settings.is_placeholder_address(booking.customer_email):
-        return SKIPPED  # a walk-in without an address, or a slot staff closed: nobody to tell
+        return SKIPPED  # a walk-in without an address: nobody to tell
     if event in (CONFIRMED, RESCHEDULED) and booking.status == "cancelled":
         # Cancelled before its confirmation went out: a confirmation now would be stale and
         # wrong. The cancellation has its own job, which sends the cancellation mail.

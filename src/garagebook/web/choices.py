@@ -8,14 +8,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.closures.service import closed_slots
 from garagebook.config import Settings
-from garagebook.schema import booking_slots, slots
-from garagebook.schema import bookings as bookings_table
 from garagebook.slots.service import list_slots, local_day_bounds
-from garagebook.web.day import CLOSED_NAME
 from garagebook.web.pages import long_date
 
 BOOKING_DAYS = 14
@@ -70,11 +67,13 @@ async def day_choices(
         own_slots=own_slots or (),
     )
     listed = [a for a in listed if a.slot.starts_at != current_start]
-    closed_slots = await _closed_by_staff(conn, settings, start, end)
+    # Slots staff closed (closures): a day with nothing else is closed, not full, and has no
+    # waitlist.
+    closed = await closed_slots(conn, start, end)
     open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
     future: set[date] = set()  # days with a future time the garage has not closed
     for a in listed:
-        if a.slot.starts_at > now and a.slot.id not in closed_slots:
+        if a.slot.starts_at > now and a.slot.id not in closed:
             future.add(a.slot.starts_at.astimezone(zone).date())
     any_slots = {a.slot.starts_at.astimezone(zone).date() for a in listed}
     days = []
@@ -90,26 +89,6 @@ async def day_choices(
         else:  # no opening hours that day, or every time closed by staff
             days.append(Day(d, label, False, why="Closed"))
     return days, listed
-
-
-async def _closed_by_staff(
-    conn: AsyncConnection, settings: Settings, start: datetime, end: datetime
-) -> set[int]:
-    """Slots staff closed (a booking for the garage itself, see `web.staff`): a day with
-    nothing else is closed, not full, and has no waitlist."""
-    rows = await conn.execute(
-        select(booking_slots.c.slot_id)
-        .join(bookings_table, bookings_table.c.id == booking_slots.c.booking_id)
-        .join(slots, slots.c.id == booking_slots.c.slot_id)
-        .where(
-            booking_slots.c.active,
-            bookings_table.c.customer_name == CLOSED_NAME,
-            bookings_table.c.customer_email == settings.closed_slot_email,
-            slots.c.starts_at >= start,
-            slots.c.starts_at < end,
-        )
-    )
-    return set(rows.scalars())
 
 
 def day_label(day: date, settings: Settings) -> str:

@@ -1,20 +1,22 @@
 """The staff day as a grid: bays as columns, start times as rows. Every item on a bay (a
 booking, or a free slot) covers [start, end) and spans the rows in that range, so a 3-hour
-service is one cell three rows high."""
+service is one cell three rows high. A closure is shown as one cell per run of back-to-back
+slots it holds on a bay (a closed day that skipped a booking is two runs around it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.closures.service import closed_slots
 from garagebook.schema import bays, booking_slots, bookings, services, slots
 from garagebook.slots.service import local_day_bounds
-
-CLOSED_NAME = "Closed by staff"
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Item:
     bay_id: int
     label: str  # "10:00–13:00"
     booking_id: str | None = None
+    closure_id: int | None = None
     reference: str = ""
     service: str = ""
     registration: str = ""
@@ -56,9 +59,7 @@ class DayGrid:
     bookings: int
 
 
-async def load_day(
-    conn: AsyncConnection, day: date, zone: ZoneInfo, now: datetime, closed_email: str
-) -> DayGrid:
+async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: datetime) -> DayGrid:
     start, end = local_day_bounds(day, zone)
     bay_rows = (await conn.execute(select(bays.c.id, bays.c.name).order_by(bays.c.id))).all()
     slot_rows = (
@@ -77,7 +78,6 @@ async def load_day(
                 bookings.c.starts_at,
                 bookings.c.ends_at,
                 bookings.c.customer_name,
-                bookings.c.customer_email,
                 bookings.c.vehicle_registration,
                 bookings.c.status,
                 services.c.name.label("service"),
@@ -105,10 +105,9 @@ async def load_day(
         if c.id in seen_bookings:
             continue
         seen_bookings.add(c.id)
-        closed = c.customer_email == closed_email and c.customer_name == CLOSED_NAME
         items.append(
             Item(
-                kind="closed" if closed else "booking",
+                kind="booking",
                 starts_at=c.starts_at,
                 ends_at=c.ends_at,
                 slot_id=c.slot_id,
@@ -124,6 +123,9 @@ async def load_day(
                 later_day=day > now.astimezone(zone).date(),
             )
         )
+    closed = await closed_slots(conn, start, end)
+    claimed.update(closed)
+    items.extend(_closed_runs(slot_rows, closed, now, span))
     free = [
         Item(
             "free",
@@ -164,3 +166,37 @@ async def load_day(
         ),
         bookings=sum(1 for i in items if i.kind == "booking"),
     )
+
+
+def _closed_runs(
+    slot_rows: Sequence[Any],
+    closed: dict[int, int],
+    now: datetime,
+    span: Callable[[datetime, datetime], str],
+) -> list[Item]:
+    """One "closed" item per run of back-to-back slots one closure holds on one bay."""
+    runs: list[Item] = []
+    last: dict[tuple[int, int], Item] = {}  # (bay, closure) → its latest run
+    for s in slot_rows:  # in time order
+        closure_id = closed.get(s.id)
+        if closure_id is None:
+            continue
+        run = last.get((s.bay_id, closure_id))
+        if run is not None and run.ends_at == s.starts_at:
+            run.ends_at = s.ends_at
+            run.label = span(run.starts_at, run.ends_at)
+            run.past = run.ends_at <= now
+            continue
+        run = Item(
+            "closed",
+            s.starts_at,
+            s.ends_at,
+            s.id,
+            s.bay_id,
+            span(s.starts_at, s.ends_at),
+            closure_id=closure_id,
+            past=s.ends_at <= now,
+        )
+        last[(s.bay_id, closure_id)] = run
+        runs.append(run)
+    return runs

@@ -182,9 +182,9 @@ async def book_without_script(
             request, db, plans, settings, {**page_values, "errors": errors}, 422
         )
     except (InvalidRequest, BookingLimitReached, IdempotentBookingClosed) as exc:
-        # The server's own rules beyond the form's: the garage's placeholder names and
-        # addresses, the caps on live bookings; or this form was sent before, and that booking
-        # is cancelled. The hold is kept: the customer may change a field.
+        # The server's own rules beyond the form's: the garage's placeholder address, the caps
+        # on live bookings; or this form was sent before, and that booking is cancelled. The
+        # hold is kept: the customer may change a field.
         errors = {
             _FIELD_OF[path]: str(f["problem"])
             for f in exc.data.get("fields", [])

@@ -3,8 +3,8 @@ every few seconds), and the actions. Every action goes through the same booking 
 API (`bookings.service.book` / `cancel`, `bookings.reschedule.reschedule` for a move), so the
 staff view can never double-book either.
 
-Slots are never changed or deleted (the plan cache relies on it), so closing a slot is a
-booking for the garage itself, and reopening it is cancelling that booking."""
+Closing a slot is a closure (`closures.service`), not a booking: it claims the slot under the
+same database rule as bookings, and reopening ends the claim."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from garagebook.bookings import service as bookings
 from garagebook.bookings.reschedule import reschedule
 from garagebook.bookings.schemas import BookingIn
+from garagebook.closures import service as closures
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
 from garagebook.errors import (
@@ -31,12 +32,12 @@ from garagebook.errors import (
     BookingNotFound,
     DomainError,
     InvalidRequest,
-    ServiceNotFound,
     closed_because,
     page_key,
     page_message,
     page_message_for_key,
 )
+from garagebook.fields import DB_INT_MAX
 from garagebook.schema import bays, services, slots
 from garagebook.slots.service import create_slot, list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
@@ -49,7 +50,7 @@ from garagebook.web.auth import (
     end_session,
     start_session,
 )
-from garagebook.web.day import CLOSED_NAME, load_day
+from garagebook.web.day import load_day
 from garagebook.web.forms import form_text, has_valid_csrf, is_over_limit
 from garagebook.web.pages import duration, env, render
 
@@ -165,7 +166,7 @@ async def _grid_context(
     zone = settings.timezone
     now = utcnow()
     async with db.read() as conn:
-        grid = await load_day(conn, day, zone, now, settings.closed_slot_email)
+        grid = await load_day(conn, day, zone, now)
         service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
         fits = await _walk_in_fits(conn, day, zone, now, [s.id for s in service_rows])
     local_day = datetime.combine(day, time(), zone)
@@ -306,19 +307,14 @@ async def cancel_booking(
     reservations: ReservationsDep,
     settings: SettingsDep,
 ) -> Response:
-    user, form, day = await staff_action(request, settings)
+    user, _, day = await staff_action(request, settings)
     if user is None:
         return refused(request, settings)
-    reopening = form_text(form, "reopen") == "1"
     try:
         await bookings.cancel(db, reservations, settings, booking_id[:64])
     except DomainError as exc:
         return back_to_day(day, error=page_key(exc))
-    return back_to_day(day, done="reopened" if reopening else "cancelled")
-
-
-def _person(name: str, email: str, registration: str) -> dict[str, Any]:
-    return {"customer": {"name": name, "email": email}, "vehicle": {"registration": registration}}
+    return back_to_day(day, done="cancelled")
 
 
 @router.post("/walk-in")
@@ -406,34 +402,38 @@ async def close_slot(
     request: Request,
     db: DatabaseDep,
     reservations: ReservationsDep,
-    plans: PlansDep,
     settings: SettingsDep,
 ) -> Response:
     user, _, day = await staff_action(request, settings)
     if user is None:
         return refused(request, settings)
-    async with db.read() as conn:
-        shortest = await conn.scalar(
-            select(services.c.id).order_by(services.c.duration_minutes, services.c.id).limit(1)
-        )
-    if shortest is None:
-        return back_to_day(day, error=page_key(ServiceNotFound()))
-    try:
-        request_in = BookingIn.model_validate(
-            {
-                "slot_id": slot_id,
-                "service_id": shortest,
-                **_person(CLOSED_NAME, settings.closed_slot_email, "CLOSED"),
-                "notes": f"Closed by {user.name}",
-            }
-        )
-    except ValidationError:
+    if not 1 <= slot_id <= DB_INT_MAX:
         return back_to_day(day, error=_INVALID)
     try:
-        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
-    except DomainError as exc:  # ServiceDoesNotFit: "no_fit"; booked or held by anyone: "taken"
+        await closures.close_slot(db, reservations, settings, slot_id, by=user.name)
+    except DomainError as exc:  # booked or held by anyone: "taken"
         return back_to_day(day, error=page_key(exc))
     return back_to_day(day, done="closed")
+
+
+@router.post("/closures/{closure_id}/reopen")
+async def reopen_closure(
+    closure_id: int,
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    settings: SettingsDep,
+) -> Response:
+    user, _, day = await staff_action(request, settings)
+    if user is None:
+        return refused(request, settings)
+    if not 1 <= closure_id <= DB_INT_MAX:
+        return back_to_day(day, error=_INVALID)
+    try:
+        await closures.reopen(db, reservations, settings, closure_id, by=user.name)
+    except DomainError as exc:
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="reopened")
 
 
 @router.post("/slots")
