@@ -17,6 +17,8 @@ from garagebook.closures.routes import ClosureIn
 from garagebook.closures.routes import router as closures_router
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
+from garagebook.garage.document import GarageDocument
+from garagebook.garage.routes import router as garage_router
 from garagebook.http import (
     BodySizeLimit,
     ObserveRequests,
@@ -99,7 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, ClosureIn)
+    app.include_router(garage_router)
+    document_bodies(
+        app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, ClosureIn, GarageDocument
+    )
     install_web(app)
 
     return app
