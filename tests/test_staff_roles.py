@@ -19,9 +19,9 @@ from sqlalchemy import delete, select
 from starlette.routing import BaseRoute
 
 from garagebook.cli import alembic_config
-from garagebook.timeutil import utcnow
 from garagebook.errors import LastOwner
 from garagebook.schema import staff_users
+from garagebook.timeutil import utcnow
 from garagebook.web.accounts import account_id as lookup_account
 from garagebook.web.accounts import change_role
 from garagebook.web.auth import OWNER, STAFF, Role, set_password
@@ -87,7 +87,9 @@ def owner_routes(app: FastAPI) -> list[tuple[str, str]]:
     return found
 
 
-async def test_the_first_account_is_an_owner_and_later_ones_staff(app: FastAPI, api: httpx.AsyncClient) -> None:
+async def test_the_first_account_is_an_owner_and_later_ones_staff(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
     await add_account(app, "olga")
     await add_account(app, "sam")
     await add_account(app, "pat", OWNER)
@@ -149,7 +151,8 @@ async def test_an_owner_adds_changes_and_removes_accounts(
     assert added.status_code == 303
     assert await role_of(app, "kim") == STAFF
     listed = await api.get("/staff/accounts?done=added")
-    assert 'data-account="kim"' in listed.text and "Account added" in listed.text
+    assert 'data-account="kim"' in listed.text
+    assert "Account added" in listed.text
 
     # Kim signs in; making Kim an owner ends Kim's session.
     async with httpx.AsyncClient(transport=api._transport, base_url=str(api.base_url)) as kim:
@@ -273,7 +276,9 @@ async def test_the_staff_command_takes_a_role_and_keeps_the_last_owner(
     assert last.returncode == 1
     assert "only owner" in last.stderr
     assert await role_of(app, "sam") == OWNER
-    bad = staff_command(stack, "add", "kim", "--role", "admin", "--password-stdin", password=PASSWORD)
+    bad = staff_command(
+        stack, "add", "kim", "--role", "admin", "--password-stdin", password=PASSWORD
+    )
     assert bad.returncode != 0
 
 

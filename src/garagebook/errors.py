@@ -307,9 +307,7 @@ ANSWERS: dict[type[DomainError], Answer] = {
     OwnerOnly: Answer(
         403, "Only an owner of the garage may open this page. Ask an owner to do it for you."
     ),
-    LastOwner: Answer(
-        409, "That is the garage's only owner. Make another account an owner first."
-    ),
+    LastOwner: Answer(409, "That is the garage's only owner. Make another account an owner first."),
     StaffNameTaken: Answer(
         409, "There is already an account with that name: pick another.", "name_taken"
     ),

@@ -7,11 +7,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from garagebook.errors import OwnerOnly, StaffSignInRequired
-
 from garagebook.web.booking_page import router as booking_page_router
+from garagebook.web.forms import expired_form
 from garagebook.web.manage import router as manage_router
 from garagebook.web.no_script import router as no_script_router
-from garagebook.web.forms import expired_form
 from garagebook.web.pages import STATIC, error_page
 from garagebook.web.security import SecurityHeaders
 from garagebook.web.staff import router as staff_router

@@ -23,9 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("staff_users") as batch:
-        batch.add_column(
-            sa.Column("role", sa.String(10), nullable=False, server_default="staff")
-        )
+        batch.add_column(sa.Column("role", sa.String(10), nullable=False, server_default="staff"))
         batch.create_check_constraint("ck_staff_users_role", "role IN ('owner', 'staff')")
     op.execute("UPDATE staff_users SET role = 'owner'")
 
