@@ -260,6 +260,74 @@ class JobNotRetryable(DomainError):
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One problem of a garage setup document: where (`services[2].minutes`), what, and for a
+    TOML file its line."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"path": self.path, "message": self.message}
+        if self.line is not None:
+            shown["line"] = self.line
+        return shown
+
+    def __str__(self) -> str:
+        where = self.path or "(document)"
+        return (
+            f"{where} (line {self.line}): {self.message}"
+            if self.line
+            else f"{where}: {self.message}"
+        )
+
+
+class InvalidGarage(DomainError):
+    """A garage setup document that cannot be applied; `problems` lists every reason."""
+
+    code = "invalid_garage"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        count = len(problems)
+        super().__init__(
+            f"The garage setup has {count} problem{'s' if count != 1 else ''}; "
+            "nothing was applied.",
+            problems=[p.as_json() for p in problems],
+        )
+        self.problems = problems
+
+
+class GarageNotSetUp(DomainError):
+    code = "garage_not_set_up"
+    message = (
+        "The garage has no setup document yet: apply one (`garagebook garage apply FILE`, "
+        "or `garagebook seed` for the demo garage)."
+    )
+
+
+class UnsafeGarageChange(DomainError):
+    """A change that future bookings make unsafe (a new slot length or time zone would move or
+    split their times): refused whole, with what to do instead."""
+
+    code = "unsafe_garage_change"
+
+
+class SlotTooSoon(DomainError):
+    """The time starts sooner than the garage's minimum notice for online bookings."""
+
+    code = "slot_too_soon"
+    message = "That time starts too soon to be booked online."
+
+    def __init__(self, min_notice_minutes: int) -> None:
+        super().__init__(
+            f"That time starts too soon to be booked online: the garage needs "
+            f"{min_notice_minutes} minutes' notice. Pick a later time or call the garage.",
+            min_notice_minutes=min_notice_minutes,
+        )
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int  # the HTTP status, for the API and the pages alike
     page: str  # what a page tells a person (the API's `message` may say more, for developers)
@@ -291,6 +359,14 @@ ANSWERS: dict[type[DomainError], Answer] = {
     BookingNotFound: Answer(404, "That booking or slot no longer exists.", "not_found"),
     VehicleNotFound: Answer(404, "No booking here was ever for that car."),
     SlotInPast: Answer(422, "That time has already started; pick a time in the future.", "past"),
+    SlotTooSoon: Answer(
+        422, "That time starts too soon to be booked online; pick a later time.", "too_soon"
+    ),
+    GarageNotSetUp: Answer(404, "The garage is not set up yet."),
+    InvalidGarage: Answer(422, "The garage setup has problems; nothing was changed.", "invalid"),
+    UnsafeGarageChange: Answer(
+        409, "That change is not safe while future bookings exist; nothing was changed.", "unsafe"
+    ),
     IdempotencyKeyReused: Answer(
         422,
         "This form was already sent with other details. Reload the page and try again.",
