@@ -6,7 +6,7 @@ could do everything, so nobody loses anything they could do. Accounts made after
 new install is an owner), so the database default is the smaller role.
 
 Revision ID: 0011_owner_staff_roles
-Revises: 0010_staff_session_version
+Revises: 0011_setup_garage_document (chained after wt-setup's migration in this branch; on main its parent is 0010_staff_session_version)
 Create Date: 2026-12-02 04:00:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_owner_staff_roles"
-down_revision: str | None = "0010_staff_session_version"
+down_revision: str | None = "0011_setup_garage_document"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
