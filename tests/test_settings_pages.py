@@ -160,6 +160,12 @@ async def test_hours_with_a_break_and_a_closed_day_are_applied_and_recorded(
     # The calendar follows: Monday's 12:00 slots and the closed Tuesday's are closed.
     assert await open_starts(app, monday) == {"08", "09", "10", "11", "13", "14", "15", "16"}
     assert await open_starts(app, tuesday) == set()
+    # And so do the free times offered.
+    offered = await api.get("/api/slots", params={"date": monday.isoformat(), "available": "true"})
+    starts = {s["starts_at"][11:13] for s in offered.json()}
+    assert starts == {"08", "09", "10", "11", "13", "14", "15", "16"}
+    closed = await api.get("/api/slots", params={"date": tuesday.isoformat(), "available": "true"})
+    assert closed.json() == []
     # The history says who and what, to every staff member.
     latest = (await history_rows(app))[0]
     assert latest["actor"] == "olga"
@@ -237,6 +243,7 @@ async def test_services_are_edited_added_and_retired(app: FastAPI, api: httpx.As
     listed = {s["name"]: s for s in (await api.get("/api/services")).json()}
     assert listed["MOT"]["price_pence"] == 6000
     assert listed["Tyre fitting"]["price_pence"] == 2500
+    assert doc.services[1].name not in listed  # retired: no longer offered
     after = await document(app)
     assert after.services[1].active is False  # retired: kept, never deleted
     assert any(s.key == "tyre-fitting" for s in after.services)

@@ -73,6 +73,14 @@ def _pence(text: str, path: str, problems: list[Problem]) -> int | str:
     return int(amount * 100)
 
 
+def _whole(text: str, path: str, problems: list[Problem]) -> int | str:
+    """A whole number typed in a form (the document takes numbers, not text)."""
+    if text.isdigit() and len(text) <= 9:
+        return int(text)
+    problems.append(Problem(path, "a whole number, e.g. 60"))
+    return text
+
+
 def _words(text: str) -> list[str]:
     """A list typed as text: separated by commas, spaces or lines."""
     return [word for word in re.split(r"[\s,;]+", text) if word]
@@ -122,7 +130,7 @@ def merge_services(data: dict[str, Any], form: FormData, problems: list[Problem]
             "key": key,
             "name": name,
             "description": form_text(form, f"{at}.description"),
-            "minutes": form_text(form, f"{at}.minutes"),
+            "minutes": _whole(form_text(form, f"{at}.minutes"), f"services[{i}].minutes", problems),
             "price_pence": _pence(
                 form_text(form, f"{at}.price_pence"), f"services[{i}].price_pence", problems
             ),
@@ -172,6 +180,7 @@ def merge_hours(data: dict[str, Any], form: FormData, problems: list[Problem]) -
 
 
 _RULES = ("name", "timezone", "slot_minutes", "book_ahead_days", "min_notice_minutes")
+_NUMBERS = ("slot_minutes", "book_ahead_days", "min_notice_minutes")
 
 
 def rule_fields(data: dict[str, Any]) -> Fields:
@@ -180,6 +189,8 @@ def rule_fields(data: dict[str, Any]) -> Fields:
 
 def merge_rules(data: dict[str, Any], form: FormData, problems: list[Problem]) -> None:
     data["garage"] = {key: form_text(form, f"garage.{key}") for key in _RULES}
+    for key in _NUMBERS:
+        data["garage"][key] = _whole(data["garage"][key], f"garage.{key}", problems)
 
 
 PAGES = {
@@ -326,7 +337,9 @@ async def _new_document(
     try:
         document = parse_json(data)
     except InvalidGarage as exc:
-        raise InvalidGarage(problems + exc.problems) from None
+        # The form's own problem about a value says it in its words: not twice.
+        mine = {p.path for p in problems}
+        raise InvalidGarage(problems + [p for p in exc.problems if p.path not in mine]) from None
     if problems:
         raise InvalidGarage(problems)
     return document
