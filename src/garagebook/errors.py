@@ -233,6 +233,33 @@ class Forbidden(DomainError):
     message = "That token is not allowed here."
 
 
+class StaffSignInRequired(DomainError):
+    code = "sign_in_required"
+    message = "Sign in to the staff area first."
+
+
+class OwnerOnly(DomainError):
+    code = "owner_only"
+    message = "Only an owner of the garage may do this."
+
+
+class LastOwner(DomainError):
+    """The garage keeps at least one owner: somebody must be able to change its settings."""
+
+    code = "last_owner"
+    message = "That is the garage's only owner: make another account an owner first."
+
+
+class StaffNameTaken(DomainError):
+    code = "staff_name_taken"
+    message = "There is already a staff account with that name."
+
+
+class StaffUserNotFound(DomainError):
+    code = "staff_user_not_found"
+    message = "No such staff account."
+
+
 class RateLimited(DomainError):
     code = "rate_limited"
     message = "Too many requests from your address; please wait a moment and try again."
@@ -383,6 +410,15 @@ ANSWERS: dict[type[DomainError], Answer] = {
     ),
     NotAuthenticated: Answer(401, "Please sign in first."),
     Forbidden: Answer(403, "That is not allowed."),
+    StaffSignInRequired: Answer(401, "Please sign in to the staff area first.", "sign_in"),
+    OwnerOnly: Answer(
+        403, "Only an owner of the garage may open this page. Ask an owner to do it for you."
+    ),
+    LastOwner: Answer(409, "That is the garage's only owner. Make another account an owner first."),
+    StaffNameTaken: Answer(
+        409, "There is already an account with that name: pick another.", "name_taken"
+    ),
+    StaffUserNotFound: Answer(404, "That staff account does not exist (any more).", "no_user"),
     AdminNotConfigured: Answer(403, "Administration is switched off on this server."),
     DatabaseUnavailable: Answer(
         503, "The booking database did not answer; try again in a moment.", "unavailable"

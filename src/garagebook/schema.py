@@ -272,6 +272,9 @@ staff_users = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Sign-out and a password change add one: every session cookie issued before ends.
     Column("session_version", Integer, nullable=False, server_default="0"),
+    # 'owner': may change the garage's settings and the staff accounts; 'staff': the day's work.
+    Column("role", String(10), nullable=False, server_default="staff"),
+    CheckConstraint("role IN ('owner', 'staff')", name="ck_staff_users_role"),
 )
 
 # The cancellation waitlist. An entry is `waiting` → `offered` (it has one open offer) →

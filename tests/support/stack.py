@@ -48,6 +48,7 @@ DATA_TABLES = [
     "slots",
     "bays",
     "services",
+    "staff_users",
 ]
 
 # Reminders are due a day before the appointment: they stay pending in tests about the other
