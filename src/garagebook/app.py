@@ -14,7 +14,10 @@ from garagebook.bookings.routes import RescheduleIn, holds_router, manage_router
 from garagebook.bookings.routes import router as bookings_router
 from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.config import Settings, get_settings
+from garagebook.customers.routes import router as customers_router
 from garagebook.db import Database, create_engine
+from garagebook.feeds.routes import FeedIn
+from garagebook.feeds.routes import router as feeds_router
 from garagebook.http import (
     BodySizeLimit,
     ObserveRequests,
@@ -96,7 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn)
+    app.include_router(feeds_router)
+    app.include_router(customers_router)
+    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, FeedIn)
     install_web(app)
 
     return app
