@@ -8,7 +8,7 @@ so the staff page can say who made it and when it ended).
 the lower-cased e-mail address: an erased address must not stay behind in its own audit.
 
 Revision ID: 0011_privacy_feeds_and_audit
-Revises: 0010_staff_session_version
+Revises: 0011_owner_staff_roles (0010_staff_session_version before wt-owner was merged)
 Create Date: 2026-12-02 05:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_privacy_feeds_and_audit"
-down_revision: str | None = "0010_staff_session_version"
+down_revision: str | None = "0011_owner_staff_roles"  # was 0010: chained after merging wt-owner
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
