@@ -224,6 +224,7 @@ async def test_after_erasure_no_table_mail_file_or_log_line_holds_their_data(
                 return bool(mail.is_dir() and files_holding(mail, EMAIL))
 
             await wait_until(mailed, 20, "the confirmation in the drop folder")
+            assert (await api.get(CUSTOMER, headers=ADMIN)).status_code == 200  # logged too
             await move_back(sql, stack, booking["id"], 30)  # over: the erasure may go ahead
             bookings_before = await sql("SELECT count(*) FROM bookings")
             assert await tables_holding(sql, stack, EMAIL)  # the search finds what is there
