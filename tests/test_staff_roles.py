@@ -30,7 +30,7 @@ from tests.test_staff_sessions import opens_staff, session_cookie, staff_command
 from tests.test_web_pages import PASSWORD, csrf_of
 
 # Owner-only pages are under these prefixes; the change history is for all staff.
-OWNER_PREFIXES = ("/staff/accounts", "/staff/settings")
+OWNER_PREFIXES = ("/staff/accounts", "/staff/settings", "/staff/feeds", "/staff/customers")
 FOR_ALL_STAFF = {"/staff/settings/history"}
 
 

@@ -16,9 +16,12 @@ from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.closures.routes import ClosureIn
 from garagebook.closures.routes import router as closures_router
 from garagebook.config import Settings, get_settings
+from garagebook.customers.routes import router as customers_router
 from garagebook.db import Database, create_engine
 from garagebook.garage.document import GarageDocument
 from garagebook.garage.routes import router as garage_router
+from garagebook.feeds.routes import FeedIn
+from garagebook.feeds.routes import router as feeds_router
 from garagebook.http import (
     BodySizeLimit,
     ObserveRequests,
@@ -102,8 +105,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(waitlist_router)
     app.include_router(ops_router)
     app.include_router(garage_router)
+    app.include_router(feeds_router)
+    app.include_router(customers_router)
     document_bodies(
-        app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, ClosureIn, GarageDocument
+        app,
+        BookingIn,
+        HoldIn,
+        SlotIn,
+        RescheduleIn,
+        MotIn,
+        WaitlistIn,
+        ClosureIn,
+        GarageDocument,
+        FeedIn,
     )
     install_web(app)
 

@@ -148,10 +148,19 @@ class Settings(BaseSettings):
     job_retry_max_seconds: float = Field(default=900.0, gt=0)
     job_retention_days: float = Field(default=30.0, gt=0)  # finished jobs, then pruned
 
+    # A customer's data (customers/): bookings that ended this many months ago lose their
+    # personal data (the worker, daily); 0 = kept until erased on request. See README.
+    personal_data_retention_months: int = Field(default=72, ge=0, le=1200)
+    rate_limit_personal_data: str = "20/hour"  # exports and erasures, per client address
+
     log_level: str = "INFO"
 
     @field_validator(
-        "rate_limit_bookings", "rate_limit_holds", "rate_limit_cancels", "rate_limit_sign_in"
+        "rate_limit_bookings",
+        "rate_limit_holds",
+        "rate_limit_cancels",
+        "rate_limit_sign_in",
+        "rate_limit_personal_data",
     )
     @classmethod
     def _valid_rate(cls, value: str) -> str:
@@ -254,9 +263,10 @@ class Settings(BaseSettings):
         return self.garage_mail_address("walk-in")
 
     def is_placeholder_address(self, address: str) -> bool:
-        """Whether `address` is the garage's own placeholder (a walk-in without an address):
-        nobody reads it, so no mail goes there. (Closed times are closures: no address.)"""
-        return address == self.walk_in_email
+        """Whether `address` is one of the garage's own placeholders: nobody reads it, so no
+        mail goes there — a walk-in without an address, or an erased customer's bookings, which
+        carry an `@invalid` one (customers/). (Closed times are closures: no address.)"""
+        return address == self.walk_in_email or address.endswith("@invalid")
 
     @property
     def mail_sender(self) -> Address:

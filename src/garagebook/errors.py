@@ -286,6 +286,27 @@ class JobNotRetryable(DomainError):
     message = "That job is still queued or running; only finished or dead jobs can be put back."
 
 
+class FeedNotFound(DomainError):
+    """An unknown or revoked calendar feed (or its id in the admin API): the same 404, so a
+    token says nothing about whether it ever existed."""
+
+    code = "feed_not_found"
+    message = "No such calendar feed."
+
+
+class CustomerNotFound(DomainError):
+    code = "customer_not_found"
+    message = "Nothing is held about that e-mail address."
+
+
+class CustomerHasFutureBooking(DomainError):
+    """Erasure while the customer still has a confirmed booking to come (or an open waitlist
+    offer, which they can still take up): the garage needs their details for it. The error
+    names it (`booking` or `waitlist_offer`); cancel it or let it pass, then erase."""
+
+    code = "customer_has_future_booking"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem of a garage setup document: where (`services[2].minutes`), what, and for a
@@ -445,6 +466,13 @@ ANSWERS: dict[type[DomainError], Answer] = {
     ),
     JobNotFound: Answer(404, "No such job."),
     JobNotRetryable: Answer(409, JobNotRetryable.message),
+    FeedNotFound: Answer(404, "That calendar feed does not exist (any more)."),
+    CustomerNotFound: Answer(404, "Nothing is held about that e-mail address."),
+    CustomerHasFutureBooking: Answer(
+        409,
+        "That customer has a confirmed booking to come: cancel it, or erase after it is over.",
+        "future_booking",
+    ),
 }
 
 # A DomainError with no row anywhere in its MRO: a bug (test_errors.py fails on it first).

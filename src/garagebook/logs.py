@@ -14,10 +14,13 @@ from typing import Any
 from starlette.types import Scope
 
 # /api/bookings/<id>, /api/manage/<token>, /api/holds/<token>, /manage/<token>, a vehicle's
-# registration (/api/vehicles/<reg>, /staff/vehicles/<reg>: it points to a person), and any
-# other long token-looking path segment (the waitlist's offer and leave tokens).
+# registration (/api/vehicles/<reg>, /staff/vehicles/<reg>: it points to a person), a
+# customer's address (/api/admin/customers/<email>), a calendar feed's token
+# (/calendar/<token>.ics), and any other long token-looking path segment (the waitlist's
+# offer and leave tokens).
 _SECRET_SEGMENT = re.compile(
-    r"(?<=/)(?:(?<=bookings/)|(?<=manage/)|(?<=holds/)|(?<=vehicles/))[^/?#\s]+"
+    r"(?<=/)(?:(?<=bookings/)|(?<=manage/)|(?<=holds/)|(?<=vehicles/)|(?<=customers/)"
+    r"|(?<=calendar/))[^/?#\s]+"
 )
 _TOKEN_LIKE = re.compile(r"(?<=/)[A-Za-z0-9_-]{20,}(?=[/?#]|$)")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -1,5 +1,6 @@
-"""Rate limits per client address on booking, hold, cancel and staff sign-in, so one client
-hammering cannot stop the others (or guess a staff password at leisure). Kept in Redis when
+"""Rate limits per client address on booking, hold, cancel, staff sign-in and a customer's
+data (export, erasure), so one client hammering cannot stop the others (or guess a staff
+password at leisure, or walk the customer list). Kept in Redis when
 it is configured (shared by every server process), in memory otherwise. With Redis degraded
 or failing, the limits are counted in this process's memory instead: per process rather than
 shared (N processes let N times through), but never off — sign-in most of all must not become
@@ -26,7 +27,7 @@ from garagebook.reservations import ReservationStore
 
 log = logging.getLogger(__name__)
 
-Action = Literal["booking", "hold", "cancel", "sign_in"]
+Action = Literal["booking", "hold", "cancel", "sign_in", "personal_data"]
 
 
 class RateLimiter:
@@ -66,6 +67,7 @@ class RateLimiter:
             ],
             "cancel": [limits.parse(settings.rate_limit_cancels)],
             "sign_in": [limits.parse(settings.rate_limit_sign_in)],
+            "personal_data": [limits.parse(settings.rate_limit_personal_data)],
         }
         self._exempt_cache: dict[str, bool] = {}
         self._exempt = [

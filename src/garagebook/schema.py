@@ -338,3 +338,32 @@ waitlist_offers = Table(
         postgresql_where=_OPEN,
     ),
 )
+
+# Calendar feeds (feeds/): the token is the only key, so only its hash is kept; `bay_id` NULL
+# is the whole garage. Revoked feeds keep their row (`revoked_at`) and answer 404.
+calendar_feeds = Table(
+    "calendar_feeds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("bay_id", Integer, ForeignKey("bays.id")),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Index("uq_calendar_feeds_token_hash", "token_hash", unique=True),
+)
+
+# Every export and erasure of a customer's data, and every retention run (customers/): who,
+# when, whose (the SHA-256 of the lower-cased address, never the address), and counts.
+personal_data_audit = Table(
+    "personal_data_audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("action", String(16), nullable=False),  # export, erase, retention
+    Column("subject_hash", String(64)),
+    Column("actor", String(100), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_personal_data_audit_at", "at"),
+)

@@ -34,6 +34,8 @@ METRICS_TOKEN = "test-metrics-token"
 METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 TEST_REDIS_TIMEOUT_MS = 2000
 DATA_TABLES = [
+    "personal_data_audit",
+    "calendar_feeds",
     "garage_changes",
     "garage",
     "waitlist_offers",

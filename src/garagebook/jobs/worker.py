@@ -16,6 +16,8 @@ Pruning: at start and every PRUNE_INTERVAL_SECONDS each worker deletes jobs that
 (`done`, `skipped`) more than JOB_RETENTION_DAYS ago, PRUNE_BATCH at a time, each batch its own
 short transaction, and Idempotency-Key records past IDEMPOTENCY_TTL_HOURS (a replay checks the
 expiry itself, so an hour late costs nothing). Dead jobs are kept for `garagebook jobs`.
+Once a day each worker also applies the retention period of customers' personal data
+(customers/retention.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.bookings import idempotency
 from garagebook.bookings import reminders as _booking_reminders  # noqa: F401  (see below)
 from garagebook.config import Settings
+from garagebook.customers.retention import apply_retention
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
 from garagebook.garage.apply import extend_now
@@ -66,6 +69,7 @@ _RECORD_TRIES = 3
 CALENDAR_INTERVAL_SECONDS = 3600.0
 MOT_REMINDER_INTERVAL_SECONDS = 24 * 3600.0  # the embedded default's `remind-mot`
 PRUNE_INTERVAL_SECONDS = 3600.0
+RETENTION_INTERVAL_SECONDS = 24 * 3600.0
 PRUNE_BATCH = 1000
 _PRUNE_MAX_BATCHES = 100  # per round: a backlog of old jobs goes over several rounds
 
@@ -110,6 +114,7 @@ class Worker:
         self._database_ok = True
         self._prune_at = 0.0  # at start, then every PRUNE_INTERVAL_SECONDS
         self._calendar_at = 0.0  # at start, then every CALENDAR_INTERVAL_SECONDS
+        self._retention_at = 0.0  # at start, then every RETENTION_INTERVAL_SECONDS
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running jobs are finished or handed back."""
@@ -138,6 +143,8 @@ class Worker:
                     await self.prune()
                 if time.monotonic() >= self._calendar_at:
                     await self.extend_calendar()
+                if time.monotonic() >= self._retention_at:
+                    await self.apply_retention()
                 # Woken by NOTIFY, by a job finishing (a free place), by stop(); else poll.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.worker_poll_seconds):
@@ -210,6 +217,24 @@ class Worker:
         if added:
             log.info("worker %s added %d slot(s) to the calendar", self.name, added)
         return added
+    async def apply_retention(self) -> int:
+        """PERSONAL_DATA_RETENTION_MONTHS: anonymise what is older; how many bookings."""
+        self._retention_at = time.monotonic() + RETENTION_INTERVAL_SECONDS
+        try:
+            async with self.db.transaction() as conn:
+                run = await apply_retention(conn, self.settings, utcnow())
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
+            log.warning("worker %s could not apply retention (%s)", self.name, describe(exc))
+            self._retention_at = time.monotonic() + 300.0  # try again soon, not tomorrow
+            return 0
+        if run.changed:
+            log.info(
+                "worker %s: retention anonymised %d booking(s), %d waitlist entry(ies)",
+                self.name,
+                run.bookings,
+                run.waitlist_entries,
+            )
+        return run.bookings
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"garagebook-job-{job.id}")
