@@ -19,6 +19,7 @@ from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.slots.routes import SlotIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn
+from garagebook.webhooks.routes import WebhookChange, WebhookIn
 from tests.support.api import booking_body, free_slots, open_admin_slot
 from tests.support.stack import ADMIN_TOKEN
 
@@ -45,6 +46,8 @@ VALID_BODIES: dict[type[BaseModel], dict[str, Any]] = {
         "customer": {"name": "Ada", "email": "ada@example.com"},
         "vehicle": {"registration": "AB12 CDE"},
     },
+    WebhookIn: {"url": "https://hooks.example.com/garage", "events": ["booking.created"]},
+    WebhookChange: {"enabled": False},
 }
 
 

@@ -35,6 +35,8 @@ from garagebook.waitlist.routes import router as waitlist_router
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.web import install_web
 from garagebook.web.auth import StaffSessions
+from garagebook.webhooks.routes import WebhookChange, WebhookIn
+from garagebook.webhooks.routes import router as webhooks_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -96,7 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn)
+    app.include_router(webhooks_router)
+    document_bodies(
+        app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, WebhookIn, WebhookChange
+    )
     install_web(app)
 
     return app

@@ -148,6 +148,14 @@ class Settings(BaseSettings):
     job_retry_max_seconds: float = Field(default=900.0, gt=0)
     job_retention_days: float = Field(default=30.0, gt=0)  # finished jobs, then pruned
 
+    # Webhooks (garagebook/webhooks): retried and buried like any job (JOB_* above)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)  # one delivery, all in
+    # Networks a receiver may be in although they are not public ("127.0.0.0/8"); none.
+    webhook_allow_networks: str = ""
+    # Seals the receivers' signing secrets in the database; unset: derived from SESSION_SECRET,
+    # or stored unsealed when that is unset too (see README, "Webhooks").
+    webhook_secret_key: SecretStr | None = None
+
     log_level: str = "INFO"
 
     @field_validator(
@@ -158,7 +166,7 @@ class Settings(BaseSettings):
         limits.parse(value)  # raises ValueError for a bad rate
         return value
 
-    @field_validator("rate_limit_exempt")
+    @field_validator("rate_limit_exempt", "webhook_allow_networks")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
         for network in filter(None, (part.strip() for part in value.split(","))):
@@ -214,6 +222,7 @@ class Settings(BaseSettings):
         "session_secret",
         "metrics_token",
         "manage_link_secret",
+        "webhook_secret_key",
         mode="before",
     )
     @classmethod

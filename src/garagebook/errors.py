@@ -232,6 +232,28 @@ class JobNotRetryable(DomainError):
     message = "That job is still queued or running; only finished or dead jobs can be put back."
 
 
+class WebhookNotFound(DomainError):
+    code = "webhook_not_found"
+    message = "No such webhook subscription."
+
+
+class WebhookDeliveryNotFound(DomainError):
+    code = "webhook_delivery_not_found"
+    message = "No such delivery of this webhook subscription."
+
+
+class WebhookUrlRefused(InvalidRequest):
+    """SSRF: the receiver's host is not a public address (webhooks/targets.py)."""
+
+    code = "webhook_url_refused"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"The webhook URL cannot be used: {problem}",
+            fields=[{"field": "url", "problem": problem}],
+        )
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int  # the HTTP status, for the API and the pages alike
@@ -302,6 +324,14 @@ ANSWERS: dict[type[DomainError], Answer] = {
     ),
     JobNotFound: Answer(404, "No such job."),
     JobNotRetryable: Answer(409, JobNotRetryable.message),
+    WebhookNotFound: Answer(404, "That webhook does not exist (any more).", "no_webhook"),
+    WebhookDeliveryNotFound: Answer(404, "That delivery is not in the log.", "no_delivery"),
+    WebhookUrlRefused: Answer(
+        422,
+        "That URL points into a private network (or does not resolve): webhooks go to public "
+        "addresses only.",
+        "url_refused",
+    ),
 }
 
 # A DomainError with no row anywhere in its MRO: a bug (test_errors.py fails on it first).
