@@ -287,9 +287,7 @@ webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column(
-        "webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
     Column("job_id", Integer),  # the outbox job (pruned later: no foreign key)
     Column("event_id", String(64), nullable=False),
     Column("event_type", String(32), nullable=False),

@@ -33,6 +33,8 @@ METRICS_TOKEN = "test-metrics-token"
 METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 TEST_REDIS_TIMEOUT_MS = 2000
 DATA_TABLES = [
+    "webhook_deliveries",
+    "webhooks",
     "waitlist_offers",
     "waitlist_entries",
     "outbox",

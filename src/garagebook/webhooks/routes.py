@@ -15,7 +15,9 @@ from garagebook.webhooks import service
 
 router = APIRouter(prefix="/api/admin/webhooks", tags=["webhooks"], dependencies=[AdminDep])
 
-EventName = Literal["booking.created", "booking.cancelled", "booking.rescheduled", "booking.completed"]
+EventName = Literal[
+    "booking.created", "booking.cancelled", "booking.rescheduled", "booking.completed"
+]
 
 
 class WebhookIn(BaseModel):

@@ -74,9 +74,7 @@ async def resolve(url: str, settings: Settings) -> Target:
     refuse: which one a connection would use is not ours to pick)."""
     _, host, port = parse(url)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise UrlRefused(f"the host {host!r} does not resolve") from None
     addresses: list[IPAddress] = []
