@@ -56,8 +56,10 @@ async def finished(sql: SQL, count: int, status: str = "done") -> None:
 async def test_subscriptions_through_the_admin_api(stack: Stack) -> None:
     async with running_app(stack.settings(**LOCAL)) as api:
         made = await subscribe(api, "http://127.0.0.1:9/hook", ["booking.created"])
-        assert made["secret"].startswith("whsec_") and len(made["secret"]) > 40
-        assert made["events"] == ["booking.created"] and made["enabled"] is True
+        assert made["secret"].startswith("whsec_")
+        assert len(made["secret"]) > 40
+        assert made["events"] == ["booking.created"]
+        assert made["enabled"] is True
 
         listed = (await api.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"]
         assert [hook["id"] for hook in listed] == [made["id"]]
@@ -65,7 +67,8 @@ async def test_subscriptions_through_the_admin_api(stack: Stack) -> None:
 
         path = f"/api/admin/webhooks/{made['id']}"
         paused = await api.patch(path, json={"enabled": False}, headers=AUTH)
-        assert paused.status_code == 200 and paused.json()["enabled"] is False
+        assert paused.status_code == 200
+        assert paused.json()["enabled"] is False
         assert (await api.get(path, headers=AUTH)).json()["enabled"] is False
         assert await deliveries(api, made["id"]) == []
 
@@ -137,7 +140,8 @@ async def test_each_change_writes_its_events_in_its_own_transaction(stack: Stack
         )
         assert {job["type"] for job in jobs} == {"booking.created"}
         assert len({job["event_id"] for job in jobs}) == 1  # one event, to each receiver
-        assert jobs[0]["booking_id"] == booking["id"] and jobs[0]["sequence"] == 0
+        assert jobs[0]["booking_id"] == booking["id"]
+        assert jobs[0]["sequence"] == 0
         assert "ada@example.com" not in str(jobs)  # ids only: no personal data in the outbox
 
         taken = await api.post("/api/bookings", json=booking_body(slots[0]["id"]))
@@ -203,9 +207,11 @@ async def test_a_delivery_is_signed_as_the_readme_verifies_it(
     events = sorted((r["event"] for r in requests), key=lambda e: e["created_at"])
     assert [e["type"] for e in events] == ["booking.created", "booking.cancelled"]
     for event in events:
-        assert event["id"].startswith("evt_") and set(event) == {"id", "type", "created_at", "data"}
+        assert event["id"].startswith("evt_")
+        assert set(event) == {"id", "type", "created_at", "data"}
         shown = event["data"]["booking"]
-        assert shown["id"] == booking["id"] and shown["reference"] == booking["reference"]
+        assert shown["id"] == booking["id"]
+        assert shown["reference"] == booking["reference"]
         assert shown["customer"]["email"] == "ada@example.com"
         assert "cancel_token" not in shown
     assert sorted((d["event"], d["status"], d["status_code"]) for d in log) == [
@@ -326,7 +332,8 @@ def test_secrets_are_sealed_with_the_configured_key() -> None:
     sealed_by = Settings(_env_file=None, webhook_secret_key="k1")  # type: ignore[call-arg]
     secret = sealing.new_secret()
     stored = sealing.seal(secret, sealed_by)
-    assert secret not in stored and stored.startswith("sealed:")
+    assert secret not in stored
+    assert stored.startswith("sealed:")
     assert sealing.unseal(stored, sealed_by) == secret
     with pytest.raises(sealing.SecretUnreadable):
         sealing.unseal(stored, Settings(_env_file=None, webhook_secret_key="k2"))  # type: ignore[call-arg]

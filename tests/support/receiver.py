@@ -20,7 +20,7 @@ _LOCK = threading.Lock()
 
 def serve(port: int, log: Path, status: int, delay: float) -> None:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             record = {

@@ -76,7 +76,7 @@ def body(event: dict[str, Any], booking: dict[str, Any]) -> bytes:
     )
 
 
-async def post(target: targets.Target, content: bytes, secret: str, timeout: float) -> int:
+async def post(target: targets.Target, content: bytes, secret: str, seconds: float) -> int:
     """POST to the checked address, the name in Host and TLS; the answer's status code. No
     proxy from the environment (it would connect elsewhere than we checked), no redirects,
     the answer's body is not read."""
@@ -88,8 +88,8 @@ async def post(target: targets.Target, content: bytes, secret: str, timeout: flo
     }
     extensions = {"sni_hostname": target.host} if target.tls else {}
     async with (
-        asyncio.timeout(timeout),
-        httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False) as client,
+        asyncio.timeout(seconds),
+        httpx.AsyncClient(timeout=seconds, trust_env=False, follow_redirects=False) as client,
         client.stream(
             "POST", target.url, content=content, headers=headers, extensions=extensions
         ) as response,

@@ -70,7 +70,7 @@ async def enqueue_event(
     """One statement on the caller's connection: a job per subscription that wants it, none
     when there are none."""
     payload = literal(PAYLOAD_HEAD) + cast(webhooks.c.id, String) + literal(",")
-    values = {
+    values: dict[str, ColumnElement[Any]] = {
         "kind": literal(WEBHOOK_DELIVERY),
         "payload": payload + literal(event_tail(event_type, booking, now)),
         "status": literal(PENDING),
@@ -87,7 +87,9 @@ async def enqueue_event(
 # the bound parameter :webhook_tail.
 _CTE_VALUES = {
     "kind": f"'{WEBHOOK_DELIVERY}'",
-    "payload": f"'{PAYLOAD_HEAD}' || CAST(webhooks.id AS text) || ',' || CAST(:webhook_tail AS text)",
+    "payload": (
+        f"'{PAYLOAD_HEAD}' || CAST(webhooks.id AS text) || ',' || CAST(:webhook_tail AS text)"
+    ),
     "status": f"'{PENDING}'",
     "attempts": "0",
     "run_at": "CAST(:created_at AS timestamptz)",
