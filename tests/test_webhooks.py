@@ -10,15 +10,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from asgi_lifespan import LifespanManager
 
+from garagebook.app import create_app
 from garagebook.config import Settings
 from garagebook.webhooks import sealing
 from tests.support.api import book_as, booking_body, free_slots, wait_until
 from tests.support.mail import FAST_JOBS, running_app
 from tests.support.processes import WorkerProcess
 from tests.support.stack import Stack
+from tests.test_round_trips import record_statements
 from tests.support.webhooks import (
     ALL_EVENTS,
     AUTH,
@@ -348,3 +352,23 @@ async def test_the_stored_secret_is_not_the_secret(stack: Stack, sql: SQL) -> No
         made = await subscribe(api, "http://127.0.0.1:9/hook")
     (stored,) = (await sql("SELECT secret_sealed FROM webhooks"))[0]
     assert made["secret"] not in stored
+
+
+async def test_subscriptions_add_no_round_trip_to_a_booking(stack: Stack) -> None:
+    """PostgreSQL: still BEGIN, the one statement, COMMIT with receivers subscribed (their jobs
+    are a CTE of it). SQLite: one more in-process INSERT … SELECT."""
+    app = create_app(stack.settings(**LOCAL))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as api,
+    ):
+        await subscribe(api, "http://127.0.0.1:9/a", ["booking.created"])
+        await subscribe(api, "http://127.0.0.1:9/b")
+        first, slot = (await free_slots(api, service_id=1))[:2]
+        await book_as(api, first["id"], "first@example.com")  # the plan cache, Redis scripts
+        statements = record_statements(app)
+        await book_as(api, slot["id"], "second@example.com")
+    writes = ["WITH"] if stack.is_postgres else ["INSERT"] * 6
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["SELECT", *writes]
