@@ -281,6 +281,8 @@ def pgbench_script() -> str:
         ":cancel_token_hash": "md5(CAST(:n AS text))",
         ":payload": "'{\"booking_id\": \"pgbench\"}'",
         ":reminder_at": "CAST('2031-01-05 08:00:00+00' AS timestamptz)",
+        # Used only for each enabled webhook subscription (none in the bench's database).
+        ":webhook_tail": "'\"event_id\":\"pgbench\"}'",
         ":idempotency_key": "NULL",
         ":request_hash": "NULL",
         ":response_body": "NULL",

@@ -23,6 +23,7 @@ from garagebook.feeds.routes import FeedIn
 from garagebook.slots.routes import SlotIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn
+from garagebook.webhooks.routes import WebhookChange, WebhookIn
 from tests.support.api import booking_body, free_slots, open_admin_slot
 from tests.support.stack import ADMIN_TOKEN
 
@@ -57,6 +58,8 @@ VALID_BODIES: dict[type[BaseModel], dict[str, Any]] = {
         "vehicle": {"registration": "AB12 CDE"},
     },
     FeedIn: {"label": "Workshop", "bay_id": 1},
+    WebhookIn: {"url": "https://hooks.example.com/garage", "events": ["booking.created"]},
+    WebhookChange: {"enabled": False},
 }
 
 

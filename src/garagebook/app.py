@@ -42,6 +42,8 @@ from garagebook.waitlist.routes import router as waitlist_router
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.web import install_web
 from garagebook.web.auth import StaffSessions
+from garagebook.webhooks.routes import WebhookChange, WebhookIn
+from garagebook.webhooks.routes import router as webhooks_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -107,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(garage_router)
     app.include_router(feeds_router)
     app.include_router(customers_router)
+    app.include_router(webhooks_router)
     document_bodies(
         app,
         BookingIn,
@@ -118,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ClosureIn,
         GarageDocument,
         FeedIn,
+        WebhookIn,
+        WebhookChange,
     )
     install_web(app)
 

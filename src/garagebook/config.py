@@ -152,6 +152,13 @@ class Settings(BaseSettings):
     # personal data (the worker, daily); 0 = kept until erased on request. See README.
     personal_data_retention_months: int = Field(default=72, ge=0, le=1200)
     rate_limit_personal_data: str = "20/hour"  # exports and erasures, per client address
+    # Webhooks (garagebook/webhooks): retried and buried like any job (JOB_* above)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)  # one delivery, all in
+    # Networks a receiver may be in although they are not public ("127.0.0.0/8"); none.
+    webhook_allow_networks: str = ""
+    # Seals the receivers' signing secrets in the database; unset: derived from SESSION_SECRET,
+    # or stored unsealed when that is unset too (see README, "Webhooks").
+    webhook_secret_key: SecretStr | None = None
 
     log_level: str = "INFO"
 
@@ -167,7 +174,7 @@ class Settings(BaseSettings):
         limits.parse(value)  # raises ValueError for a bad rate
         return value
 
-    @field_validator("rate_limit_exempt")
+    @field_validator("rate_limit_exempt", "webhook_allow_networks")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
         for network in filter(None, (part.strip() for part in value.split(","))):
@@ -223,6 +230,7 @@ class Settings(BaseSettings):
         "session_secret",
         "metrics_token",
         "manage_link_secret",
+        "webhook_secret_key",
         mode="before",
     )
     @classmethod

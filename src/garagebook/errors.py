@@ -372,6 +372,25 @@ class SlotTooSoon(DomainError):
             f"That time starts too soon to be booked online: the garage needs "
             f"{min_notice_minutes} minutes' notice. Pick a later time or call the garage.",
             min_notice_minutes=min_notice_minutes,
+class WebhookNotFound(DomainError):
+    code = "webhook_not_found"
+    message = "No such webhook subscription."
+
+
+class WebhookDeliveryNotFound(DomainError):
+    code = "webhook_delivery_not_found"
+    message = "No such delivery of this webhook subscription."
+
+
+class WebhookUrlRefused(InvalidRequest):
+    """SSRF: the receiver's host is not a public address (webhooks/targets.py)."""
+
+    code = "webhook_url_refused"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(
+            f"The webhook URL cannot be used: {problem}",
+            fields=[{"field": "url", "problem": problem}],
         )
 
 
@@ -472,6 +491,13 @@ ANSWERS: dict[type[DomainError], Answer] = {
         409,
         "That customer has a confirmed booking to come: cancel it, or erase after it is over.",
         "future_booking",
+    WebhookNotFound: Answer(404, "That webhook does not exist (any more).", "no_webhook"),
+    WebhookDeliveryNotFound: Answer(404, "That delivery is not in the log.", "no_delivery"),
+    WebhookUrlRefused: Answer(
+        422,
+        "That URL points into a private network (or does not resolve): webhooks go to public "
+        "addresses only.",
+        "url_refused",
     ),
 }
 

@@ -366,4 +366,32 @@ personal_data_audit = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("detail", Text, nullable=False),
     Index("ix_personal_data_audit_at", "at"),
+# Webhooks (migration 0011): subscriptions, and the delivery log staff read and replay from.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("events", String(200), nullable=False),  # "booking.created,booking.cancelled"
+    Column("secret_sealed", Text, nullable=False),  # webhooks/sealing.py
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("job_id", Integer),  # the outbox job (pruned later: no foreign key)
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),  # the job's payload: ids only, for a replay
+    Column("attempt", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # delivered, failed, refused
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
 )

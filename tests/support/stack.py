@@ -38,6 +38,8 @@ DATA_TABLES = [
     "calendar_feeds",
     "garage_changes",
     "garage",
+    "webhook_deliveries",
+    "webhooks",
     "waitlist_offers",
     "waitlist_entries",
     "outbox",

@@ -37,6 +37,8 @@ from garagebook.schema import booking_slots, bookings
 from garagebook.slots.events import time_freed
 from garagebook.slots.service import PlanCache
 from garagebook.timeutil import utcnow
+from garagebook.webhooks.events import BOOKING_RESCHEDULED as HOOK_RESCHEDULED
+from garagebook.webhooks.events import enqueue_event
 
 
 async def reschedule(
@@ -161,4 +163,5 @@ async def _move(
     ).one()
     moved = row._asdict()
     await enqueue(conn, BOOKING_RESCHEDULED, job_payload(moved), now=now)
+    await enqueue_event(conn, HOOK_RESCHEDULED, moved, now)
     return moved

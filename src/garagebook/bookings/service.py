@@ -71,6 +71,13 @@ from garagebook.schema import (
 from garagebook.slots.events import time_freed
 from garagebook.slots.service import Plan, PlanCache, local_day_bounds
 from garagebook.timeutil import to_local_iso, utcnow
+from garagebook.webhooks.events import (
+    BOOKING_CANCELLED as HOOK_CANCELLED,
+)
+from garagebook.webhooks.events import (
+    BOOKING_CREATED as HOOK_CREATED,
+)
+from garagebook.webhooks.events import enqueue_event, event_tail
 
 # Crockford's base32: no I, L, O or U, so a reference read over the phone is unambiguous.
 _REFERENCE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -397,6 +404,7 @@ async def _write_booking(
     await enqueue(conn, BOOKING_CONFIRMED, job_payload(row), now=now)
     if reminder is not None:
         await enqueue(conn, BOOKING_REMINDER, job_payload(row), now=now, run_at=reminder)
+    await enqueue_event(conn, HOOK_CREATED, row, now)
     if key is not None:
         record = sqlite.insert(idempotency_keys).values(
             key=key.digest,
@@ -492,6 +500,7 @@ async def _write_booking_postgres(
                 "cancel_token_hash": row["cancel_token_hash"],
                 "payload": encode_payload(job_payload(row)),
                 "reminder_at": reminder,
+                "webhook_tail": event_tail(HOOK_CREATED, row, row["created_at"]),
                 "staff": staff,
                 "day_start": caps.day_start if caps else None,
                 "day_end": caps.day_end if caps else None,
@@ -661,6 +670,7 @@ async def cancel(
         slot_ids, bay_id = await claimed_slots(conn, booking_id)
         cancelled = row._asdict()
         await enqueue(conn, BOOKING_CANCELLED, job_payload(cancelled), now=now)
+        await enqueue_event(conn, HOOK_CANCELLED, cancelled, now)
         await time_freed(conn, cancelled["starts_at"].astimezone(settings.timezone).date(), now)
     await reservations.forget(slot_ids)
     return booking_json(cancelled, bay_id, slot_ids, settings)

@@ -25,12 +25,16 @@ The Idempotency-Key record replaces an expired one with the same key, never a li
 The outbox insert is `jobs.queue.enqueue`'s, inlined for the one round trip: built from the
 same column list (`NEW_JOB_COLUMNS`), kinds (`jobs.kinds`) and initial state, so the two
 cannot drift apart (tests/test_outbox.py compares the rows they write).
+The `booking.created` webhook jobs (`hooks`) are webhooks/events.py's insert, inlined the same
+way: one outbox row per enabled subscription, no extra round trip. Its cost is a scan of the
+tiny `webhooks` table per booking, plus one outbox row (and its NOTIFY trigger) per receiver.
 """
 
 from __future__ import annotations
 
 from garagebook.jobs.kinds import BOOKING_CONFIRMED, BOOKING_REMINDER
 from garagebook.jobs.queue import NEW_JOB_COLUMNS, PENDING
+from garagebook.webhooks.events import POSTGRES_CTE as WEBHOOK_JOBS
 
 # What each column of a new job is in the statement below, in NEW_JOB_COLUMNS' order.
 JOB_VALUES = {
@@ -116,7 +120,7 @@ WITH cap AS (
         ('{BOOKING_REMINDER}', CAST(:reminder_at AS timestamptz))
     ) AS due (kind, run_at)
     WHERE due.run_at IS NOT NULL
-), idempotency AS (
+), hooks AS ({WEBHOOK_JOBS}), idempotency AS (
     INSERT INTO idempotency_keys (key, request_hash, booking_id, response_body, created_at,
                                   token_sealed)
     SELECT CAST(:idempotency_key AS varchar), CAST(:request_hash AS varchar), booking.id,

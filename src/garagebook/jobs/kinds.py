@@ -13,6 +13,7 @@ MOT_REMINDER = "mot_reminder"
 WAITLIST_MATCH = "waitlist_match"  # a time may have freed up on a day: match its waitlist
 WAITLIST_OFFERED = "waitlist_offered"
 WAITLIST_OFFER_EXPIRED = "waitlist_offer_expired"
+WEBHOOK_DELIVERY = "webhook_delivery"  # one event to one subscription (garagebook/webhooks)
 
 ALL = (
     BOOKING_CONFIRMED,
@@ -23,4 +24,5 @@ ALL = (
     WAITLIST_MATCH,
     WAITLIST_OFFERED,
     WAITLIST_OFFER_EXPIRED,
+    WEBHOOK_DELIVERY,
 )

@@ -55,6 +55,7 @@ from garagebook.timeutil import utcnow
 from garagebook.vehicles import reminders as _mot_reminders  # noqa: F401  (see below)
 from garagebook.vehicles.reminders import queue_mot_reminders
 from garagebook.waitlist import jobs as _waitlist_jobs  # noqa: F401  (see below)
+from garagebook.webhooks import delivery as _webhook_delivery  # noqa: F401  (see below)
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from garagebook.errors import (
 from garagebook.schema import bookings, services, vehicles
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.vehicles.mot import check_expiry, next_mot_expiry
+from garagebook.webhooks.events import BOOKING_COMPLETED, enqueue_event
 
 _REGISTRATION_MAX = 16
 _BOOKING_ID_MAX = 64
@@ -171,6 +172,8 @@ async def complete_booking(
             await conn.execute(
                 select(
                     bookings.c.status,
+                    bookings.c.reference,
+                    bookings.c.sequence,
                     bookings.c.starts_at,
                     bookings.c.vehicle_registration,
                     services.c.name.label("service"),
@@ -194,6 +197,8 @@ async def complete_booking(
                 .where(bookings.c.id == booking_id, bookings.c.status == "confirmed")
                 .values(status="completed", completed_at=now)
             )
+            done = {"id": booking_id, "reference": row.reference, "sequence": row.sequence}
+            await enqueue_event(conn, BOOKING_COMPLETED, done, now)
             if row.service == settings.mot_service_name:
                 test_date = min(local_today(settings, row.starts_at), local_today(settings, now))
                 await _renew_mot(conn, row.vehicle_registration, test_date, now)
