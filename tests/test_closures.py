@@ -17,6 +17,7 @@ import time_machine
 from alembic import command
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from garagebook.slots.seed import seed_demo_garage
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -24,7 +25,6 @@ from garagebook.app import create_app
 from garagebook.cli import alembic_config
 from garagebook.closures.service import close_day
 from garagebook.db import Database, create_engine
-from garagebook.slots.seed import seed_demo_garage
 from garagebook.timeutil import utcnow
 from garagebook.waitlist import service as waitlist
 from garagebook.web.day import load_day

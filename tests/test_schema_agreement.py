@@ -17,9 +17,9 @@ from garagebook.app import create_app
 from garagebook.bookings.routes import RescheduleIn
 from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.closures.routes import ClosureIn
+from garagebook.feeds.routes import FeedIn
 from garagebook.garage.demo import demo_document
 from garagebook.garage.document import GarageDocument, to_json
-from garagebook.feeds.routes import FeedIn
 from garagebook.slots.routes import SlotIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn

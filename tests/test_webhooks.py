@@ -22,7 +22,6 @@ from tests.support.api import book_as, booking_body, free_slots, wait_until
 from tests.support.mail import FAST_JOBS, running_app
 from tests.support.processes import WorkerProcess
 from tests.support.stack import Stack
-from tests.test_round_trips import record_statements
 from tests.support.webhooks import (
     ALL_EVENTS,
     AUTH,
@@ -32,6 +31,7 @@ from tests.support.webhooks import (
     readme_receiver,
     subscribe,
 )
+from tests.test_round_trips import record_statements
 
 SQL = Callable[..., Awaitable[list[Any]]]
 StartWorker = Callable[..., WorkerProcess]

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from garagebook.slots.seed import seed_demo_garage
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.slots.seed import seed_demo_garage
 from tests.support.api import book_slots, booking_body, free_slots, wait_until
 from tests.support.mail import mail_env, running_app
 from tests.support.processes import ServerProcess, WorkerProcess
@@ -129,9 +129,7 @@ async def test_500_bookings_make_500_created_deliveries(
         receiver.close()
     events = [request["event"] for request in receiver.requests()]
     assert {e["type"] for e in events} == {"booking.created"}
-    assert {e["data"]["booking"]["reference"] for e in events} == {
-        b["reference"] for b in bookings
-    }
+    assert {e["data"]["booking"]["reference"] for e in events} == {b["reference"] for b in bookings}
     assert len(receiver.event_ids()) == 500
     assert len(events) == 500, f"sent more than once: {retried}"  # nobody died
     assert all(d["status"] == "delivered" for d in log)

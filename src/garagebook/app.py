@@ -18,10 +18,10 @@ from garagebook.closures.routes import router as closures_router
 from garagebook.config import Settings, get_settings
 from garagebook.customers.routes import router as customers_router
 from garagebook.db import Database, create_engine
-from garagebook.garage.document import GarageDocument
-from garagebook.garage.routes import router as garage_router
 from garagebook.feeds.routes import FeedIn
 from garagebook.feeds.routes import router as feeds_router
+from garagebook.garage.document import GarageDocument
+from garagebook.garage.routes import router as garage_router
 from garagebook.http import (
     BodySizeLimit,
     ObserveRequests,

@@ -372,6 +372,9 @@ class SlotTooSoon(DomainError):
             f"That time starts too soon to be booked online: the garage needs "
             f"{min_notice_minutes} minutes' notice. Pick a later time or call the garage.",
             min_notice_minutes=min_notice_minutes,
+        )
+
+
 class WebhookNotFound(DomainError):
     code = "webhook_not_found"
     message = "No such webhook subscription."
@@ -491,6 +494,7 @@ ANSWERS: dict[type[DomainError], Answer] = {
         409,
         "That customer has a confirmed booking to come: cancel it, or erase after it is over.",
         "future_booking",
+    ),
     WebhookNotFound: Answer(404, "That webhook does not exist (any more).", "no_webhook"),
     WebhookDeliveryNotFound: Answer(404, "That delivery is not in the log.", "no_delivery"),
     WebhookUrlRefused: Answer(

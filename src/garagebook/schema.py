@@ -366,6 +366,8 @@ personal_data_audit = Table(
     Column("at", UTCDateTime, nullable=False),
     Column("detail", Text, nullable=False),
     Index("ix_personal_data_audit_at", "at"),
+)
+
 # Webhooks (migration 0011): subscriptions, and the delivery log staff read and replay from.
 webhooks = Table(
     "webhooks",

@@ -218,6 +218,7 @@ class Worker:
         if added:
             log.info("worker %s added %d slot(s) to the calendar", self.name, added)
         return added
+
     async def apply_retention(self) -> int:
         """PERSONAL_DATA_RETENTION_MONTHS: anonymise what is older; how many bookings."""
         self._retention_at = time.monotonic() + RETENTION_INTERVAL_SECONDS
