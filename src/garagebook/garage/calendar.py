@@ -109,8 +109,9 @@ async def extend_calendar(conn: AsyncConnection, document: GarageDocument, now: 
     ]
     added = 0
     for chunk in _chunks(rows):
-        result = await conn.execute(insert_ignoring_conflicts(conn, slots), chunk)
-        added += max(result.rowcount, 0)
+        # One multi-row INSERT per chunk: its rowcount is what went in (executemany's is not).
+        result = await conn.execute(insert_ignoring_conflicts(conn, slots).values(chunk))
+        added += result.rowcount
     return added
 
 
