@@ -182,7 +182,14 @@ def _chunks(items: list[T]) -> Iterable[list[T]]:
         yield items[i : i + _CHUNK]
 
 
-async def outside_hours(conn: AsyncConnection, now: datetime) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class OutsideHours:
+    id: str
+    reference: str
+    starts_at: datetime
+
+
+async def outside_hours(conn: AsyncConnection, now: datetime) -> list[OutsideHours]:
     """Future confirmed bookings that claim a slot the document no longer offers (outside the
     hours, a closed day, a retired bay): kept and confirmed, for staff to move or keep."""
     closed_claim = exists().where(
@@ -198,4 +205,4 @@ async def outside_hours(conn: AsyncConnection, now: datetime) -> list[dict[str, 
         .where(bookings.c.status == "confirmed", bookings.c.starts_at > now, closed_claim)
         .order_by(bookings.c.starts_at)
     )
-    return [{"id": r.id, "reference": r.reference, "starts_at": r.starts_at} for r in rows]
+    return [OutsideHours(r.id, r.reference, r.starts_at) for r in rows]

@@ -8,6 +8,7 @@ from starlette.staticfiles import StaticFiles
 from garagebook.web.booking_page import router as booking_page_router
 from garagebook.web.manage import router as manage_router
 from garagebook.web.no_script import router as no_script_router
+from garagebook.web.outside_hours import router as outside_hours_router
 from garagebook.web.pages import STATIC
 from garagebook.web.security import SecurityHeaders
 from garagebook.web.staff import router as staff_router
@@ -22,6 +23,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(manage_router)
     app.include_router(no_script_router)
     app.include_router(staff_router)
+    app.include_router(outside_hours_router)
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
