@@ -21,17 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import GarageNotSetUp, InvalidGarage, Problem, UnsafeGarageChange
-from garagebook.garage.calendar import extend_calendar, lock_setup, outside_hours, sync_calendar
+from garagebook.garage.calendar import (
+    OutsideHours,
+    extend_calendar,
+    lock_setup,
+    outside_hours,
+    sync_calendar,
+)
 from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
 from garagebook.schema import bays, bookings, garage, garage_changes, services
 from garagebook.timeutil import utcnow
-
-
-@dataclass(frozen=True)
-class OutsideHours:
-    id: str
-    reference: str
-    starts_at: datetime
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def refuse_other_zone(document: GarageDocument, settings: Settings) -> None:
 
 
 async def _outside(conn: AsyncConnection, now: datetime) -> list[OutsideHours]:
-    return [OutsideHours(**row) for row in await outside_hours(conn, now)]  # type: ignore[arg-type]
+    return await outside_hours(conn, now)
 
 
 async def _refuse_unsafe(
