@@ -142,7 +142,7 @@ async def _refuse_unsafe(
 
 async def _refuse_taken_names(conn: AsyncConnection, document: GarageDocument) -> None:
     """Names stay unique across retired services too (the table says so): a new key with a
-    retired service's name is a problem to name, not a database error."""
+    retired (or renamed-from) service's name is a problem to name, not a database error."""
     rows = (await conn.execute(select(services.c.key, services.c.name))).all()
     owner = {r.name: r.key for r in rows}
     problems = [
@@ -153,12 +153,6 @@ async def _refuse_taken_names(conn: AsyncConnection, document: GarageDocument) -
         )
         for i, s in enumerate(document.services)
         if s.name in owner and owner[s.name] != s.key
-    ]
-    names = [s.name for s in document.services]
-    problems += [
-        Problem(f"services[{i}].name", f"duplicate service name {name!r}")
-        for i, name in enumerate(names)
-        if name in names[:i]
     ]
     if problems:
         raise InvalidGarage(problems)
