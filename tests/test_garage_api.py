@@ -11,11 +11,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from garagebook.garage.demo import demo_document
 from garagebook.garage.document import to_json
 from tests.support.api import booking_body, free_slots
 from tests.support.stack import ADMIN_TOKEN
+from tests.test_web_pages import add_staff, sign_in
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LONDON = ZoneInfo("Europe/London")
@@ -294,3 +296,25 @@ async def test_a_new_slot_length_waits_for_future_bookings(api: httpx.AsyncClien
     mot = await api.post("/api/bookings", json=booking_body(half["id"]))  # 60 minutes: 2 slots
     assert mot.status_code == 201, mot.text
     assert len(mot.json()["slot_ids"]) == 2
+
+
+async def test_staff_see_bookings_outside_the_hours_flagged_and_listed(
+    api: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await add_staff(app)
+    assert (await sign_in(api)).status_code == 303
+    late = next(s for s in await free_slots(api) if local(s).hour == 16)
+    booked = await api.post("/api/bookings", json=booking_body(late["id"]))
+    reference = booked.json()["reference"]
+    listing = await api.get("/staff/outside-hours")
+    assert listing.status_code == 200
+    assert reference not in listing.text
+    await applied(api, every_day(demo(), "08:00-12:00"))
+    listing = await api.get("/staff/outside-hours")
+    assert f'data-booking="{reference}"' in listing.text
+    assert f"/staff/bookings/{booked.json()['id']}/move" in listing.text
+    day = await api.get("/staff", params={"date": local(late).date().isoformat()})
+    cell = day.text.split(f'data-booking="{reference}"', 1)[1].split("</td>", 1)[0]
+    assert "Outside the hours" in cell
+    # The afternoon is no longer offered: no free cell after 12:00 that day.
+    assert 'data-free-label="13:00' not in day.text

@@ -52,6 +52,7 @@ def test_the_demo_file_round_trips_through_toml() -> None:
         (lambda d: d["services"][0].update(minutes=90), "services[0].minutes", "multiple of"),
         (lambda d: d["services"][2].update(key="mot"), "services[2].key", "duplicate service key"),
         (lambda d: d["bays"][2].update(name="Bay 1"), "bays[2].name", "duplicate bay name"),
+        (lambda d: d["services"][3].update(name="MOT"), "services[3].name", "duplicate service"),
         (lambda d: d["services"][0].update(needs="mot"), "services[0].needs", "no active bay"),
         (lambda d: d.update(closed=["2026-13-01"]), "closed[0]", "month must be in 1..12"),
         (lambda d: d.update(closed=["25/12/2026"]), "closed[0]", "YYYY-MM-DD"),

@@ -21,6 +21,7 @@ README = (ROOT / "README.md").read_text()
 SUBCOMMANDS = (
     "migrate",
     "seed",
+    "garage",
     "serve",
     "worker",
     "jobs",

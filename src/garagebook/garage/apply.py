@@ -21,17 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import GarageNotSetUp, InvalidGarage, Problem, UnsafeGarageChange
-from garagebook.garage.calendar import extend_calendar, lock_setup, outside_hours, sync_calendar
+from garagebook.garage.calendar import (
+    OutsideHours,
+    extend_calendar,
+    lock_setup,
+    outside_hours,
+    sync_calendar,
+)
 from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
 from garagebook.schema import bays, bookings, garage, garage_changes, services
 from garagebook.timeutil import utcnow
-
-
-@dataclass(frozen=True)
-class OutsideHours:
-    id: str
-    reference: str
-    starts_at: datetime
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def refuse_other_zone(document: GarageDocument, settings: Settings) -> None:
 
 
 async def _outside(conn: AsyncConnection, now: datetime) -> list[OutsideHours]:
-    return [OutsideHours(**row) for row in await outside_hours(conn, now)]  # type: ignore[arg-type]
+    return await outside_hours(conn, now)
 
 
 async def _refuse_unsafe(
@@ -143,7 +142,7 @@ async def _refuse_unsafe(
 
 async def _refuse_taken_names(conn: AsyncConnection, document: GarageDocument) -> None:
     """Names stay unique across retired services too (the table says so): a new key with a
-    retired service's name is a problem to name, not a database error."""
+    retired (or renamed-from) service's name is a problem to name, not a database error."""
     rows = (await conn.execute(select(services.c.key, services.c.name))).all()
     owner = {r.name: r.key for r in rows}
     problems = [
@@ -154,12 +153,6 @@ async def _refuse_taken_names(conn: AsyncConnection, document: GarageDocument) -
         )
         for i, s in enumerate(document.services)
         if s.name in owner and owner[s.name] != s.key
-    ]
-    names = [s.name for s in document.services]
-    problems += [
-        Problem(f"services[{i}].name", f"duplicate service name {name!r}")
-        for i, name in enumerate(names)
-        if name in names[:i]
     ]
     if problems:
         raise InvalidGarage(problems)

@@ -109,8 +109,9 @@ async def extend_calendar(conn: AsyncConnection, document: GarageDocument, now: 
     ]
     added = 0
     for chunk in _chunks(rows):
-        result = await conn.execute(insert_ignoring_conflicts(conn, slots), chunk)
-        added += max(result.rowcount, 0)
+        # One multi-row INSERT per chunk: its rowcount is what went in (executemany's is not).
+        result = await conn.execute(insert_ignoring_conflicts(conn, slots).values(chunk))
+        added += result.rowcount
     return added
 
 
@@ -181,7 +182,14 @@ def _chunks(items: list[T]) -> Iterable[list[T]]:
         yield items[i : i + _CHUNK]
 
 
-async def outside_hours(conn: AsyncConnection, now: datetime) -> list[dict[str, object]]:
+@dataclass(frozen=True)
+class OutsideHours:
+    id: str
+    reference: str
+    starts_at: datetime
+
+
+async def outside_hours(conn: AsyncConnection, now: datetime) -> list[OutsideHours]:
     """Future confirmed bookings that claim a slot the document no longer offers (outside the
     hours, a closed day, a retired bay): kept and confirmed, for staff to move or keep."""
     closed_claim = exists().where(
@@ -197,4 +205,4 @@ async def outside_hours(conn: AsyncConnection, now: datetime) -> list[dict[str, 
         .where(bookings.c.status == "confirmed", bookings.c.starts_at > now, closed_claim)
         .order_by(bookings.c.starts_at)
     )
-    return [{"id": r.id, "reference": r.reference, "starts_at": r.starts_at} for r in rows]
+    return [OutsideHours(r.id, r.reference, r.starts_at) for r in rows]

@@ -192,10 +192,16 @@ def _rule_problems(document: GarageDocument) -> list[Problem]:
             problems.append(Problem(f"closed[{i}]", f"{day_closed} is listed twice"))
         seen_dates.add(day_closed)
     keys: set[str] = set()
+    service_names: set[str] = set()
     for i, service in enumerate(document.services):
         if service.key in keys:
             problems.append(Problem(f"services[{i}].key", f"duplicate service key {service.key!r}"))
+        if service.name in service_names:
+            problems.append(
+                Problem(f"services[{i}].name", f"duplicate service name {service.name!r}")
+            )
         keys.add(service.key)
+        service_names.add(service.name)
         if service.minutes % grid:
             problems.append(
                 Problem(

@@ -11,6 +11,7 @@ from garagebook.web.booking_page import router as booking_page_router
 from garagebook.web.forms import expired_form
 from garagebook.web.manage import router as manage_router
 from garagebook.web.no_script import router as no_script_router
+from garagebook.web.outside_hours import router as outside_hours_router
 from garagebook.web.pages import STATIC, error_page
 from garagebook.web.privacy import router as privacy_router
 from garagebook.web.security import SecurityHeaders
@@ -28,6 +29,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(manage_router)
     app.include_router(no_script_router)
     app.include_router(staff_router)
+    app.include_router(outside_hours_router)
     app.include_router(staff_accounts_router)
     app.include_router(settings_router)
     app.include_router(privacy_router)

@@ -36,6 +36,9 @@ class Item:
     past: bool = False
     completed: bool = False  # marked done by staff: nothing left to move, cancel or finish
     later_day: bool = False  # on a later day than the garage's today: not to be marked done yet
+    # A slot it claims is no longer offered by the setup document (outside the hours, a closed
+    # day, a retired bay): still confirmed, flagged for staff to keep or move.
+    outside_hours: bool = False
 
 
 @dataclass
@@ -61,10 +64,12 @@ class DayGrid:
 
 async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: datetime) -> DayGrid:
     start, end = local_day_bounds(day, zone)
-    bay_rows = (await conn.execute(select(bays.c.id, bays.c.name).order_by(bays.c.id))).all()
+    bay_rows = (
+        await conn.execute(select(bays.c.id, bays.c.name, bays.c.active).order_by(bays.c.id))
+    ).all()
     slot_rows = (
         await conn.execute(
-            select(slots.c.id, slots.c.bay_id, slots.c.starts_at, slots.c.ends_at)
+            select(slots.c.id, slots.c.bay_id, slots.c.starts_at, slots.c.ends_at, slots.c.open)
             .where(slots.c.starts_at >= start, slots.c.starts_at < end)
             .order_by(slots.c.starts_at, slots.c.bay_id)
         )
@@ -81,6 +86,7 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
                 bookings.c.vehicle_registration,
                 bookings.c.status,
                 services.c.name.label("service"),
+                slots.c.open,
             )
             .select_from(
                 booking_slots.join(bookings, bookings.c.id == booking_slots.c.booking_id)
@@ -100,6 +106,7 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
     items: list[Item] = []
     claimed: set[int] = set()
     seen_bookings: set[str] = set()
+    outside = {c.id for c in claim_rows if not c.open}
     for c in claim_rows:
         claimed.add(c.slot_id)
         if c.id in seen_bookings:
@@ -121,6 +128,7 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
                 past=c.ends_at <= now,
                 completed=c.status == "completed",
                 later_day=day > now.astimezone(zone).date(),
+                outside_hours=c.id in outside,
             )
         )
     closed = await closed_slots(conn, start, end)
@@ -137,12 +145,16 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
             past=s.starts_at <= now,
         )
         for s in slot_rows
-        if s.id not in claimed
+        if s.id not in claimed and s.open  # a closed slot is not free: it is not offered
     ]
     items.extend(free)
 
-    starts = sorted({s.starts_at for s in slot_rows} | {i.starts_at for i in items})
-    bay_list = [(b.id, b.name) for b in bay_rows]
+    starts = sorted(
+        {s.starts_at for s in slot_rows if s.open or s.id in claimed} | {i.starts_at for i in items}
+    )
+    # Retired bays only while something is on them that day.
+    used = {i.bay_id for i in items}
+    bay_list = [(b.id, b.name) for b in bay_rows if b.active or b.id in used]
     rows = [Row(f"{moment.astimezone(zone):%H:%M}") for moment in starts]
     for bay_id, _ in bay_list:
         on_bay = sorted((i for i in items if i.bay_id == bay_id), key=lambda i: i.starts_at)
