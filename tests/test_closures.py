@@ -8,23 +8,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import time_machine
 from alembic import command
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from garagebook.slots.seed import seed_demo_garage
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from garagebook.app import create_app
 from garagebook.cli import alembic_config
 from garagebook.closures.service import close_day
 from garagebook.db import Database, create_engine
+from garagebook.schema import UTCDateTime
 from garagebook.timeutil import utcnow
 from garagebook.waitlist import service as waitlist
 from garagebook.web.day import load_day
@@ -318,6 +320,34 @@ async def old_database(stack: Stack, tmp_path: Any) -> AsyncIterator[str]:
     run_sync(lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+async def _garage_before_closures(conn: AsyncConnection, zone: ZoneInfo) -> None:
+    """The demo garage as the schema before closures held it: a service, three bays and a
+    week of hourly slots (the setup document's tables come with a later migration)."""
+    when = (sa.column("starts_at", UTCDateTime), sa.column("ends_at", UTCDateTime))
+    await conn.execute(
+        sa.table("services", *map(sa.column, ("name", "duration_minutes", "price_pence")))
+        .insert()
+        .values(name="MOT", duration_minutes=60, price_pence=5485)
+    )
+    bay_table = sa.table("bays", sa.column("id"), sa.column("name"))
+    await conn.execute(bay_table.insert(), [{"name": f"Bay {n}"} for n in (1, 2, 3)])
+    bay_ids = (await conn.scalars(sa.select(bay_table.c.id))).all()
+    today = utcnow().astimezone(zone).date()
+    starts = [
+        datetime.combine(today + timedelta(days=day), time(hour), zone)
+        for day in range(1, 8)
+        for hour in range(8, 17)
+    ]
+    await conn.execute(
+        sa.table("slots", sa.column("bay_id"), *when).insert(),
+        [
+            {"bay_id": bay, "starts_at": start, "ends_at": start + timedelta(hours=1)}
+            for bay in bay_ids
+            for start in starts
+        ],
+    )
+
+
 async def test_the_migration_turns_placeholder_bookings_into_closures(
     stack: Stack, old_database: str
 ) -> None:
@@ -325,9 +355,7 @@ async def test_the_migration_turns_placeholder_bookings_into_closures(
     settings = stack.settings(database_url=url)
     engine = create_async_engine(url)
     async with engine.begin() as conn:
-        await seed_demo_garage(
-            conn, utcnow().astimezone(settings.timezone).date(), settings.timezone
-        )
+        await _garage_before_closures(conn, settings.timezone)
         closed, reopened, real = [
             row[0]
             for row in await conn.execute(
