@@ -18,6 +18,7 @@ from alembic import command
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
@@ -30,6 +31,7 @@ from garagebook.waitlist import service as waitlist
 from garagebook.web.day import load_day
 from tests.support.api import booking_body, free_slots
 from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, run_sync
+from tests.test_constraint import insert_booking
 from tests.test_waitlist import CLOCK, SUNDAY, ReservationsDown, join, open_slot
 from tests.test_web_pages import add_staff, csrf_of, sign_in
 
@@ -440,3 +442,45 @@ async def test_the_migration_turns_placeholder_bookings_into_closures(
         reopening = await api.delete(f"/api/admin/closures/{listed[0]['id']}", headers=ADMIN)
         assert reopening.status_code == 200
         assert (await api.post("/api/bookings", json=booking_body(closed))).status_code == 201
+
+
+async def test_the_database_refuses_a_closure_claim_on_a_booked_slot_and_ownerless_claims(
+    stack: Stack,
+) -> None:
+    """Layer 3 on its own, whatever code writes the claims: a slot's active claim is a
+    booking's or a closure's, never both, and every claim has exactly one owner."""
+    await insert_booking(stack, "booked", "confirmed")  # claims nothing yet: its row only
+    engine = create_async_engine(stack.database_url)
+    claim = text(
+        "INSERT INTO booking_slots (booking_id, closure_id, slot_id, active)"
+        " VALUES (:booking, :closure, :slot, :active)"
+    )
+    try:
+        async with engine.begin() as conn:
+            first, last = (await conn.execute(text("SELECT min(id), max(id) FROM slots"))).one()
+            await conn.execute(
+                text(
+                    "INSERT INTO closures (id, bay_id, starts_at, ends_at, closed_by, created_at)"
+                    " SELECT 1, bay_id, starts_at, ends_at, 'sam', starts_at FROM slots"
+                    " WHERE id = :slot"
+                ),
+                {"slot": first},
+            )
+            await conn.execute(
+                claim, {"booking": "booked", "closure": None, "slot": first, "active": True}
+            )
+            # A reopened closure's claim does not count.
+            await conn.execute(
+                claim, {"booking": None, "closure": 1, "slot": first, "active": False}
+            )
+        refused = [
+            {"booking": None, "closure": 1, "slot": first, "active": True},  # the index
+            {"booking": "booked", "closure": 1, "slot": last, "active": False},  # two owners
+            {"booking": None, "closure": None, "slot": last, "active": False},  # none
+        ]
+        for values in refused:
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(claim, values)
+    finally:
+        await engine.dispose()
