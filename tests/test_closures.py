@@ -189,7 +189,7 @@ async def test_a_closed_time_is_refused_to_bookings_holds_and_moves_with_or_with
     day = later_day(slots)
     closed_slot, booked_slot = [s for s in slots if s["starts_at"][:10] == day][:2]
     booking = (await api.post("/api/bookings", json=booking_body(booked_slot["id"]))).json()
-    assert (await close(api, closed_slot)).status_code == 201
+    assert (await close(api, closed_slot, reason="<b>ramp</b> check")).status_code == 201
     await add_staff(app)
     assert (await sign_in(api)).status_code == 303
     csrf = csrf_of((await api.get("/staff", params={"date": day})).text)
@@ -220,6 +220,7 @@ async def test_a_closed_time_is_refused_to_bookings_holds_and_moves_with_or_with
     grid = (await api.get("/staff/grid", params={"date": day})).text
     assert grid.count('<td class="closed"') == 1
     assert f'id="reopen-{closed_slot["id"]}"' in grid
+    assert '<div class="reason">&lt;b&gt;ramp&lt;/b&gt; check</div>' in grid
     assert f'data-booking="{booking["reference"]}"' in grid
 
 
@@ -275,6 +276,7 @@ async def test_close_day_closes_every_free_slot_and_returns_the_bookings_it_left
     # Bay 1 is closed before and after its booking (two runs), the other bays all day.
     assert sum(1 for i in closed if i.kind == "closed") == len(bays) + 1
     assert grid.bookings == 1
+    assert {i.reason for i in closed if i.kind == "closed"} == {"Christmas"}
 
     async with app.state.db.transaction() as conn:
         again = await close_day(conn, date.fromisoformat(day), settings.timezone, by="setup")
