@@ -20,6 +20,7 @@ from alembic import command
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from garagebook.app import create_app
@@ -32,6 +33,7 @@ from garagebook.waitlist import service as waitlist
 from garagebook.web.day import load_day
 from tests.support.api import booking_body, free_slots
 from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, run_sync
+from tests.test_constraint import insert_booking
 from tests.test_waitlist import CLOCK, SUNDAY, ReservationsDown, join, open_slot
 from tests.test_web_pages import add_staff, csrf_of, sign_in
 
@@ -189,7 +191,7 @@ async def test_a_closed_time_is_refused_to_bookings_holds_and_moves_with_or_with
     day = later_day(slots)
     closed_slot, booked_slot = [s for s in slots if s["starts_at"][:10] == day][:2]
     booking = (await api.post("/api/bookings", json=booking_body(booked_slot["id"]))).json()
-    assert (await close(api, closed_slot)).status_code == 201
+    assert (await close(api, closed_slot, reason="<b>ramp</b> check")).status_code == 201
     await add_staff(app)
     assert (await sign_in(api)).status_code == 303
     csrf = csrf_of((await api.get("/staff", params={"date": day})).text)
@@ -220,6 +222,7 @@ async def test_a_closed_time_is_refused_to_bookings_holds_and_moves_with_or_with
     grid = (await api.get("/staff/grid", params={"date": day})).text
     assert grid.count('<td class="closed"') == 1
     assert f'id="reopen-{closed_slot["id"]}"' in grid
+    assert '<div class="reason">&lt;b&gt;ramp&lt;/b&gt; check</div>' in grid
     assert f'data-booking="{booking["reference"]}"' in grid
 
 
@@ -275,6 +278,7 @@ async def test_close_day_closes_every_free_slot_and_returns_the_bookings_it_left
     # Bay 1 is closed before and after its booking (two runs), the other bays all day.
     assert sum(1 for i in closed if i.kind == "closed") == len(bays) + 1
     assert grid.bookings == 1
+    assert {i.reason for i in closed if i.kind == "closed"} == {"Christmas"}
 
     async with app.state.db.transaction() as conn:
         again = await close_day(conn, date.fromisoformat(day), settings.timezone, by="setup")
@@ -468,3 +472,45 @@ async def test_the_migration_turns_placeholder_bookings_into_closures(
         reopening = await api.delete(f"/api/admin/closures/{listed[0]['id']}", headers=ADMIN)
         assert reopening.status_code == 200
         assert (await api.post("/api/bookings", json=booking_body(closed))).status_code == 201
+
+
+async def test_the_database_refuses_a_closure_claim_on_a_booked_slot_and_ownerless_claims(
+    stack: Stack,
+) -> None:
+    """Layer 3 on its own, whatever code writes the claims: a slot's active claim is a
+    booking's or a closure's, never both, and every claim has exactly one owner."""
+    await insert_booking(stack, "booked", "confirmed")  # claims nothing yet: its row only
+    engine = create_async_engine(stack.database_url)
+    claim = text(
+        "INSERT INTO booking_slots (booking_id, closure_id, slot_id, active)"
+        " VALUES (:booking, :closure, :slot, :active)"
+    )
+    try:
+        async with engine.begin() as conn:
+            first, last = (await conn.execute(text("SELECT min(id), max(id) FROM slots"))).one()
+            await conn.execute(
+                text(
+                    "INSERT INTO closures (id, bay_id, starts_at, ends_at, closed_by, created_at)"
+                    " SELECT 1, bay_id, starts_at, ends_at, 'sam', starts_at FROM slots"
+                    " WHERE id = :slot"
+                ),
+                {"slot": first},
+            )
+            await conn.execute(
+                claim, {"booking": "booked", "closure": None, "slot": first, "active": True}
+            )
+            # A reopened closure's claim does not count.
+            await conn.execute(
+                claim, {"booking": None, "closure": 1, "slot": first, "active": False}
+            )
+        refused = [
+            {"booking": None, "closure": 1, "slot": first, "active": True},  # the index
+            {"booking": "booked", "closure": 1, "slot": last, "active": False},  # two owners
+            {"booking": None, "closure": None, "slot": last, "active": False},  # none
+        ]
+        for values in refused:
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(claim, values)
+    finally:
+        await engine.dispose()

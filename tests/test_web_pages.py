@@ -217,6 +217,14 @@ async def test_a_slot_closed_by_staff_is_a_closure_and_reopening_frees_it(
     match = re.search(r'action="/staff/closures/([0-9]+)/reopen"', page.text)
     assert match is not None
     assert f'data-closure="{match.group(1)}"' in page.text
+    forged = await api.post(f"/staff/closures/{match.group(1)}/reopen", data={"date": day})
+    assert forged.status_code == 403
+    assert await sql("SELECT reopened_at FROM closures") == [(None,)]
+    for bad in ("/staff/slots/99999999999/close", "/staff/closures/99999999999/reopen"):
+        answer = await api.post(bad, data={"date": day, "csrf_token": token})
+        assert answer.headers["location"].endswith("error=invalid"), bad
+    unknown = await api.post("/staff/slots/999999/close", data={"date": day, "csrf_token": token})
+    assert unknown.headers["location"].endswith("error=slot_not_found")
     reopened = await api.post(
         f"/staff/closures/{match.group(1)}/reopen", data={"date": day, "csrf_token": token}
     )

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.garage.apply import apply_in
 from garagebook.garage.demo import demo_document
+from garagebook.timeutil import utcnow
 from tests.support.api import book_slots, booking_body, free_slots, wait_until
 from tests.support.mail import mail_env, running_app
 from tests.support.processes import ServerProcess, WorkerProcess

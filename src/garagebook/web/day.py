@@ -15,7 +15,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.closures.service import closed_slots
-from garagebook.schema import bays, booking_slots, bookings, services, slots
+from garagebook.schema import bays, booking_slots, bookings, closures, services, slots
 from garagebook.slots.service import local_day_bounds
 
 
@@ -29,6 +29,7 @@ class Item:
     label: str  # "10:00–13:00"
     booking_id: str | None = None
     closure_id: int | None = None
+    reason: str = ""  # why a closed time is closed, as staff or the setup gave it
     reference: str = ""
     service: str = ""
     registration: str = ""
@@ -133,7 +134,13 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
         )
     closed = await closed_slots(conn, start, end)
     claimed.update(closed)
-    items.extend(_closed_runs(slot_rows, closed, now, span))
+    reasons = {
+        r.id: r.reason
+        for r in await conn.execute(
+            select(closures.c.id, closures.c.reason).where(closures.c.id.in_(set(closed.values())))
+        )
+    }
+    items.extend(_closed_runs(slot_rows, closed, reasons, now, span))
     free = [
         Item(
             "free",
@@ -183,6 +190,7 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
 def _closed_runs(
     slot_rows: Sequence[Any],
     closed: dict[int, int],
+    reasons: dict[int, str | None],
     now: datetime,
     span: Callable[[datetime, datetime], str],
 ) -> list[Item]:
@@ -207,6 +215,7 @@ def _closed_runs(
             s.bay_id,
             span(s.starts_at, s.ends_at),
             closure_id=closure_id,
+            reason=reasons.get(closure_id) or "",
             past=s.ends_at <= now,
         )
         last[(s.bay_id, closure_id)] = run
