@@ -15,7 +15,9 @@ import orjson
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.slots.seed import seed_demo_garage
+from garagebook.garage.apply import apply_in
+from garagebook.garage.demo import demo_document
+from garagebook.timeutil import utcnow
 from tests.support.api import book_slots, booking_body, free_slots, wait_until
 from tests.support.mail import SmtpSink, mail_env, running_app
 from tests.support.processes import ServerProcess, WorkerProcess
@@ -113,8 +115,7 @@ async def test_two_workers_share_500_jobs_and_only_a_killed_ones_are_sent_twice(
     try:
         engine = create_async_engine(stack.database_url)
         async with engine.begin() as conn:  # 45 days of slots: room for 500 bookings
-            zone = stack.settings().timezone
-            await seed_demo_garage(conn, datetime.now(zone).date(), zone, days=45)
+            await apply_in(conn, demo_document(book_ahead_days=45), actor="test", now=utcnow())
         await engine.dispose()
         async with running_app(stack.settings()) as api:
             slots = (await free_slots(api, service_id=1))[:500]

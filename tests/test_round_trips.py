@@ -81,8 +81,9 @@ async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: 
 
     created = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert created.status_code == 201
-    # SQLite: booking, claims, customer, vehicle, outbox, webhook jobs (an INSERT … SELECT).
-    writes = ["WITH"] if stack.is_postgres else ["INSERT"] * 6
+    # SQLite reads the setup's rules (garage/rules.py) in one more in-process SELECT, and writes
+    # the webhook jobs in one more INSERT … SELECT; the one PostgreSQL statement does both.
+    writes = ["WITH"] if stack.is_postgres else ["SELECT", *["INSERT"] * 6]
     assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
     reservations.assert_round_trips(stack, ["reserve", "confirm"])
     await _rejected_without_a_statement(api, stack, slot, statements, reservations)
@@ -107,7 +108,7 @@ async def test_booking_round_trips_with_the_caps_on(stack: Stack) -> None:
         reservations = ReservationCalls(app)
         created = await api.post("/api/bookings", json=booking_body(slot["id"]))
         assert created.status_code == 201
-        writes = ["WITH"] if stack.is_postgres else ["SELECT", *["INSERT"] * 6]
+        writes = ["WITH"] if stack.is_postgres else ["SELECT", "SELECT", *["INSERT"] * 6]
         assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
         reservations.assert_round_trips(stack, ["reserve", "confirm"])
         await _rejected_without_a_statement(api, stack, slot, statements, reservations)
@@ -143,7 +144,7 @@ async def test_database_rejection_is_one_statement(
     rejected = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert rejected.json()["error"]["rejected_by"] == "database"
     assert [s for s in statements if s != "BEGIN"] == (
-        ["WITH"] if stack.is_postgres else ["INSERT"]
+        ["WITH"] if stack.is_postgres else ["SELECT", "INSERT"]  # SQLite: the rules' SELECT
     )
     reservations.assert_round_trips(stack, ["reserve", "release"])
 

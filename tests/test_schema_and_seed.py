@@ -1,8 +1,9 @@
-"""The migrations and the query metadata agree; the seed is idempotent and right across DST."""
+"""The migrations and the query metadata agree; the demo garage applies idempotently and its
+slots are right across DST."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,8 +12,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from garagebook.garage.apply import apply_in
+from garagebook.garage.calendar import day_times
+from garagebook.garage.demo import demo_document
 from garagebook.schema import metadata, slots
-from garagebook.slots.seed import opening_slots, seed_demo_garage
+from garagebook.timeutil import utcnow
 from tests.support.stack import Stack
 
 LONDON = ZoneInfo("Europe/London")
@@ -39,33 +43,39 @@ async def test_migrations_match_the_query_metadata(stack: Stack) -> None:
         await engine.dispose()
 
 
+def opening_slots(first_day: date, days: int) -> list[tuple[datetime, datetime]]:
+    document = demo_document()
+    return [t for n in range(days) for t in day_times(document, first_day + timedelta(days=n))]
+
+
 async def test_seed_is_idempotent(stack: Stack) -> None:
     engine = create_async_engine(stack.database_url)
     try:
         async with engine.begin() as conn:
             before = await conn.scalar(text("SELECT count(*) FROM slots"))
-            again = await seed_demo_garage(conn, datetime.now(LONDON).date(), LONDON)
+            again = await apply_in(conn, demo_document(), actor="test", now=utcnow())
             after = await conn.scalar(text("SELECT count(*) FROM slots"))
-        assert (again.services, again.bays, again.slots) == (0, 0, 0)
+        assert again.changes == []
         assert before == after
-        assert before == 3 * 9 * len(
-            {d.date() for d, _ in opening_slots(datetime.now(LONDON).date(), 14, LONDON)}
-        )
+        today = datetime.now(LONDON).date()
+        # Today's slots that already started are not made: the calendar starts now.
+        wanted = [s for s, _ in opening_slots(today, 15) if s > utcnow()]
+        assert before == 3 * len(wanted)
     finally:
         await engine.dispose()
 
 
 def test_opening_hours_are_local_across_daylight_saving() -> None:
     # Saturday 28 March 2026 is GMT, Monday 30 March is BST (clocks went forward on Sunday 29th).
-    wanted = opening_slots(date(2026, 3, 28), 3, LONDON)
+    wanted = opening_slots(date(2026, 3, 28), 3)
     by_day: dict[date, list[tuple[datetime, datetime]]] = {}
     for start, end in wanted:
-        by_day.setdefault(start.date(), []).append((start, end))
+        by_day.setdefault(start.astimezone(LONDON).date(), []).append((start, end))
     assert sorted(by_day) == [date(2026, 3, 28), date(2026, 3, 30)]  # closed on Sunday
     for day_slots in by_day.values():
         assert [s.astimezone(LONDON).hour for s, _ in day_slots] == list(range(8, 17))
-    saturday_first = by_day[date(2026, 3, 28)][0][0]
-    monday_first = by_day[date(2026, 3, 30)][0][0]
+    saturday_first = by_day[date(2026, 3, 28)][0][0].astimezone(LONDON)
+    monday_first = by_day[date(2026, 3, 30)][0][0].astimezone(LONDON)
     assert saturday_first.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
     assert monday_first.utcoffset().total_seconds() == 3600  # type: ignore[union-attr]
 

@@ -88,6 +88,12 @@ async def test_passwd_ends_every_session_and_remove_ends_the_user(
     before_remove = session_cookie(api)
     assert await opens_staff(api, before_remove)
 
+    # The garage keeps an owner (test_staff_roles.py): sam, its first account, is one.
+    assert staff_command(stack, "remove", "sam").returncode == 1
+    promoted = staff_command(
+        stack, "add", "olga", "--role", "owner", "--password-stdin", password=PASSWORD
+    )
+    assert promoted.returncode == 0, promoted.stderr
     removed = staff_command(stack, "remove", "sam")
     assert removed.returncode == 0, removed.stderr
     assert not await opens_staff(api, before_remove)

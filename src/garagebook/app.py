@@ -15,6 +15,8 @@ from garagebook.bookings.routes import router as bookings_router
 from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
+from garagebook.garage.document import GarageDocument
+from garagebook.garage.routes import router as garage_router
 from garagebook.http import (
     BodySizeLimit,
     ObserveRequests,
@@ -98,9 +100,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
+    app.include_router(garage_router)
     app.include_router(webhooks_router)
     document_bodies(
-        app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, WebhookIn, WebhookChange
+        app,
+        BookingIn,
+        HoldIn,
+        SlotIn,
+        RescheduleIn,
+        MotIn,
+        WaitlistIn,
+        GarageDocument,
+        WebhookIn,
+        WebhookChange,
     )
     install_web(app)
 

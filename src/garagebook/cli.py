@@ -1,4 +1,5 @@
-"""The `garagebook` command: migrate, seed, serve, worker, jobs, remind-mot, concurrency-test."""
+"""The `garagebook` command: migrate, seed, garage, serve, worker, jobs, remind-mot,
+concurrency-test."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,9 +22,11 @@ from garagebook.concurrency.command import concurrency_test
 from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DomainError
+from garagebook.garage.apply import apply_document
+from garagebook.garage.commands import garage_cli, print_result
+from garagebook.garage.demo import DEMO_GARAGE, demo_document
 from garagebook.jobs.commands import jobs_cli, worker
 from garagebook.serving import uvicorn_options
-from garagebook.slots.seed import seed_demo_garage
 from garagebook.vehicles.reminders import run_remind_mot
 from garagebook.web.commands import staff_cli
 
@@ -52,23 +54,20 @@ def migrate() -> None:
 
 
 @cli.command()
-def seed(days: Annotated[int, typer.Option(min=1, max=366)] = 14) -> None:
-    """Add the demo garage: 3 bays, 4 services, hourly slots Mon–Sat 08:00–17:00. Idempotent."""
+def seed() -> None:
+    """Apply the demo garage (garage/demo-garage.toml: 3 bays, 4 services, hourly slots
+    Mon–Sat 08:00–17:00). Idempotent: `garagebook garage apply FILE` is the same for yours."""
     settings = get_settings()
 
     async def run() -> None:
         db = Database(create_engine(settings))
         try:
-            async with db.transaction() as conn:
-                today = datetime.now(settings.timezone).date()
-                added = await seed_demo_garage(conn, today, settings.timezone, days)
+            print_result(await apply_document(db, demo_document(), actor="seed"))
         finally:
             await db.dispose()
-        typer.echo(
-            f"seeded: {added.services} services, {added.bays} bays, {added.slots} slots added"
-        )
 
     asyncio.run(run())
+    typer.echo(f"demo garage applied ({DEMO_GARAGE.name})")
 
 
 @cli.command()
@@ -162,6 +161,7 @@ cli.command("concurrency-test")(concurrency_test)
 cli.command()(worker)
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(staff_cli, name="staff")
+cli.add_typer(garage_cli, name="garage")
 
 
 if __name__ == "__main__":

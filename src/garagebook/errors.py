@@ -46,6 +46,15 @@ class ServiceDoesNotFit(SlotUnavailable):
         super().__init__("database")
 
 
+class WrongBay(SlotUnavailable):
+    """The time is on a bay that cannot do what the service needs (the setup's `can`)."""
+
+    message = "That time is on a bay that does not do this service: pick another time."
+
+    def __init__(self) -> None:
+        super().__init__("database")
+
+
 class SlotNotFound(DomainError):
     code = "slot_not_found"
     message = "No such slot."
@@ -206,6 +215,33 @@ class Forbidden(DomainError):
     message = "That token is not allowed here."
 
 
+class StaffSignInRequired(DomainError):
+    code = "sign_in_required"
+    message = "Sign in to the staff area first."
+
+
+class OwnerOnly(DomainError):
+    code = "owner_only"
+    message = "Only an owner of the garage may do this."
+
+
+class LastOwner(DomainError):
+    """The garage keeps at least one owner: somebody must be able to change its settings."""
+
+    code = "last_owner"
+    message = "That is the garage's only owner: make another account an owner first."
+
+
+class StaffNameTaken(DomainError):
+    code = "staff_name_taken"
+    message = "There is already a staff account with that name."
+
+
+class StaffUserNotFound(DomainError):
+    code = "staff_user_not_found"
+    message = "No such staff account."
+
+
 class RateLimited(DomainError):
     code = "rate_limited"
     message = "Too many requests from your address; please wait a moment and try again."
@@ -255,6 +291,74 @@ class WebhookUrlRefused(InvalidRequest):
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One problem of a garage setup document: where (`services[2].minutes`), what, and for a
+    TOML file its line."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"path": self.path, "message": self.message}
+        if self.line is not None:
+            shown["line"] = self.line
+        return shown
+
+    def __str__(self) -> str:
+        where = self.path or "(document)"
+        return (
+            f"{where} (line {self.line}): {self.message}"
+            if self.line
+            else f"{where}: {self.message}"
+        )
+
+
+class InvalidGarage(DomainError):
+    """A garage setup document that cannot be applied; `problems` lists every reason."""
+
+    code = "invalid_garage"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        count = len(problems)
+        super().__init__(
+            f"The garage setup has {count} problem{'s' if count != 1 else ''}; "
+            "nothing was applied.",
+            problems=[p.as_json() for p in problems],
+        )
+        self.problems = problems
+
+
+class GarageNotSetUp(DomainError):
+    code = "garage_not_set_up"
+    message = (
+        "The garage has no setup document yet: apply one (`garagebook garage apply FILE`, "
+        "or `garagebook seed` for the demo garage)."
+    )
+
+
+class UnsafeGarageChange(DomainError):
+    """A change that future bookings make unsafe (a new slot length or time zone would move or
+    split their times): refused whole, with what to do instead."""
+
+    code = "unsafe_garage_change"
+
+
+class SlotTooSoon(DomainError):
+    """The time starts sooner than the garage's minimum notice for online bookings."""
+
+    code = "slot_too_soon"
+    message = "That time starts too soon to be booked online."
+
+    def __init__(self, min_notice_minutes: int) -> None:
+        super().__init__(
+            f"That time starts too soon to be booked online: the garage needs "
+            f"{min_notice_minutes} minutes' notice. Pick a later time or call the garage.",
+            min_notice_minutes=min_notice_minutes,
+        )
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int  # the HTTP status, for the API and the pages alike
     page: str  # what a page tells a person (the API's `message` may say more, for developers)
@@ -268,6 +372,7 @@ ANSWERS: dict[type[DomainError], Answer] = {
     ServiceDoesNotFit: Answer(
         409, "That service does not fit at that time: the times after it are not free.", "no_fit"
     ),
+    WrongBay: Answer(409, "That time is on a bay that does not do this service.", "wrong_bay"),
     SlotOverlaps: Answer(409, "That bay already has a slot overlapping that time.", "overlaps"),
     BookingClosed: Answer(409, "That booking is no longer confirmed: it cannot be changed."),
     AlreadyCancelled: Answer(409, "That booking was already cancelled.", "already"),
@@ -286,6 +391,14 @@ ANSWERS: dict[type[DomainError], Answer] = {
     BookingNotFound: Answer(404, "That booking or slot no longer exists.", "not_found"),
     VehicleNotFound: Answer(404, "No booking here was ever for that car."),
     SlotInPast: Answer(422, "That time has already started; pick a time in the future.", "past"),
+    SlotTooSoon: Answer(
+        422, "That time starts too soon to be booked online; pick a later time.", "too_soon"
+    ),
+    GarageNotSetUp: Answer(404, "The garage is not set up yet."),
+    InvalidGarage: Answer(422, "The garage setup has problems; nothing was changed.", "invalid"),
+    UnsafeGarageChange: Answer(
+        409, "That change is not safe while future bookings exist; nothing was changed.", "unsafe"
+    ),
     IdempotencyKeyReused: Answer(
         422,
         "This form was already sent with other details. Reload the page and try again.",
@@ -298,6 +411,15 @@ ANSWERS: dict[type[DomainError], Answer] = {
     ),
     NotAuthenticated: Answer(401, "Please sign in first."),
     Forbidden: Answer(403, "That is not allowed."),
+    StaffSignInRequired: Answer(401, "Please sign in to the staff area first.", "sign_in"),
+    OwnerOnly: Answer(
+        403, "Only an owner of the garage may open this page. Ask an owner to do it for you."
+    ),
+    LastOwner: Answer(409, "That is the garage's only owner. Make another account an owner first."),
+    StaffNameTaken: Answer(
+        409, "There is already an account with that name: pick another.", "name_taken"
+    ),
+    StaffUserNotFound: Answer(404, "That staff account does not exist (any more).", "no_user"),
     AdminNotConfigured: Answer(403, "Administration is switched off on this server."),
     DatabaseUnavailable: Answer(
         503, "The booking database did not answer; try again in a moment.", "unavailable"

@@ -1,13 +1,17 @@
 """What customers are told about the garage itself: name, address, phone and opening hours,
-on every page and in every mail. The opening hours are the demo seed's (`slots.seed`), the only
-place they are defined today; a garage setup document will replace this module's source."""
+on every page and in every mail. The opening hours shown are still the demo garage's
+(garage/demo-garage.toml); reading them from the applied setup document is left to do."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import time
 
 from garagebook.config import Settings
-from garagebook.slots.seed import OPEN_WEEKDAYS, OPENING_HOURS
+
+# The demo garage's week (garage/demo-garage.toml), as shown to customers.
+OPENING_HOURS = (time(8), time(17))
+OPEN_WEEKDAYS = range(0, 6)  # Monday to Saturday
 
 _WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
@@ -38,10 +42,6 @@ def opening_hours() -> list[str]:
     if closed:
         lines.append(", ".join(closed) + " closed")
     return lines
-
-
-def is_open_weekday(weekday: int) -> bool:
-    return weekday in OPEN_WEEKDAYS
 
 
 def garage_info(settings: Settings) -> GarageInfo:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -61,6 +62,11 @@ services = Table(
     Column("name", String(100), nullable=False, unique=True),
     Column("duration_minutes", Integer, nullable=False),
     Column("price_pence", Integer, nullable=False),
+    # The setup document's (garage/): matched by `key`; retired (active false), never deleted.
+    Column("key", String(40), nullable=False, unique=True),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("needs", String(40), nullable=False, server_default="general"),
+    Column("active", Boolean, nullable=False, server_default=text("1")),
 )
 
 bays = Table(
@@ -68,6 +74,8 @@ bays = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(100), nullable=False, unique=True),
+    Column("capabilities", Text, nullable=False, server_default="general"),  # "mot,general"
+    Column("active", Boolean, nullable=False, server_default=text("1")),
 )
 
 slots = Table(
@@ -77,6 +85,9 @@ slots = Table(
     Column("bay_id", Integer, ForeignKey("bays.id"), nullable=False),
     Column("starts_at", UTCDateTime, nullable=False),
     Column("ends_at", UTCDateTime, nullable=False),
+    # Offered while the setup document says so (inside the hours, on an active bay, not a
+    # closed day); the booking statement claims only open slots.
+    Column("open", Boolean, nullable=False, server_default=text("1")),
     UniqueConstraint("bay_id", "starts_at", name="uq_slots_bay_id_starts_at"),
     Index("ix_slots_starts_at", "starts_at"),
 )
@@ -139,6 +150,7 @@ bookings = Table(
     # car's record (`vehicles.mot_expires_on` is what staff entered or a completed MOT set).
     Column("mot_expires_on", Date),
     Column("mot_reminded_for", Date),
+    Column("price_pence", Integer),  # as booked: a later price change does not touch it
     Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
     Index("ix_bookings_vehicle_registration", "vehicle_registration"),
@@ -197,6 +209,29 @@ outbox = Table(
     Index("ix_outbox_status_run_at", "status", "run_at"),
 )
 
+# The setup document (garage/document.py), one row; the values the booking statement reads at
+# booking time are columns of their own.
+garage = Table(
+    "garage",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("document", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("slot_minutes", Integer, nullable=False),
+    Column("min_notice_minutes", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+garage_changes = Table(
+    "garage_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("lines", Text, nullable=False),  # what changed, one readable line each
+)
+
 staff_users = Table(
     "staff_users",
     metadata,
@@ -207,6 +242,9 @@ staff_users = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Sign-out and a password change add one: every session cookie issued before ends.
     Column("session_version", Integer, nullable=False, server_default="0"),
+    # 'owner': may change the garage's settings and the staff accounts; 'staff': the day's work.
+    Column("role", String(10), nullable=False, server_default="staff"),
+    CheckConstraint("role IN ('owner', 'staff')", name="ck_staff_users_role"),
 )
 
 # The cancellation waitlist. An entry is `waiting` → `offered` (it has one open offer) →

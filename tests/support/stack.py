@@ -13,7 +13,6 @@ import concurrent.futures
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -21,7 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.config import Settings
-from garagebook.slots.seed import seed_demo_garage
+from garagebook.garage.apply import apply_in
+from garagebook.garage.demo import demo_document
+from garagebook.timeutil import utcnow
 
 CI = os.environ.get("CI") == "true"
 PG_HOST = os.environ.get("TEST_PG_HOST", "127.0.0.1")
@@ -35,6 +36,8 @@ TEST_REDIS_TIMEOUT_MS = 2000
 DATA_TABLES = [
     "webhook_deliveries",
     "webhooks",
+    "garage_changes",
+    "garage",
     "waitlist_offers",
     "waitlist_entries",
     "outbox",
@@ -46,6 +49,7 @@ DATA_TABLES = [
     "slots",
     "bays",
     "services",
+    "staff_users",
 ]
 
 # Reminders are due a day before the appointment: they stay pending in tests about the other
@@ -140,7 +144,8 @@ class Stack:
 
 
 async def reset_database(url: str) -> None:
-    """Empty every table, then add the demo garage (fresh slots from today)."""
+    """Empty every table, then apply the demo garage (fresh slots from today; its minimum
+    notice is 0, so tests may book the next hour)."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
@@ -150,7 +155,6 @@ async def reset_database(url: str) -> None:
             else:
                 for table in DATA_TABLES:
                     await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 (constant names)
-            zone = Settings(_env_file=None).timezone  # type: ignore[call-arg]
-            await seed_demo_garage(conn, datetime.now(zone).date(), zone, days=14)
+            await apply_in(conn, demo_document(), actor="tests", now=utcnow())
     finally:
         await engine.dispose()

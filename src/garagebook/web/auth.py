@@ -19,12 +19,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import Request
+from fastapi import Depends, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -32,7 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
-from garagebook.errors import DatabaseUnavailable
+from garagebook.deps import SettingsDep
+from garagebook.errors import DatabaseUnavailable, OwnerOnly, StaffSignInRequired
 from garagebook.schema import staff_users
 
 log = logging.getLogger(__name__)
@@ -50,12 +52,23 @@ _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 _process_secret = secrets.token_bytes(32)
 
 
+Role = Literal["owner", "staff"]
+OWNER: Role = "owner"
+STAFF: Role = "staff"
+ROLES: tuple[Role, ...] = (OWNER, STAFF)
+
+
 @dataclass(frozen=True)
 class StaffUser:
     id: int
     name: str
     session_version: int
     session_id: str = ""  # set once signed in: what this session's CSRF tokens are bound to
+    role: Role = STAFF
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == OWNER
 
 
 def session_secret(settings: Settings) -> bytes:
@@ -70,12 +83,29 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-async def set_password(conn: AsyncConnection, name: str, password: str, now: datetime) -> bool:
-    """Create the staff user, or change their password. True when the user is new."""
+def as_role(value: object) -> Role:
+    """A role read from the database or a form; anything else is a ValueError."""
+    for role in ROLES:
+        if value == role:
+            return role
+    raise ValueError(f"not a role: {value!r}")
+
+
+async def set_password(
+    conn: AsyncConnection, name: str, password: str, now: datetime, role: Role | None = None
+) -> bool:
+    """Create the staff user, or change their password. True when the user is new. A new user
+    without a `role` is an owner when nobody is one yet (the first account of an install runs
+    the garage), else staff; an existing user keeps their role (see `accounts.change_role`)."""
     password_hash = hash_password(password)
+    if role is None:
+        owners = await conn.scalar(
+            select(func.count()).select_from(staff_users).where(staff_users.c.role == OWNER)
+        )
+        role = STAFF if owners else OWNER
     created = await conn.scalar(
         insert_ignoring_conflicts(conn, staff_users)
-        .values(name=name, password_hash=password_hash, created_at=now, updated_at=now)
+        .values(name=name, password_hash=password_hash, created_at=now, updated_at=now, role=role)
         .returning(staff_users.c.id)
     )
     if created is not None:
@@ -101,12 +131,6 @@ async def change_password(
     return changed.rowcount > 0
 
 
-async def remove_user(conn: AsyncConnection, name: str) -> bool:
-    """Remove a staff user: their session cookies match no row any more. False when unknown."""
-    removed = await conn.execute(delete(staff_users).where(staff_users.c.name == name))
-    return removed.rowcount > 0
-
-
 async def authenticate(conn: AsyncConnection, name: str, password: str) -> StaffUser | None:
     row = (
         await conn.execute(
@@ -115,6 +139,7 @@ async def authenticate(conn: AsyncConnection, name: str, password: str) -> Staff
                 staff_users.c.name,
                 staff_users.c.password_hash,
                 staff_users.c.session_version,
+                staff_users.c.role,
             ).where(staff_users.c.name == name)
         )
     ).first()
@@ -124,7 +149,7 @@ async def authenticate(conn: AsyncConnection, name: str, password: str) -> Staff
         return None
     if row is None:
         return None
-    return StaffUser(row.id, row.name, row.session_version)
+    return StaffUser(row.id, row.name, row.session_version, role=as_role(row.role))
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
@@ -229,16 +254,16 @@ async def verified_staff(
         async with db.read() as conn:
             row = (
                 await conn.execute(
-                    select(staff_users.c.name, staff_users.c.session_version).where(
-                        staff_users.c.id == user_id
-                    )
+                    select(
+                        staff_users.c.name, staff_users.c.session_version, staff_users.c.role
+                    ).where(staff_users.c.id == user_id)
                 )
             ).first()
     except DatabaseUnavailable:
         return None  # not signed in while the database is away: nothing would work anyway
     if row is None or row.session_version != version:
         return None
-    return StaffUser(user_id, row.name, version, session_id)
+    return StaffUser(user_id, row.name, version, session_id, as_role(row.role))
 
 
 class StaffSessions:
@@ -255,6 +280,29 @@ class StaffSessions:
                 HTTPConnection(scope), state.settings, state.db
             )
         await self.app(scope, receive, send)
+
+
+async def require_staff(request: Request, settings: SettingsDep) -> StaffUser:
+    """Any signed-in staff user (a dependency): without a session, `StaffSignInRequired`,
+    which the pages answer with the sign-in page (GET) or a 403 (a form)."""
+    user = current_staff(request, settings)
+    if user is None:
+        raise StaffSignInRequired()
+    return user
+
+
+async def require_owner(request: Request, settings: SettingsDep) -> StaffUser:
+    """The one check of every owner-only page and form (a dependency: `OwnerDep`): the signed-in
+    user if they are an owner; a staff user gets `OwnerOnly`, a 403 page. The role is read with
+    the session on every request, and a role change ends that user's sessions anyway."""
+    user = await require_staff(request, settings)
+    if not user.is_owner:
+        raise OwnerOnly()
+    return user
+
+
+StaffDep = Annotated[StaffUser, Depends(require_staff)]
+OwnerDep = Annotated[StaffUser, Depends(require_owner)]
 
 
 # --- CSRF ------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """`garagebook staff add|passwd|remove NAME` (registered in cli.py): who may sign in to
-`/staff`. A new password and a removal end the user's sessions at once."""
+`/staff`, and as what (`--role owner|staff`). A new password, a role change and a removal end
+the user's sessions at once; the garage's last owner cannot be removed or made staff."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -13,17 +15,37 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.config import Settings, get_settings
 from garagebook.db import Database, create_engine
+from garagebook.errors import DomainError, InvalidRequest, StaffUserNotFound
 from garagebook.timeutil import utcnow
-from garagebook.web.auth import change_password, remove_user, set_password
-
-MIN_PASSWORD_LENGTH = 10
+from garagebook.web.accounts import (
+    MIN_PASSWORD_LENGTH,
+    account_id,
+    change_role,
+    checked_name,
+    remove_account,
+)
+from garagebook.web.auth import as_role, change_password, set_password
 
 staff_cli = typer.Typer(help="Staff who may sign in to the day view at /staff.")
+
+
+class RoleChoice(StrEnum):
+    owner = "owner"
+    staff = "staff"
 
 
 @staff_cli.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="the sign-in name, e.g. 'sam'")],
+    role: Annotated[
+        RoleChoice | None,
+        typer.Option(
+            "--role",
+            help="owner: may also change the garage's settings and staff accounts. Default for "
+            "a new account: owner if there is no owner yet, else staff. Given for an existing "
+            "account: its role changes too.",
+        ),
+    ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the password from standard input")
     ] = False,
@@ -32,7 +54,15 @@ def add(
     argument: it would end up in the shell history and the process list)."""
     name = _checked_name(name)
     password = _read_password(password_stdin)
-    created = asyncio.run(_store(get_settings(), name, password))
+    chosen = as_role(role.value) if role is not None else None
+
+    async def run(conn: AsyncConnection) -> bool:
+        created = await set_password(conn, name, password, utcnow(), chosen)
+        if not created and chosen is not None:
+            await change_role(conn, await account_id(conn, name), chosen, utcnow())
+        return created
+
+    created = _run(get_settings(), run)
     typer.echo(f"staff user {name!r} {'added' if created else 'password changed'}")
 
 
@@ -49,33 +79,33 @@ def passwd(
     password = _read_password(password_stdin)
 
     async def run(conn: AsyncConnection) -> bool:
-        return await change_password(conn, name, password, utcnow())
+        if not await change_password(conn, name, password, utcnow()):
+            raise StaffUserNotFound()
+        return True
 
-    if not asyncio.run(_in_transaction(get_settings(), run)):
-        typer.echo(f"no staff user {name!r}", err=True)
-        raise typer.Exit(1)
+    _run(get_settings(), run)
     typer.echo(f"staff user {name!r} password changed; their sessions have ended")
 
 
 @staff_cli.command("remove")
 def remove(name: Annotated[str, typer.Argument(help="the sign-in name")]) -> None:
-    """Remove a staff user: they can no longer sign in, and their open sessions end at once."""
+    """Remove a staff user: they can no longer sign in, and their open sessions end at once.
+    The garage's last owner cannot be removed (make another account an owner first)."""
     name = _checked_name(name)
 
     async def run(conn: AsyncConnection) -> bool:
-        return await remove_user(conn, name)
+        await remove_account(conn, await account_id(conn, name))
+        return True
 
-    if not asyncio.run(_in_transaction(get_settings(), run)):
-        typer.echo(f"no staff user {name!r}", err=True)
-        raise typer.Exit(1)
+    _run(get_settings(), run)
     typer.echo(f"staff user {name!r} removed; their sessions have ended")
 
 
 def _checked_name(name: str) -> str:
-    name = name.strip()
-    if not 1 <= len(name) <= 100:
-        raise typer.BadParameter("the name must be 1 to 100 characters")
-    return name
+    try:
+        return checked_name(name)
+    except InvalidRequest as exc:
+        raise typer.BadParameter(exc.message) from exc
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -88,6 +118,18 @@ def _read_password(from_stdin: bool) -> str:
     return password
 
 
+def _run(settings: Settings, work: Callable[[AsyncConnection], Awaitable[bool]]) -> bool:
+    """`work` in one transaction; a refusal (no such user, the last owner) is exit status 1
+    with its message, and nothing is changed."""
+    try:
+        return asyncio.run(_in_transaction(settings, work))
+    except StaffUserNotFound:
+        typer.echo("no staff user of that name", err=True)
+    except DomainError as exc:
+        typer.echo(exc.message, err=True)
+    raise typer.Exit(1)
+
+
 async def _in_transaction(
     settings: Settings, work: Callable[[AsyncConnection], Awaitable[bool]]
 ) -> bool:
@@ -97,10 +139,3 @@ async def _in_transaction(
             return await work(conn)
     finally:
         await db.dispose()
-
-
-async def _store(settings: Settings, name: str, password: str) -> bool:
-    async def run(conn: AsyncConnection) -> bool:
-        return await set_password(conn, name, password, utcnow())
-
-    return await _in_transaction(settings, run)

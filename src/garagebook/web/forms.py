@@ -71,3 +71,13 @@ def expired_form(request: Request, settings: Settings) -> Response:
         },
         403,
     )
+
+
+async def staff_form(request: Request, settings: Settings) -> FormData | Response:
+    """A signed-in staff form (the session is checked by its route's dependency): the posted
+    form, or the 403 page when its CSRF token is missing or stale. Not rate-limited, as the
+    day view's actions are not: only signed-in staff get here."""
+    form = await request.form()
+    if not has_valid_csrf(request, settings, form):
+        return expired_form(request, settings)
+    return form

@@ -10,7 +10,7 @@ staff read and replay from. `payload` is the job's payload (ids only, never pers
 so a replay can queue the same event again; `job_id` is the outbox job, which may be pruned.
 
 Revision ID: 0011_hooks_webhooks
-Revises: 0010_staff_session_version
+Revises: 0011_owner_staff_roles
 Create Date: 2026-12-02 04:00:00
 """
 
@@ -20,7 +20,9 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_hooks_webhooks"
-down_revision: str | None = "0010_staff_session_version"
+# Written on 0010_staff_session_version; chained after wt-owner's head when it was merged in,
+# so this branch has one head (the coordinator may re-chain the parallel heads).
+down_revision: str | None = "0011_owner_staff_roles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

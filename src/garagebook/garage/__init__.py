@@ -1,0 +1,1 @@
+"""The garage's own setup: the document, applying it, and the calendar it makes."""

@@ -1,0 +1,282 @@
+"""Applying a setup document: stored, reflected into services, bays and the calendar, recorded.
+
+All or nothing: one transaction, under a lock that serialises concurrent applies (PostgreSQL:
+a transaction-level advisory lock; SQLite: its write transaction is exclusive already).
+Idempotent: a document that says what is stored changes nothing and records nothing.
+A change never cancels, moves or deletes a booking: services and bays left out are retired
+(`active` false), slots the document no longer offers are closed, and bookings on them are
+returned as `outside_hours`. What would silently move future bookings (a new slot length or
+time zone) is refused whole, with what to do instead."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.config import Settings
+from garagebook.db import Database
+from garagebook.errors import GarageNotSetUp, InvalidGarage, Problem, UnsafeGarageChange
+from garagebook.garage.calendar import extend_calendar, lock_setup, outside_hours, sync_calendar
+from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
+from garagebook.schema import bays, bookings, garage, garage_changes, services
+from garagebook.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class OutsideHours:
+    id: str
+    reference: str
+    starts_at: datetime
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    document: GarageDocument
+    changes: list[str]  # readable lines; [] when the document was already in force
+    outside_hours: list[OutsideHours]
+
+
+async def current_document(conn: AsyncConnection) -> GarageDocument:
+    """The document in force; GarageNotSetUp before the first apply."""
+    stored = await _stored(conn)
+    if stored is None:
+        raise GarageNotSetUp()
+    return stored
+
+
+async def _stored(conn: AsyncConnection) -> GarageDocument | None:
+    raw = await conn.scalar(select(garage.c.document).where(garage.c.id == 1))
+    return None if raw is None else parse_json(json.loads(raw))
+
+
+async def apply_document(db: Database, document: GarageDocument, *, actor: str) -> ApplyResult:
+    async with db.transaction() as conn:
+        return await apply_in(conn, document, actor=actor, now=utcnow())
+
+
+async def apply_in(
+    conn: AsyncConnection, document: GarageDocument, *, actor: str, now: datetime
+) -> ApplyResult:
+    """The apply inside the caller's transaction (tests and the seed use their own)."""
+    await lock_setup(conn)
+    old = await _stored(conn)
+    if old is not None and old.canonical() == document.canonical():
+        return ApplyResult(document, [], await _outside(conn, now))
+    regrid = old is not None and old.garage.slot_minutes != document.garage.slot_minutes
+    if old is not None:
+        await _refuse_unsafe(conn, old, document, now)
+    await _refuse_taken_names(conn, document)
+    changes = describe_changes(old, document)
+    await _reflect_services(conn, document)
+    await _reflect_bays(conn, document)
+    version = await _store(conn, document, now)
+    await sync_calendar(conn, document, now, regrid=regrid)
+    await conn.execute(
+        insert(garage_changes).values(
+            version=version, changed_at=now, actor=actor[:100], lines="\n".join(changes)
+        )
+    )
+    return ApplyResult(document, changes, await _outside(conn, now))
+
+
+async def extend_now(db: Database) -> int:
+    """The worker's round: the calendar reaches `book_ahead_days` again (nothing before the
+    first apply). Safe in any number of workers at once."""
+    async with db.transaction() as conn:
+        await lock_setup(conn)
+        document = await _stored(conn)
+        if document is None:
+            return 0
+        return await extend_calendar(conn, document, utcnow())
+
+
+def refuse_other_zone(document: GarageDocument, settings: Settings) -> None:
+    """The server shows and reads times in GARAGE_TIMEZONE: a document in another zone would
+    lay the calendar in one and show it in the other (a known limit, see README)."""
+    if document.garage.timezone != settings.garage_timezone:
+        raise InvalidGarage(
+            [
+                Problem(
+                    "garage.timezone",
+                    f"this server runs in GARAGE_TIMEZONE={settings.garage_timezone!r}: "
+                    "use the same here, or change GARAGE_TIMEZONE",
+                )
+            ]
+        )
+
+
+async def _outside(conn: AsyncConnection, now: datetime) -> list[OutsideHours]:
+    return [OutsideHours(**row) for row in await outside_hours(conn, now)]  # type: ignore[arg-type]
+
+
+async def _refuse_unsafe(
+    conn: AsyncConnection, old: GarageDocument, new: GarageDocument, now: datetime
+) -> None:
+    """A new slot length or time zone re-lays every future time: under future bookings it
+    would leave them on a grid that no longer exists, so it waits until there are none."""
+    what = [
+        f"{name} ({before} → {after})"
+        for name, before, after in (
+            ("slot_minutes", old.garage.slot_minutes, new.garage.slot_minutes),
+            ("timezone", old.garage.timezone, new.garage.timezone),
+        )
+        if before != after
+    ]
+    if not what:
+        return
+    future = await conn.scalar(
+        select(exists().where(bookings.c.status == "confirmed", bookings.c.ends_at > now))
+    )
+    if future:
+        raise UnsafeGarageChange(
+            f"Cannot change {' and '.join(what)} while future confirmed bookings exist: their "
+            "times sit on the current grid. Nothing was changed. Apply the rest of the document "
+            "without this change, and make it once the booked days have passed (or after "
+            "moving or cancelling those bookings)."
+        )
+
+
+async def _refuse_taken_names(conn: AsyncConnection, document: GarageDocument) -> None:
+    """Names stay unique across retired services too (the table says so): a new key with a
+    retired service's name is a problem to name, not a database error."""
+    rows = (await conn.execute(select(services.c.key, services.c.name))).all()
+    owner = {r.name: r.key for r in rows}
+    problems = [
+        Problem(
+            f"services[{i}].name",
+            f"{s.name!r} is the name of the retired service {owner[s.name]!r}: "
+            f"use key {owner[s.name]!r} to bring it back, or another name",
+        )
+        for i, s in enumerate(document.services)
+        if s.name in owner and owner[s.name] != s.key
+    ]
+    names = [s.name for s in document.services]
+    problems += [
+        Problem(f"services[{i}].name", f"duplicate service name {name!r}")
+        for i, name in enumerate(names)
+        if name in names[:i]
+    ]
+    if problems:
+        raise InvalidGarage(problems)
+
+
+async def _reflect_services(conn: AsyncConnection, document: GarageDocument) -> None:
+    existing = {r.key: r for r in await conn.execute(select(services))}
+    for service in document.services:
+        values = {
+            "name": service.name,
+            "description": service.description,
+            "duration_minutes": service.minutes,
+            "price_pence": service.price_pence,
+            "needs": service.needs,
+            "active": service.active,
+        }
+        row = existing.get(service.key)
+        if row is None:
+            await conn.execute(insert(services).values(key=service.key, **values))
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            await conn.execute(update(services).where(services.c.id == row.id).values(**values))
+    kept = {s.key for s in document.services}
+    retired = [row.id for key, row in existing.items() if key not in kept and row.active]
+    if retired:
+        await conn.execute(update(services).where(services.c.id.in_(retired)).values(active=False))
+
+
+async def _reflect_bays(conn: AsyncConnection, document: GarageDocument) -> None:
+    existing = {r.name: r for r in await conn.execute(select(bays))}
+    for bay in document.bays:
+        values = {"capabilities": ",".join(bay.can), "active": bay.active}
+        row = existing.get(bay.name)
+        if row is None:
+            await conn.execute(insert(bays).values(name=bay.name, **values))
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            await conn.execute(update(bays).where(bays.c.id == row.id).values(**values))
+    kept = {b.name for b in document.bays}
+    retired = [row.id for name, row in existing.items() if name not in kept and row.active]
+    if retired:
+        await conn.execute(update(bays).where(bays.c.id.in_(retired)).values(active=False))
+
+
+async def _store(conn: AsyncConnection, document: GarageDocument, now: datetime) -> int:
+    values = {
+        "document": document.canonical(),
+        "slot_minutes": document.garage.slot_minutes,
+        "min_notice_minutes": document.garage.min_notice_minutes,
+        "updated_at": now,
+    }
+    version = await conn.scalar(
+        update(garage)
+        .where(garage.c.id == 1)
+        .values(version=garage.c.version + 1, **values)
+        .returning(garage.c.version)
+    )
+    if version is None:
+        await conn.execute(insert(garage).values(id=1, version=1, **values))
+        return 1
+    return int(version)
+
+
+# What changed, as lines people read -----------------------------------------------------
+
+
+def _ranges(document: GarageDocument, day: str) -> str:
+    return ", ".join(getattr(document.hours, day)) or "closed"
+
+
+def describe_changes(old: GarageDocument | None, new: GarageDocument) -> list[str]:
+    if old is None:
+        return [
+            f"garage set up: {len(new.services)} services, {len(new.bays)} bays, "
+            f"{new.garage.slot_minutes}-minute slots"
+        ]
+    lines = [
+        f"garage.{key}: {before!r} → {after!r}"
+        for key, before in old.garage.model_dump().items()
+        if (after := getattr(new.garage, key)) != before
+    ]
+    lines += [
+        f"hours.{day}: {_ranges(old, day)} → {_ranges(new, day)}"
+        for day in WEEKDAYS
+        if _ranges(old, day) != _ranges(new, day)
+    ]
+    lines += [f"closed: {d} added" for d in sorted(set(new.closed) - set(old.closed))]
+    lines += [f"closed: {d} removed" for d in sorted(set(old.closed) - set(new.closed))]
+    lines += _describe_items("service", "key", old.services, new.services)
+    lines += _describe_items("bay", "name", old.bays, new.bays)
+    return lines
+
+
+def _describe_items(kind: str, ident: str, old: list[Any], new: list[Any]) -> list[str]:
+    before = {getattr(item, ident): item.model_dump() for item in old}
+    after = {getattr(item, ident): item.model_dump() for item in new}
+    lines = [f"{kind} {name!r} added" for name in after if name not in before]
+    lines += [f"{kind} {name!r} retired (left out)" for name in before if name not in after]
+    for name, values in after.items():
+        if name in before:
+            lines += [
+                f"{kind} {name!r}: {field} {before[name][field]!r} → {value!r}"
+                for field, value in values.items()
+                if before[name][field] != value
+            ]
+    return lines
+
+
+async def history(conn: AsyncConnection, limit: int = 100) -> list[dict[str, Any]]:
+    """Recorded changes, newest first: who, when, what (lines)."""
+    rows = await conn.execute(
+        select(garage_changes).order_by(garage_changes.c.id.desc()).limit(limit)
+    )
+    return [
+        {
+            "version": r.version,
+            "changed_at": r.changed_at,
+            "actor": r.actor,
+            "changes": r.lines.split("\n") if r.lines else [],
+        }
+        for r in rows
+    ]
