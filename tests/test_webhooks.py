@@ -4,6 +4,7 @@ by the worker, retries, the delivery log and replays, and the SSRF check at both
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -17,12 +18,12 @@ from asgi_lifespan import LifespanManager
 
 from garagebook.app import create_app
 from garagebook.config import Settings
+from garagebook.web.auth import OWNER, STAFF
 from garagebook.webhooks import sealing
 from tests.support.api import book_as, booking_body, free_slots, wait_until
 from tests.support.mail import FAST_JOBS, running_app
 from tests.support.processes import WorkerProcess
 from tests.support.stack import Stack
-from tests.test_round_trips import record_statements
 from tests.support.webhooks import (
     ALL_EVENTS,
     AUTH,
@@ -32,6 +33,9 @@ from tests.support.webhooks import (
     readme_receiver,
     subscribe,
 )
+from tests.test_round_trips import record_statements
+from tests.test_staff_roles import add_account, sign_in_as
+from tests.test_web_pages import csrf_of
 
 SQL = Callable[..., Awaitable[list[Any]]]
 StartWorker = Callable[..., WorkerProcess]
@@ -372,3 +376,58 @@ async def test_subscriptions_add_no_round_trip_to_a_booking(stack: Stack) -> Non
         await book_as(api, slot["id"], "second@example.com")
     writes = ["WITH"] if stack.is_postgres else ["INSERT"] * 6
     assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["SELECT", *writes]
+
+
+async def test_the_owner_manages_webhooks_on_the_settings_page(stack: Stack) -> None:
+    app = create_app(stack.settings(**LOCAL))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as page,
+    ):
+        await add_account(app, "olive", OWNER)
+        await add_account(app, "sam", STAFF)
+        await sign_in_as(page, "olive")
+        shown = await page.get("/staff/webhooks")
+        assert shown.status_code == 200
+        assert "No webhooks yet" in shown.text
+        form = {"csrf_token": csrf_of(shown.text), "url": "http://127.0.0.1:9/hook"}
+        added = await page.post("/staff/webhooks", data={**form, "booking.created": "on"})
+        assert added.status_code == 200, added.text
+        secret = re.search(r'id="webhook-secret">(whsec_[^<]+)<', added.text)
+        assert secret is not None
+        (hook,) = (await page.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"]
+        assert hook["events"] == ["booking.created"]
+        assert hook["enabled"] is True
+        again = await page.get("/staff/webhooks")
+        assert secret.group(1) not in again.text  # shown once
+        assert "http://127.0.0.1:9/hook" in again.text
+
+        refused = await page.post(
+            "/staff/webhooks",
+            data={**form, "url": "http://10.0.0.1/hook", "booking.created": "on"},
+        )
+        assert refused.status_code == 422
+        assert "webhooks-error" in refused.text
+        nothing_ticked = await page.post("/staff/webhooks", data=form)
+        assert nothing_ticked.status_code == 422
+
+        token = {"csrf_token": csrf_of(again.text)}
+        off = await page.post(f"/staff/webhooks/{hook['id']}/disable", data=token)
+        assert off.status_code == 303
+        assert off.headers["location"].endswith("done=disabled")
+        got = await page.get(f"/api/admin/webhooks/{hook['id']}", headers=AUTH)
+        assert got.json()["enabled"] is False
+        log = await page.get(f"/staff/webhooks/{hook['id']}")
+        assert log.status_code == 200
+        assert "Nothing sent yet" in log.text
+        stale = await page.post(f"/staff/webhooks/{hook['id']}/enable", data={})
+        assert stale.status_code == 403  # no CSRF token: refused
+        gone = await page.post(f"/staff/webhooks/{hook['id']}/delete", data=token)
+        assert gone.status_code == 303
+        assert (await page.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"] == []
+
+        await page.post("/staff/logout", data={"csrf_token": csrf_of(again.text)})
+        await sign_in_as(page, "sam")
+        assert (await page.get("/staff/webhooks")).status_code == 403  # owners only

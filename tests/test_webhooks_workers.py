@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from garagebook.slots.seed import seed_demo_garage
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.slots.seed import seed_demo_garage
 from tests.support.api import book_slots, booking_body, free_slots, wait_until
 from tests.support.mail import mail_env, running_app
 from tests.support.processes import ServerProcess, WorkerProcess
@@ -129,9 +129,7 @@ async def test_500_bookings_make_500_created_deliveries(
         receiver.close()
     events = [request["event"] for request in receiver.requests()]
     assert {e["type"] for e in events} == {"booking.created"}
-    assert {e["data"]["booking"]["reference"] for e in events} == {
-        b["reference"] for b in bookings
-    }
+    assert {e["data"]["booking"]["reference"] for e in events} == {b["reference"] for b in bookings}
     assert len(receiver.event_ids()) == 500
     assert len(events) == 500, f"sent more than once: {retried}"  # nobody died
     assert all(d["status"] == "delivered" for d in log)
@@ -183,9 +181,7 @@ async def test_a_slow_receiver_slows_neither_bookings_nor_another_receiver(
         fast.close()
     assert max(latencies) < 2.0, f"slowest 201: {max(latencies):.3f}s"
     # Each booking reached the fast receiver well before the slow one could answer for it.
-    waited = {
-        r["event"]["data"]["booking"]["reference"]: r["received_at"] for r in fast.requests()
-    }
+    waited = {r["event"]["data"]["booking"]["reference"]: r["received_at"] for r in fast.requests()}
     lags = [waited[reference] - at for reference, at in booked_at.items()]
     assert max(lags) < 3.0, f"the fast receiver waited up to {max(lags):.1f}s after a 201: {lags}"
     print(
@@ -218,7 +214,8 @@ async def test_the_worker_checks_the_address_again_and_refuses_to_send(
             await wait_until(dead, 20, "the delivery to be refused")
             strict.stop()
             (refused,) = await deliveries(api, hook["id"])
-            assert refused["status"] == "refused" and refused["status_code"] is None
+            assert refused["status"] == "refused"
+            assert refused["status_code"] is None
             assert "127.0.0.1 is not a public address" in refused["error"]
             await asyncio.sleep(0.5)
             assert receiver.requests() == []  # not sent, not even tried
