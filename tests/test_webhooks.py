@@ -69,7 +69,7 @@ async def test_subscriptions_through_the_admin_api(stack: Stack) -> None:
         assert made["events"] == ["booking.created"]
         assert made["enabled"] is True
 
-        listed = (await api.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"]
+        listed = (await api.get("/api/admin/webhooks", headers=AUTH)).json()
         assert [hook["id"] for hook in listed] == [made["id"]]
         assert "secret" not in listed[0]  # shown once
 
@@ -118,7 +118,7 @@ async def test_a_url_into_a_private_network_is_refused_at_subscription(
         )
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "webhook_url_refused"
-        assert (await api.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"] == []
+        assert (await api.get("/api/admin/webhooks", headers=AUTH)).json() == []
 
 
 async def test_the_allow_list_lets_a_local_receiver_in(stack: Stack) -> None:
@@ -399,7 +399,7 @@ async def test_the_owner_manages_webhooks_on_the_settings_page(stack: Stack) -> 
         assert added.status_code == 200, added.text
         secret = re.search(r'id="webhook-secret">(whsec_[^<]+)<', added.text)
         assert secret is not None
-        (hook,) = (await page.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"]
+        (hook,) = (await page.get("/api/admin/webhooks", headers=AUTH)).json()
         assert hook["events"] == ["booking.created"]
         assert hook["enabled"] is True
         again = await page.get("/staff/webhooks")
@@ -428,8 +428,35 @@ async def test_the_owner_manages_webhooks_on_the_settings_page(stack: Stack) -> 
         assert stale.status_code == 403  # no CSRF token: refused
         gone = await page.post(f"/staff/webhooks/{hook['id']}/delete", data=token)
         assert gone.status_code == 303
-        assert (await page.get("/api/admin/webhooks", headers=AUTH)).json()["webhooks"] == []
+        assert (await page.get("/api/admin/webhooks", headers=AUTH)).json() == []
 
         await page.post("/staff/logout", data={"csrf_token": csrf_of(again.text)})
         await sign_in_as(page, "sam")
         assert (await page.get("/staff/webhooks")).status_code == 403  # owners only
+
+
+async def test_a_time_staff_closed_is_not_sent_as_a_booking(
+    stack: Stack, sql: SQL, tmp_path: Path
+) -> None:
+    receiver = ReceiverProcess(tmp_path)
+    receiver.start()
+    try:
+        settings = delivering(stack)
+        async with running_app(settings) as api:
+            await subscribe(api, receiver.url, ["booking.created"])
+            closed, booked = (await free_slots(api, service_id=1))[:2]
+            body = booking_body(closed["id"])
+            body["customer"] = {"name": "closed by staff", "email": settings.closed_slot_email}
+            placeholder = await api.post("/api/bookings", json=body, headers=AUTH)
+            assert placeholder.status_code == 201, placeholder.text
+            real = await book_as(api, booked["id"], "ada@example.com")
+
+            async def settled() -> bool:
+                rows = await sql("SELECT status FROM outbox WHERE kind = 'webhook_delivery'")
+                return sorted(status for (status,) in rows) == ["done", "skipped"]
+
+            await wait_until(settled, 20, "one delivery done, the closed time's skipped")
+    finally:
+        receiver.close()
+    references = [r["event"]["data"]["booking"]["reference"] for r in receiver.requests()]
+    assert references == [real["reference"]]

@@ -139,6 +139,8 @@ async def deliver(job: Job, context: JobContext, now: datetime) -> str:
         return SKIPPED  # removed or disabled since: nobody wants it any more
     if booking is None:
         raise DeliveryFailed("the booking does not exist", permanent=True)
+    if booking["customer"]["email"] == settings.closed_slot_email:
+        return SKIPPED  # a time staff closed (a placeholder booking), not a customer's booking
     try:
         secret = sealing.unseal(hook.secret_sealed, settings)
     except sealing.SecretUnreadable:
