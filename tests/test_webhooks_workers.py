@@ -8,16 +8,17 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from garagebook.slots.seed import seed_demo_garage
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from garagebook.garage.apply import apply_in
+from garagebook.garage.demo import demo_document
+from garagebook.timeutil import utcnow
 from tests.support.api import book_slots, booking_body, free_slots, wait_until
 from tests.support.mail import mail_env, running_app
 from tests.support.processes import ServerProcess, WorkerProcess
@@ -101,8 +102,7 @@ async def test_500_bookings_make_500_created_deliveries(
 ) -> None:
     engine = create_async_engine(stack.database_url)
     async with engine.begin() as conn:  # 45 days of slots: room for 500 bookings
-        zone = stack.settings().timezone
-        await seed_demo_garage(conn, datetime.now(zone).date(), zone, days=45)
+        await apply_in(conn, demo_document(book_ahead_days=45), actor="test", now=utcnow())
     await engine.dispose()
     receiver = ReceiverProcess(tmp_path)
     receiver.start()
