@@ -69,7 +69,10 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_repeats_the_event_
             held = [j for j in jobs if j[1] == "running" and j[2] == doomed.name]
             return bool(receiver.requests()) and bool(held)
 
-        await wait_until(sending, 20, "the worker to be waiting for the receiver's answer")
+        try:
+            await wait_until(sending, 40, "the worker to be waiting for the receiver's answer")
+        except TimeoutError:
+            raise AssertionError(doomed.output()) from None
         doomed.kill()
         held = {
             job[3]["event_id"]
