@@ -69,7 +69,10 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_repeats_the_event_
             held = [j for j in jobs if j[1] == "running" and j[2] == doomed.name]
             return bool(receiver.requests()) and bool(held)
 
-        await wait_until(sending, 20, "the worker to be waiting for the receiver's answer")
+        try:
+            await wait_until(sending, 40, "the worker to be waiting for the receiver's answer")
+        except TimeoutError:
+            raise AssertionError(doomed.output()) from None
         doomed.kill()
         held = {
             job[3]["event_id"]
@@ -136,7 +139,10 @@ async def test_500_bookings_make_500_created_deliveries(
     print(f"\n[postgres] 500 bookings → 500 booking.created deliveries in {elapsed:.2f}s")
 
 
-async def booking_latencies(url: str, slots: list[dict[str, Any]]) -> list[float]:
+async def booking_latencies(
+    url: str, slots: list[dict[str, Any]], booked_at: dict[str, float]
+) -> list[float]:
+    """Each booking's 201 latency; `booked_at`: reference → when its 201 came (Unix time)."""
     latencies = []
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         await client.get("/health")
@@ -147,6 +153,7 @@ async def booking_latencies(url: str, slots: list[dict[str, Any]]) -> list[float
             response = await client.post("/api/bookings", json=body)
             latencies.append(time.perf_counter() - started)
             assert response.status_code == 201, response.text
+            booked_at[response.json()["reference"]] = time.time()
     return latencies
 
 
@@ -155,8 +162,9 @@ async def test_a_slow_receiver_slows_neither_bookings_nor_another_receiver(
     stack: Stack, start_server: StartServer, tmp_path: Path
 ) -> None:
     """A real server running its own worker (the embedded default, here on both databases):
-    one receiver takes 4 s to answer, the other answers at once."""
-    slow = ReceiverProcess(tmp_path, delay=4.0)
+    one receiver takes 5 s to answer, the other answers at once. The bounds are well under
+    those 5 s, with room for a busy machine: waiting for the slow receiver would exceed them."""
+    slow = ReceiverProcess(tmp_path, delay=5.0)
     fast = ReceiverProcess(tmp_path)
     slow.start()
     fast.start()
@@ -167,21 +175,22 @@ async def test_a_slow_receiver_slows_neither_bookings_nor_another_receiver(
             await subscribe(client, slow.url, ["booking.created"])
             await subscribe(client, fast.url, ["booking.created"])
             slots = await free_slots(client, service_id=1)
-        started = time.time()
-        latencies = await booking_latencies(server.url, slots[:5])
+        booked_at: dict[str, float] = {}
+        latencies = await booking_latencies(server.url, slots[:5], booked_at)
         await fast.wait_for(5, within=10)
         await slow.wait_for(5, within=20)  # it was sent everything too
-        fast_arrived = max(r["received_at"] for r in fast.requests())
     finally:
         slow.close()
         fast.close()
-    assert max(latencies) < 1.0, f"slowest 201: {max(latencies):.3f}s"
-    # All five reached the fast receiver before the slow one had answered even once.
-    assert fast_arrived - started < 4.0, f"the fast receiver waited {fast_arrived - started:.1f}s"
+    assert max(latencies) < 2.0, f"slowest 201: {max(latencies):.3f}s"
+    # Each booking reached the fast receiver well before the slow one could answer for it.
+    waited = {r["event"]["data"]["booking"]["reference"]: r["received_at"] for r in fast.requests()}
+    lags = [waited[reference] - at for reference, at in booked_at.items()]
+    assert max(lags) < 3.0, f"the fast receiver waited up to {max(lags):.1f}s after a 201: {lags}"
     print(
-        f"\n[{stack.name}] slow receiver (4 s) + fast one: slowest 201 "
-        f"{max(latencies) * 1000:.0f} ms; the fast receiver had all 5 after "
-        f"{fast_arrived - started:.2f}s"
+        f"\n[{stack.name}] slow receiver (5 s) + fast one: slowest 201 "
+        f"{max(latencies) * 1000:.0f} ms; the fast receiver got each event at most "
+        f"{max(lags):.2f}s after its 201"
     )
 
 
@@ -208,7 +217,8 @@ async def test_the_worker_checks_the_address_again_and_refuses_to_send(
             await wait_until(dead, 20, "the delivery to be refused")
             strict.stop()
             (refused,) = await deliveries(api, hook["id"])
-            assert refused["status"] == "refused" and refused["status_code"] is None
+            assert refused["status"] == "refused"
+            assert refused["status_code"] is None
             assert "127.0.0.1 is not a public address" in refused["error"]
             await asyncio.sleep(0.5)
             assert receiver.requests() == []  # not sent, not even tried

@@ -105,7 +105,7 @@ async def subscribe(
 async def deliveries(client: httpx.AsyncClient, webhook_id: int) -> list[dict[str, Any]]:
     response = await client.get(f"/api/admin/webhooks/{webhook_id}/deliveries", headers=AUTH)
     assert response.status_code == 200, response.text
-    found: list[dict[str, Any]] = response.json()["deliveries"]
+    found: list[dict[str, Any]] = response.json()
     return found
 
 

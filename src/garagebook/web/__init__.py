@@ -20,6 +20,7 @@ from garagebook.web.staff import router as staff_router
 from garagebook.web.staff_accounts import router as staff_accounts_router
 from garagebook.web.vehicles import router as vehicles_router
 from garagebook.web.waitlist import router as waitlist_router
+from garagebook.web.webhooks import router as webhooks_router
 
 
 def install_web(app: FastAPI) -> None:
@@ -35,6 +36,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(privacy_router)
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
+    app.include_router(webhooks_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(StaffSignInRequired, _sign_in_first)
     app.add_exception_handler(OwnerOnly, _owners_only)

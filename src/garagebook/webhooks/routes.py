@@ -50,7 +50,7 @@ async def create_webhook(request: Request, db: DatabaseDep, settings: SettingsDe
 
 @router.get("", responses=error_responses(401, 403, 503))
 async def list_webhooks(db: DatabaseDep, settings: SettingsDep) -> Response:
-    return json_response({"webhooks": await service.list_all(db, settings)})
+    return json_response(await service.list_all(db, settings))
 
 
 @router.get("/{webhook_id}", responses=error_responses(401, 403, 404, 503))
@@ -81,7 +81,7 @@ async def delete_webhook(webhook_id: Id, db: DatabaseDep) -> Response:
 async def list_deliveries(webhook_id: Id, db: DatabaseDep, settings: SettingsDep) -> Response:
     """The latest attempts first: event, status (delivered, failed, refused), answer code."""
     shown = await service.deliveries(db, settings, webhook_id)
-    return json_response({"deliveries": shown})
+    return json_response(shown)
 
 
 @router.post(

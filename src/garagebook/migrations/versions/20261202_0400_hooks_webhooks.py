@@ -10,7 +10,7 @@ staff read and replay from. `payload` is the job's payload (ids only, never pers
 so a replay can queue the same event again; `job_id` is the outbox job, which may be pruned.
 
 Revision ID: 0011_hooks_webhooks
-Revises: 0010_staff_session_version
+Revises: 0011_owner_staff_roles
 Create Date: 2026-12-02 04:00:00
 """
 
