@@ -90,9 +90,10 @@ async def prepare_database() -> dict[str, int]:
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "INSERT INTO services (name, duration_minutes, price_pence) VALUES"
-                " ('MOT', 60, 5485), ('Oil change', 60, 7900),"
-                " ('Interim service', 120, 14900), ('Full service', 180, 22900)"
+                "INSERT INTO services (key, name, duration_minutes, price_pence) VALUES"
+                " ('mot', 'MOT', 60, 5485), ('oil-change', 'Oil change', 60, 7900),"
+                " ('interim-service', 'Interim service', 120, 14900),"
+                " ('full-service', 'Full service', 180, 22900)"
             )
         )
         await conn.execute(
@@ -266,6 +267,7 @@ def pgbench_script() -> str:
         ":id": "('pgb' || :n)",
         ":reference": "('R' || :n)",
         ":service_id": "1",
+        ":minutes": "60",  # the MOT's, as the plan knows it
         ":email": "('bench' || :n || '@example.com')",
         ":name": "'Bench Customer'",
         ":phone": "'+44 7700 900123'",

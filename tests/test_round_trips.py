@@ -81,7 +81,9 @@ async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: 
 
     created = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert created.status_code == 201
-    writes = ["WITH"] if stack.is_postgres else ["INSERT"] * 5
+    # SQLite reads the setup's rules (garage/rules.py) in one more in-process SELECT; the one
+    # PostgreSQL statement reads them itself.
+    writes = ["WITH"] if stack.is_postgres else ["SELECT", *["INSERT"] * 5]
     assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
     reservations.assert_round_trips(stack, ["reserve", "confirm"])
     await _rejected_without_a_statement(api, stack, slot, statements, reservations)
@@ -106,7 +108,7 @@ async def test_booking_round_trips_with_the_caps_on(stack: Stack) -> None:
         reservations = ReservationCalls(app)
         created = await api.post("/api/bookings", json=booking_body(slot["id"]))
         assert created.status_code == 201
-        writes = ["WITH"] if stack.is_postgres else ["SELECT", *["INSERT"] * 5]
+        writes = ["WITH"] if stack.is_postgres else ["SELECT", "SELECT", *["INSERT"] * 5]
         assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
         reservations.assert_round_trips(stack, ["reserve", "confirm"])
         await _rejected_without_a_statement(api, stack, slot, statements, reservations)
@@ -142,7 +144,7 @@ async def test_database_rejection_is_one_statement(
     rejected = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert rejected.json()["error"]["rejected_by"] == "database"
     assert [s for s in statements if s != "BEGIN"] == (
-        ["WITH"] if stack.is_postgres else ["INSERT"]
+        ["WITH"] if stack.is_postgres else ["SELECT", "INSERT"]  # SQLite: the rules' SELECT
     )
     reservations.assert_round_trips(stack, ["reserve", "release"])
 

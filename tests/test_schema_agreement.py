@@ -17,6 +17,8 @@ from garagebook.app import create_app
 from garagebook.bookings.routes import RescheduleIn
 from garagebook.bookings.schemas import BookingIn, HoldIn
 from garagebook.feeds.routes import FeedIn
+from garagebook.garage.demo import demo_document
+from garagebook.garage.document import GarageDocument, to_json
 from garagebook.slots.routes import SlotIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn
@@ -31,6 +33,7 @@ NOT_INTEGERS: list[Any] = [1.5, "1", True, None, float("inf")]
 # added here: `test_every_documented_body_is_covered` fails until it is.
 _SOON = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
 VALID_BODIES: dict[type[BaseModel], dict[str, Any]] = {
+    GarageDocument: to_json(demo_document()),
     BookingIn: booking_body(7),
     HoldIn: {"slot_id": 7, "service_id": 1},
     SlotIn: {
@@ -101,18 +104,33 @@ def test_every_documented_body_is_covered() -> None:
         ("RescheduleIn", ("slot_id",)),
         ("WaitlistIn", ("service_id",)),
         ("FeedIn", ("bay_id",)),
+        ("GarageDocument", ("garage", "slot_minutes")),
+        ("GarageDocument", ("garage", "book_ahead_days")),
+        ("GarageDocument", ("garage", "min_notice_minutes")),
     }
+
+
+# Integer fields that are not ids, and their ranges (ids: 1 to 2**31 - 1).
+RANGES = {
+    ("GarageDocument", ("garage", "slot_minutes")): (15, 60),
+    ("GarageDocument", ("garage", "book_ahead_days")): (1, 366),
+    ("GarageDocument", ("garage", "min_notice_minutes")): (0, 43200),
+}
 
 
 def test_every_integer_field_documents_its_range() -> None:
     """The range is JSON Schema's `minimum`/`maximum` (pydantic writes a raw `ge`/`le`, which
     no client understands, when the constraint cannot be pushed into the integer schema)."""
-    components = create_app().openapi()["components"]["schemas"]
+    schema = create_app().openapi()["components"]["schemas"]
     for model, path in _cases("integer"):
-        field = components[model.__name__]["properties"][path[-1]]
+        owner = schema[model.__name__]
+        for part in path[:-1]:  # a nested object: its own component
+            owner = schema[owner["properties"][part]["$ref"].rsplit("/", 1)[-1]]
+        field = owner["properties"][path[-1]]
         # An optional field (`Id | None`): the integer is one of its `anyOf`.
         field = next((o for o in field.get("anyOf", []) if o.get("type") == "integer"), field)
-        assert (field["minimum"], field["maximum"]) == (1, 2**31 - 1), (model, path)
+        expected = RANGES.get((model.__name__, path), (1, 2**31 - 1))
+        assert (field["minimum"], field["maximum"]) == expected, (model, path)
         assert not {"ge", "le"} & set(field), (model, path)
 
 

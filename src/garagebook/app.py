@@ -18,6 +18,8 @@ from garagebook.customers.routes import router as customers_router
 from garagebook.db import Database, create_engine
 from garagebook.feeds.routes import FeedIn
 from garagebook.feeds.routes import router as feeds_router
+from garagebook.garage.document import GarageDocument
+from garagebook.garage.routes import router as garage_router
 from garagebook.http import (
     BodySizeLimit,
     ObserveRequests,
@@ -101,7 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(feeds_router)
     app.include_router(customers_router)
-    document_bodies(app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, FeedIn)
+    app.include_router(garage_router)
+    document_bodies(
+        app, BookingIn, HoldIn, SlotIn, RescheduleIn, MotIn, WaitlistIn, GarageDocument, FeedIn
+    )
     install_web(app)
 
     return app

@@ -46,6 +46,15 @@ class ServiceDoesNotFit(SlotUnavailable):
         super().__init__("database")
 
 
+class WrongBay(SlotUnavailable):
+    """The time is on a bay that cannot do what the service needs (the setup's `can`)."""
+
+    message = "That time is on a bay that does not do this service: pick another time."
+
+    def __init__(self) -> None:
+        super().__init__("database")
+
+
 class SlotNotFound(DomainError):
     code = "slot_not_found"
     message = "No such slot."
@@ -362,6 +371,7 @@ ANSWERS: dict[type[DomainError], Answer] = {
     ServiceDoesNotFit: Answer(
         409, "That service does not fit at that time: the times after it are not free.", "no_fit"
     ),
+    WrongBay: Answer(409, "That time is on a bay that does not do this service.", "wrong_bay"),
     SlotOverlaps: Answer(409, "That bay already has a slot overlapping that time.", "overlaps"),
     BookingClosed: Answer(409, "That booking is no longer confirmed: it cannot be changed."),
     AlreadyCancelled: Answer(409, "That booking was already cancelled.", "already"),

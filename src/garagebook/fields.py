@@ -13,7 +13,7 @@ DB_INT_MAX = 2**31 - 1
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def _integral(value: object) -> object:
+def integral(value: object) -> object:
     """JSON Schema counts 16950.0 as an integer, and so does the schema's `integer`: an
     integer-valued number is that integer. Anything else (1.5, "1", true) goes on to the strict
     int check and is refused."""
@@ -32,5 +32,5 @@ def _iso_date(value: object) -> object:
     return date.fromisoformat(value)  # ValueError for 2026-02-30: a 422 like any other
 
 
-Id = Annotated[int, Field(ge=1, le=DB_INT_MAX), BeforeValidator(_integral)]
+Id = Annotated[int, Field(ge=1, le=DB_INT_MAX), BeforeValidator(integral)]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]

@@ -22,7 +22,8 @@ from sqlalchemy import select
 from garagebook.bookings.schemas import HOLD_TOKEN_PATTERN
 from garagebook.config import Settings
 from garagebook.db import Database
-from garagebook.errors import ServiceDoesNotFit, SlotInPast, SlotUnavailable
+from garagebook.errors import DomainError, ServiceDoesNotFit, SlotInPast, SlotUnavailable
+from garagebook.garage.rules import StalePlan, read_rules, refuse
 from garagebook.reservations import Outcome, ReservationStore
 from garagebook.schema import booking_slots
 from garagebook.slots.service import PlanCache
@@ -69,16 +70,34 @@ async def create_hold(
     outcome = await reservations.reserve(plan.slot_ids, token, settings.hold_ttl_seconds * 1000)
     if outcome is Outcome.CONFLICT:
         raise SlotUnavailable("reservation", "Someone else is booking that time right now.")
-    # The keys of a booking made minutes ago may have expired: the database knows.
+    # The keys of a booking made minutes ago may have expired: the database knows. So does
+    # it know the setup's rules now (garage/rules.py): a hold is for customers, notice applies.
     async with db.read() as conn:
         booked = await conn.scalar(
             select(booking_slots.c.slot_id)
             .where(booking_slots.c.slot_id.in_(plan.slot_ids), booking_slots.c.active)
             .limit(1)
         )
-    if booked is not None:
+        rules = await read_rules(conn, service_id, plan.slot_ids)
+    try:
+        if booked is not None:
+            raise SlotUnavailable("database")
+        refuse(
+            rules,
+            plan_minutes=int(plan.duration.total_seconds() // 60),
+            starts_at=plan.start.starts_at,
+            now=now,
+            online=True,
+            claimed=len(plan.slot_ids),
+        )
+    except (DomainError, StalePlan) as refused:
         await reservations.release(plan.slot_ids, token)
-        raise SlotUnavailable("database")
+        if isinstance(refused, StalePlan):
+            plans.forget(slot_id, service_id)
+            raise SlotUnavailable(
+                "database", "That service just changed; please try again."
+            ) from None
+        raise
     return Hold(token, now + timedelta(seconds=settings.hold_ttl_seconds), plan.slot_ids)
 
 

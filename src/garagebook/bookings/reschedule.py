@@ -29,6 +29,7 @@ from garagebook.errors import (
     SlotUnavailable,
     closed_because,
 )
+from garagebook.garage.rules import read_rules, refuse
 from garagebook.jobs.kinds import BOOKING_REMINDER, BOOKING_RESCHEDULED
 from garagebook.jobs.queue import enqueue
 from garagebook.reservations import Outcome, ReservationStore, lease_ms
@@ -45,7 +46,11 @@ async def reschedule(
     settings: Settings,
     booking_id: str,
     new_slot_id: int,
+    *,
+    online: bool = True,
 ) -> dict[str, Any]:
+    """`online`: moved by the customer (the minimum notice applies); staff and the admin token
+    move without it. The setup's rules are read in the move's transaction (garage/rules.py)."""
     async with db.read() as conn:
         current = (
             await conn.execute(
@@ -74,6 +79,14 @@ async def reschedule(
             raise SlotUnavailable("reservation")
     try:
         async with db.transaction() as conn:
+            refuse(
+                await read_rules(conn, current.service_id, plan.slot_ids),
+                plan_minutes=int(plan.duration.total_seconds() // 60),
+                starts_at=plan.start.starts_at,
+                now=now,
+                online=online,
+                claimed=len(plan.slot_ids),
+            )
             moved = await _move(conn, booking_id, plan.slot_ids, new_slots, plan, now)
             # The old time is free: someone on that day's waitlist may want it.
             await time_freed(conn, current.starts_at.astimezone(settings.timezone).date(), now)

@@ -220,7 +220,15 @@ async def _reschedule(
     settings: Settings,
 ) -> Response:
     body = await parse_json(request, RescheduleIn)
-    moved = await reschedule(db, reservations, plans, settings, booking_id, body.slot_id)
+    moved = await reschedule(
+        db,
+        reservations,
+        plans,
+        settings,
+        booking_id,
+        body.slot_id,
+        online=not _is_admin(request, settings),
+    )
     return private_json(moved)
 
 

@@ -55,6 +55,7 @@ from garagebook.errors import (
     SlotUnavailable,
     closed_because,
 )
+from garagebook.garage.rules import Rules, StalePlan, read_rules, refuse
 from garagebook.jobs.kinds import BOOKING_CANCELLED, BOOKING_CONFIRMED, BOOKING_REMINDER
 from garagebook.jobs.queue import encode_payload, enqueue
 from garagebook.reservations import Outcome, ReservationStore, lease_ms
@@ -63,6 +64,7 @@ from garagebook.schema import (
     bookings,
     customers,
     idempotency_keys,
+    services,
     slots,
     vehicles,
 )
@@ -107,7 +109,36 @@ async def book(
 
     `staff`: booked by the garage (staff pages, the admin token). Only then may the customer be
     one of the garage's own placeholders (a walk-in without an address, a closed time), are the
-    caps on live bookings not applied, and do the make and model replace the car's record."""
+    caps on live bookings not applied, the minimum notice not applied, and do the make and
+    model replace the car's record.
+
+    A plan cached before the service's minutes changed is refused by the database
+    (StalePlan): it is planned again once from the database and booked with that."""
+    try:
+        return await _book(
+            db, reservations, plans, settings, request, idempotency_key, within, staff=staff
+        )
+    except StalePlan:
+        plans.forget(request.slot_id, request.service_id)
+    try:
+        return await _book(
+            db, reservations, plans, settings, request, idempotency_key, within, staff=staff
+        )
+    except StalePlan:  # changed again in between: let the customer try again
+        raise SlotUnavailable("database", "That service just changed; please try again.") from None
+
+
+async def _book(
+    db: Database,
+    reservations: ReservationStore,
+    plans: PlanCache,
+    settings: Settings,
+    request: BookingIn,
+    idempotency_key: str | None,
+    within: Callable[[AsyncConnection, str], Awaitable[None]] | None,
+    *,
+    staff: bool,
+) -> BookingResult:
     if not staff:
         refuse_placeholders(request.customer, settings)
     fingerprint = _fingerprint(request) if idempotency_key is not None else ""
@@ -159,7 +190,7 @@ async def book(
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
-            await _write_booking(conn, row, plan.slot_ids, key, reminder, caps, staff)
+            await _write_booking(conn, row, plan, key, reminder, caps, staff)
             if within is not None:
                 await within(conn, row["id"])
         # Committed: its keys now turn others away fast for the whole TTL. The hold ends with
@@ -295,18 +326,29 @@ def _booking_row(
 async def _write_booking(
     conn: AsyncConnection,
     row: dict[str, Any],
-    slot_ids: tuple[int, ...],
+    plan: Plan,
     key: IdempotencyRecord | None,
     reminder: datetime | None,
     caps: Caps | None,
     staff: bool,
 ) -> None:
     """Raises SlotUnavailable when the database refuses a slot, BookingLimitReached when a cap
-    is reached, _KeyTaken when the Idempotency-Key is already recorded; the caller's
-    transaction then rolls back."""
+    is reached, _KeyTaken when the Idempotency-Key is already recorded, the setup's reasons
+    (garage/rules.py) when it no longer allows the booking; the caller's transaction then
+    rolls back."""
+    slot_ids = plan.slot_ids
     if conn.dialect.name == "postgresql":
-        await _write_booking_postgres(conn, row, slot_ids, key, reminder, caps, staff)
+        await _write_booking_postgres(conn, row, plan, key, reminder, caps, staff)
         return
+    # The setup's rules, read now (the write transaction holds the lock).
+    refuse(
+        await read_rules(conn, plan.service_id, slot_ids),
+        plan_minutes=_minutes(plan),
+        starts_at=plan.start.starts_at,
+        now=row["created_at"],
+        online=not staff,
+        claimed=len(slot_ids),
+    )
     # The caps: SQLite's write transaction (BEGIN IMMEDIATE) is exclusive, so this count is
     # made under the lock no other booking can pass until we commit.
     if caps is not None:
@@ -315,8 +357,11 @@ async def _write_booking(
             raise BookingLimitReached(refused, caps.maximum(refused))
     # The start slot, against uq_bookings_slot_id_not_cancelled. A concurrent writer of the same
     # slot makes this wait for its commit, then come back empty.
+    price = select(services.c.price_pence).where(services.c.id == plan.service_id)
     inserted = await conn.scalar(
-        insert_ignoring_conflicts(conn, bookings).values(row).returning(bookings.c.id)
+        insert_ignoring_conflicts(conn, bookings)
+        .values({**row, "price_pence": price.scalar_subquery()})
+        .returning(bookings.c.id)
     )
     if inserted is None:
         raise SlotUnavailable("database")
@@ -424,13 +469,14 @@ _BOOK_POSTGRES = text(BOOK_POSTGRES)
 async def _write_booking_postgres(
     conn: AsyncConnection,
     row: dict[str, Any],
-    slot_ids: tuple[int, ...],
+    plan: Plan,
     key: IdempotencyRecord | None,
     reminder: datetime | None,
     caps: Caps | None,
     staff: bool,
 ) -> None:
     """The same writes in one statement (bookings/sql.py): one round trip."""
+    slot_ids = plan.slot_ids
     result = (
         await conn.execute(
             _BOOK_POSTGRES,
@@ -440,6 +486,7 @@ async def _write_booking_postgres(
                 "slot_id": row["slot_id"],
                 "slot_ids": list(slot_ids),
                 "service_id": row["service_id"],
+                "minutes": _minutes(plan),
                 "email": row["customer_email"],
                 "name": row["customer_name"],
                 "phone": row["customer_phone"],
@@ -470,10 +517,22 @@ async def _write_booking_postgres(
     if result.refused is not None:
         assert caps is not None  # NULL caps never refuse
         raise BookingLimitReached(result.refused, caps.maximum(result.refused))
+    if result.booked == 0:  # the setup's reason, if it was one; else the slot was taken
+        refuse(
+            Rules(result.minutes, result.bay_can, result.notice, len(slot_ids)),
+            plan_minutes=_minutes(plan),
+            starts_at=plan.start.starts_at,
+            now=row["created_at"],
+            online=not staff,
+        )
     if result.booked == 0 or result.claimed != len(slot_ids):
         raise SlotUnavailable("database")
     if key is not None and result.keyed == 0:
         raise _KeyTaken()
+
+
+def _minutes(plan: Plan) -> int:
+    return int(plan.duration.total_seconds() // 60)
 
 
 def job_payload(booking: dict[str, Any]) -> dict[str, Any]:

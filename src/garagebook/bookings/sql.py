@@ -9,6 +9,13 @@ uq_booking_slots_slot_id_active. Every insert that can lose a race says ON CONFL
 NOTHING, so losing is a count, not an exception: the caller compares `claimed` with the number
 of slots and `keyed` with whether it sent a key, and rolls back when they differ.
 
+The setup document's rules are read here too, never trusted from a cache (`rules`, see
+garage/rules.py): the booking goes in only while its service is active with the minutes the
+plan was made with, on a bay that `can` what it needs, and (online) not sooner than the
+minimum notice; the claims take only open slots, locked FOR SHARE so an apply closing one
+waits for this booking (and then lists it as outside the hours) or wins and makes it a 409.
+The booking keeps the service's price as booked.
+
 The caps on live bookings per e-mail, registration and day come first (`cap`): the function
 of migration 0009 serialises one customer's and one car's bookings with advisory locks and
 counts with a fresh snapshot; `refused` names the cap reached, and then nothing is written.
@@ -46,24 +53,40 @@ WITH cap AS (
         CAST(:created_at AS timestamptz), CAST(:max_email AS integer),
         CAST(:max_registration AS integer), CAST(:max_day AS integer)
     ) AS refused
+), rules AS (
+    SELECT (SELECT duration_minutes FROM services
+            WHERE id = CAST(:service_id AS integer) AND active) AS minutes,
+           coalesce((SELECT position(',' || sv.needs || ',' IN ',' || b.capabilities || ',') > 0
+                     FROM slots sl JOIN bays b ON b.id = sl.bay_id AND b.active,
+                          services sv
+                     WHERE sl.id = CAST(:slot_id AS integer)
+                       AND sv.id = CAST(:service_id AS integer)), FALSE) AS bay_can,
+           coalesce((SELECT min_notice_minutes FROM garage WHERE id = 1), 0) AS notice
 ), booking AS (
     INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,
                           customer_phone, vehicle_registration, vehicle_make, vehicle_model,
-                          notes, status, starts_at, ends_at, created_at, cancel_token_hash)
+                          notes, status, starts_at, ends_at, created_at, cancel_token_hash,
+                          price_pence)
     SELECT CAST(:id AS varchar), CAST(:reference AS varchar), CAST(:slot_id AS integer),
            CAST(:service_id AS integer), CAST(:email AS varchar), CAST(:name AS varchar),
            CAST(:phone AS varchar), CAST(:registration AS varchar), CAST(:make AS varchar),
            CAST(:model AS varchar), CAST(:notes AS text), 'confirmed',
            CAST(:starts_at AS timestamptz), CAST(:ends_at AS timestamptz),
-           CAST(:created_at AS timestamptz), CAST(:cancel_token_hash AS varchar)
-    FROM cap
+           CAST(:created_at AS timestamptz), CAST(:cancel_token_hash AS varchar),
+           (SELECT price_pence FROM services WHERE id = CAST(:service_id AS integer))
+    FROM cap, rules
     WHERE cap.refused IS NULL
+      AND rules.minutes = CAST(:minutes AS integer) AND rules.bay_can
+      AND (CAST(:staff AS boolean) OR CAST(:starts_at AS timestamptz)
+           >= CAST(:created_at AS timestamptz) + rules.notice * interval '1 minute')
     ON CONFLICT DO NOTHING
     RETURNING id
 ), claims AS (
     INSERT INTO booking_slots (booking_id, slot_id, active)
-    SELECT booking.id, claimed.slot_id, TRUE
-    FROM booking CROSS JOIN unnest(CAST(:slot_ids AS integer[])) AS claimed (slot_id)
+    SELECT booking.id, claimed.id, TRUE
+    FROM booking CROSS JOIN (
+        SELECT id FROM slots WHERE id = ANY(CAST(:slot_ids AS integer[])) AND open FOR SHARE
+    ) AS claimed
     ON CONFLICT DO NOTHING
     RETURNING slot_id
 ), customer AS (
@@ -111,5 +134,7 @@ WITH cap AS (
 SELECT (SELECT refused FROM cap) AS refused,
        (SELECT count(*) FROM booking) AS booked,
        (SELECT count(*) FROM claims) AS claimed,
-       (SELECT count(*) FROM idempotency) AS keyed
+       (SELECT count(*) FROM idempotency) AS keyed,
+       (SELECT minutes FROM rules) AS minutes, (SELECT bay_can FROM rules) AS bay_can,
+       (SELECT notice FROM rules) AS notice
 """  # noqa: S608 (constants only, see above)

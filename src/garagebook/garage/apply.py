@@ -15,18 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, text, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import GarageNotSetUp, InvalidGarage, Problem, UnsafeGarageChange
-from garagebook.garage.calendar import outside_hours, sync_calendar
+from garagebook.garage.calendar import extend_calendar, lock_setup, outside_hours, sync_calendar
 from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
 from garagebook.schema import bays, bookings, garage, garage_changes, services
 from garagebook.timeutil import utcnow
-
-# pg_advisory_xact_lock's key for "the garage's setup" (any constant unique to this use).
-_APPLY_LOCK = 7_140_001
 
 
 @dataclass(frozen=True)
@@ -65,8 +63,7 @@ async def apply_in(
     conn: AsyncConnection, document: GarageDocument, *, actor: str, now: datetime
 ) -> ApplyResult:
     """The apply inside the caller's transaction (tests and the seed use their own)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPLY_LOCK})
+    await lock_setup(conn)
     old = await _stored(conn)
     if old is not None and old.canonical() == document.canonical():
         return ApplyResult(document, [], await _outside(conn, now))
@@ -85,6 +82,32 @@ async def apply_in(
         )
     )
     return ApplyResult(document, changes, await _outside(conn, now))
+
+
+async def extend_now(db: Database) -> int:
+    """The worker's round: the calendar reaches `book_ahead_days` again (nothing before the
+    first apply). Safe in any number of workers at once."""
+    async with db.transaction() as conn:
+        await lock_setup(conn)
+        document = await _stored(conn)
+        if document is None:
+            return 0
+        return await extend_calendar(conn, document, utcnow())
+
+
+def refuse_other_zone(document: GarageDocument, settings: Settings) -> None:
+    """The server shows and reads times in GARAGE_TIMEZONE: a document in another zone would
+    lay the calendar in one and show it in the other (a known limit, see README)."""
+    if document.garage.timezone != settings.garage_timezone:
+        raise InvalidGarage(
+            [
+                Problem(
+                    "garage.timezone",
+                    f"this server runs in GARAGE_TIMEZONE={settings.garage_timezone!r}: "
+                    "use the same here, or change GARAGE_TIMEZONE",
+                )
+            ]
+        )
 
 
 async def _outside(conn: AsyncConnection, now: datetime) -> list[OutsideHours]:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import insert_ignoring_conflicts
@@ -23,7 +23,17 @@ from garagebook.garage.document import GarageDocument
 from garagebook.schema import bays, booking_slots, bookings, slots, waitlist_offers
 
 T = TypeVar("T")
+# pg_advisory_xact_lock's key for "the garage's setup" (any constant unique to this use).
+_SETUP_LOCK = 7_140_001
 _CHUNK = 500  # ids per IN (…): well inside SQLite's and asyncpg's parameter limits
+
+
+async def lock_setup(conn: AsyncConnection) -> None:
+    """Serialise the writers of the setup and its calendar (applies, extenders) until the
+    transaction ends: an extender must not add slots from a document an apply is replacing.
+    PostgreSQL: an advisory transaction lock; SQLite's write transaction is exclusive already."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SETUP_LOCK})
 
 
 def _wall(day: date, minutes: int, zone: ZoneInfo) -> datetime | None:
@@ -75,7 +85,9 @@ async def _active_bays(conn: AsyncConnection) -> list[int]:
 
 
 async def extend_calendar(conn: AsyncConnection, document: GarageDocument, now: datetime) -> int:
-    """Add the slots the horizon lacks on every active bay; returns how many were added."""
+    """Add the slots the horizon lacks on every active bay; returns how many were added.
+    The caller holds `lock_setup`; conflicts on uq_slots_bay_id_starts_at are ignored anyway
+    (a slot staff added by hand at that time)."""
     first, last = horizon(document, now)
     times = [t for t in wanted(document, first, last) if t[0] > now]
     bay_ids = await _active_bays(conn)

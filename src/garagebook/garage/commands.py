@@ -13,7 +13,12 @@ import typer
 from garagebook.config import get_settings
 from garagebook.db import Database, create_engine
 from garagebook.errors import DomainError, InvalidGarage
-from garagebook.garage.apply import ApplyResult, apply_document, current_document
+from garagebook.garage.apply import (
+    ApplyResult,
+    apply_document,
+    current_document,
+    refuse_other_zone,
+)
 from garagebook.garage.document import GarageDocument, parse_toml, to_toml
 from garagebook.timeutil import to_local_iso
 
@@ -69,6 +74,12 @@ def check(file: FileArg) -> None:
 def apply_command(file: FileArg) -> None:
     """Apply the file, all or nothing, and print what changed (nothing when already in force)."""
     document = _read(file)
+    try:
+        refuse_other_zone(document, get_settings())
+    except InvalidGarage as invalid:
+        for problem in invalid.problems:
+            typer.echo(f"{file}: {problem}", err=True)
+        raise typer.Exit(1) from None
     result: ApplyResult = _with_db(lambda db: apply_document(db, document, actor="cli"))
     print_result(result)
 

@@ -18,9 +18,10 @@ from datetime import date, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from garagebook.errors import InvalidGarage, Problem
+from garagebook.fields import IsoDate, integral
 
 __all__ = [
     "WEEKDAYS",
@@ -77,15 +78,26 @@ DayHours = list[TimeRange]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict like every request body (fields.py): "60" is not a number, true not an integer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# Integer fields in a range that take 60.0 as 60 (JSON Schema's integer, as fields.py's Id).
+_Whole = BeforeValidator(integral)
+Minutes = Annotated[int, Field(ge=1, le=24 * 60), _Whole]
+Pence = Annotated[int, Field(ge=0, le=100_000_000), _Whole]
+SlotMinutes = Annotated[int, Field(ge=15, le=60), _Whole, AfterValidator(_check_slot_minutes)]
+Days = Annotated[int, Field(ge=1, le=366), _Whole]
+Notice = Annotated[int, Field(ge=0, le=60 * 24 * 30), _Whole]
 
 
 class GarageSection(_Strict):
     name: str = Field(min_length=1, max_length=100)
     timezone: Annotated[str, AfterValidator(_check_zone)] = "Europe/London"
-    slot_minutes: Annotated[int, AfterValidator(_check_slot_minutes)] = 60
-    book_ahead_days: int = Field(default=60, ge=1, le=366)
-    min_notice_minutes: int = Field(default=0, ge=0, le=60 * 24 * 30)
+    slot_minutes: SlotMinutes = 60
+    book_ahead_days: Days = 60
+    min_notice_minutes: Notice = 0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -116,8 +128,8 @@ class Service(_Strict):
     key: str = Field(pattern=_KEY)
     name: str = Field(min_length=1, max_length=100)
     description: str = Field(default="", max_length=2000)
-    minutes: int = Field(gt=0)
-    price_pence: int = Field(ge=0, le=100_000_000)
+    minutes: Minutes
+    price_pence: Pence
     needs: str = Field(default="general", pattern=_KEY)
     active: bool = True
 
@@ -131,7 +143,7 @@ class Bay(_Strict):
 class GarageDocument(_Strict):
     garage: GarageSection
     hours: Hours = Hours()
-    closed: list[date] = []
+    closed: list[IsoDate] = []
     services: list[Service] = []
     bays: list[Bay] = []
 

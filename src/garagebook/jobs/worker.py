@@ -44,6 +44,7 @@ from garagebook.config import Settings
 from garagebook.customers.retention import apply_retention
 from garagebook.db import Database, create_engine
 from garagebook.errors import DatabaseUnavailable
+from garagebook.garage.apply import extend_now
 from garagebook.jobs import queue
 from garagebook.jobs.handlers import JobContext, run_job
 from garagebook.jobs.mail import DeliveryFailed, Mailer, create_mailer, redact
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "garagebook_outbox"  # the trigger in migration 0003 notifies this channel
 _LISTEN_RETRY_SECONDS = 5.0
 _RECORD_TRIES = 3
+# Daily would do (a day enters the horizon once a day); hourly costs nothing and heals sooner.
+CALENDAR_INTERVAL_SECONDS = 3600.0
 MOT_REMINDER_INTERVAL_SECONDS = 24 * 3600.0  # the embedded default's `remind-mot`
 PRUNE_INTERVAL_SECONDS = 3600.0
 RETENTION_INTERVAL_SECONDS = 24 * 3600.0
@@ -111,6 +114,7 @@ class Worker:
         self._database_ok = True
         self._prune_at = 0.0  # at start, then every PRUNE_INTERVAL_SECONDS
         self._retention_at = 0.0  # at start, then every RETENTION_INTERVAL_SECONDS
+        self._calendar_at = 0.0  # at start, then every CALENDAR_INTERVAL_SECONDS
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once running jobs are finished or handed back."""
@@ -139,6 +143,8 @@ class Worker:
                     await self.prune()
                 if time.monotonic() >= self._retention_at:
                     await self.apply_retention()
+                if time.monotonic() >= self._calendar_at:
+                    await self.extend_calendar()
                 # Woken by NOTIFY, by a job finishing (a free place), by stop(); else poll.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.worker_poll_seconds):
@@ -216,6 +222,20 @@ class Worker:
                 run.waitlist_entries,
             )
         return run.bookings
+
+    async def extend_calendar(self) -> int:
+        """The calendar keeps itself: free times reach the setup's `book_ahead_days` again,
+        with nobody running a command. Any number of workers may do it at once
+        (garage.apply.extend_now)."""
+        self._calendar_at = time.monotonic() + CALENDAR_INTERVAL_SECONDS
+        try:
+            added = await extend_now(self.db)
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
+            log.warning("worker %s could not extend the calendar (%s)", self.name, describe(exc))
+            return 0
+        if added:
+            log.info("worker %s added %d slot(s) to the calendar", self.name, added)
+        return added
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"garagebook-job-{job.id}")

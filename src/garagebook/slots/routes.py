@@ -38,8 +38,11 @@ def slot_json(slot: Slot, available: bool, zone: ZoneInfo) -> dict[str, object]:
 
 @router.get("/services", responses=error_responses(503))
 async def list_services(db: DatabaseDep) -> Response:
+    """The services offered now (retired ones are kept for their bookings, not listed)."""
     async with db.read() as conn:
-        rows = (await conn.execute(select(services).order_by(services.c.id))).all()
+        rows = (
+            await conn.execute(select(services).where(services.c.active).order_by(services.c.id))
+        ).all()
     return json_response([row._asdict() for row in rows])
 
 

@@ -14,7 +14,8 @@ from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import Database
-from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps
+from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps, WrongBay
+from garagebook.garage.rules import can, notice_minutes
 from garagebook.schema import bays, booking_slots, services, slots
 from garagebook.slots.events import time_freed
 from garagebook.timeutil import utcnow
@@ -77,14 +78,21 @@ def _plan_statement() -> Select[Any]:
     PostgreSQL's generic plan walk every slot of every bay: 300 ms at 700k slots)."""
     first = slots.alias("first")
     start = select(first).where(first.c.id == bindparam("slot_id"))
-    duration = select(services.c.duration_minutes).where(services.c.id == bindparam("service_id"))
+    service = select(services.c.duration_minutes).where(
+        services.c.id == bindparam("service_id"), services.c.active
+    )
     return (
         select(
             slots.c.id,
             slots.c.bay_id,
             slots.c.starts_at,
             slots.c.ends_at,
-            duration.scalar_subquery().label("duration_minutes"),
+            service.scalar_subquery().label("duration_minutes"),
+            service.with_only_columns(services.c.needs).scalar_subquery().label("needs"),
+            select(bays.c.capabilities)
+            .where(bays.c.id == slots.c.bay_id, bays.c.active)
+            .scalar_subquery()
+            .label("capabilities"),
         )
         .where(
             slots.c.bay_id == start.with_only_columns(first.c.bay_id).scalar_subquery(),
@@ -106,6 +114,8 @@ async def plan_booking(
         raise SlotNotFound(slot_id=slot_id)
     if rows[0].duration_minutes is None:
         raise ServiceNotFound(service_id=service_id)
+    if rows[0].capabilities is None or not can(rows[0].capabilities, rows[0].needs):
+        raise WrongBay()
     run = [Slot(r.id, r.bay_id, r.starts_at, r.ends_at) for r in rows]
     length = timedelta(minutes=rows[0].duration_minutes)
     return Plan(run[0], service_id, length, cover(run[0], run[1:], length, zone))
@@ -115,9 +125,15 @@ class PlanCache:
     """Plans that fit, by (slot, service), so a request turned away by the reservation layer
     never touches the database.
 
-    Safe because slots and services are never changed or deleted once created (there is no
-    API that does; whoever adds one must clear this cache): a plan that fits stays true.
-    Plans that do not fit are not kept, since a slot added later can make them fit.
+    A plan is only a guess at which slots to claim, never a decision: an apply of the setup
+    document in any process may since have closed a slot, retired the service or bay, changed
+    the service's minutes or the minimum notice. The write that books re-reads all of that in
+    its own statement (bookings/sql.py; SQLite: garage/rules.py in its transaction): it claims
+    only open slots and refuses a retired service, a bay that cannot do it, a start inside the
+    notice, and minutes other than the plan's (StalePlan: `forget` and plan again). A stale
+    plan can so cost a retry, never a wrong booking. Slots keep their id, bay and start once
+    created (a new slot length re-grids only slots with no claim, and only with no future
+    bookings). Plans that do not fit are not kept, since a slot added later can make them fit.
     Concurrent misses for one key share a single database read.
     """
 
@@ -139,6 +155,9 @@ class PlanCache:
             self._loading[key] = loading
             loading.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(loading)
+
+    def forget(self, slot_id: int, service_id: int) -> None:
+        self._plans.pop((slot_id, service_id), None)
 
     async def _load(self, db: Database, slot_id: int, service_id: int) -> Plan:
         async with db.read() as conn:
@@ -165,19 +184,33 @@ async def list_slots(
     zone: ZoneInfo,
     service_id: int | None,
     own_slots: Collection[int] = (),
+    online: bool = True,
 ) -> list[Availability]:
-    """Slots starting in [start, end), soonest first. A slot is available when it is in the
-    future and free; with a service, when the whole service fits from it and every slot it
-    would cover is free. (A read: the database's unique index still decides at booking.)
-    `own_slots` count as free: a booking being moved may overlap its own current time."""
+    """Slots starting in [start, end), soonest first. A slot is available when it is open (the
+    setup document offers it), in the future (online: past the minimum notice) and free; with
+    a service, when it is on a bay that can do the service and the whole service fits from it
+    on open, free slots. Closed slots are listed only while a booking holds them (staff see
+    it). (A read: the booking's statement still decides.) `own_slots` count as free: a
+    booking being moved may overlap its own current time. `online` false: staff, no notice."""
     duration: timedelta | None = None
+    needs: str | None = None
     if service_id is not None:
-        minutes = await conn.scalar(
-            select(services.c.duration_minutes).where(services.c.id == service_id)
-        )
-        if minutes is None:
+        service = (
+            await conn.execute(
+                select(services.c.duration_minutes, services.c.needs).where(
+                    services.c.id == service_id, services.c.active
+                )
+            )
+        ).first()
+        if service is None:
             raise ServiceNotFound(service_id=service_id)
-        duration = timedelta(minutes=minutes)
+        duration, needs = timedelta(minutes=service.duration_minutes), service.needs
+    not_before = now + timedelta(minutes=await notice_minutes(conn)) if online else now
+    capable = {
+        r.id
+        for r in await conn.execute(select(bays.c.id, bays.c.capabilities).where(bays.c.active))
+        if needs is None or can(r.capabilities, needs)
+    }
     # Fetch past `end` so a service starting late in the window can see the slots it covers.
     fetch_until = end + duration if duration is not None else end
     rows = (
@@ -187,6 +220,7 @@ async def list_slots(
                 slots.c.bay_id,
                 slots.c.starts_at,
                 slots.c.ends_at,
+                slots.c.open,
                 booking_slots.c.slot_id.is_not(None).label("taken"),
             )
             .select_from(
@@ -199,7 +233,8 @@ async def list_slots(
             .order_by(slots.c.starts_at, slots.c.bay_id)
         )
     ).all()
-    taken = {r.id for r in rows if r.taken}.difference(own_slots)
+    rows = [r for r in rows if r.open or r.taken]
+    taken = {r.id for r in rows if r.taken or not r.open}.difference(own_slots)
     by_bay: dict[int, list[Slot]] = defaultdict(list)
     listed: list[Slot] = []
     for r in rows:
@@ -210,7 +245,7 @@ async def list_slots(
     position = {slot.id: i for bay_slots in by_bay.values() for i, slot in enumerate(bay_slots)}
 
     def available(slot: Slot) -> bool:
-        if slot.starts_at <= now or slot.id in taken:
+        if slot.starts_at <= not_before or slot.id in taken or slot.bay_id not in capable:
             return False
         if duration is None:
             return True

@@ -14,6 +14,7 @@ from garagebook.web.no_script import router as no_script_router
 from garagebook.web.pages import STATIC, error_page
 from garagebook.web.privacy import router as privacy_router
 from garagebook.web.security import SecurityHeaders
+from garagebook.web.settings_pages import router as settings_router
 from garagebook.web.staff import router as staff_router
 from garagebook.web.staff_accounts import router as staff_accounts_router
 from garagebook.web.vehicles import router as vehicles_router
@@ -29,6 +30,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(staff_router)
     app.include_router(staff_accounts_router)
     app.include_router(privacy_router)
+    app.include_router(settings_router)
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -52,7 +52,9 @@ async def booking_page(
     day = iso_day(day_value) or iso_day(date_value)
     slot_id = _positive_int(slot)
     async with db.read() as conn:
-        service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
+        service_rows = (
+            await conn.execute(select(services).where(services.c.active).order_by(services.c.id))
+        ).all()
         chosen = next((s for s in service_rows if s.id == service_id), None)
         days: list[Day] = []
         times: list[Time] = []

@@ -195,7 +195,7 @@ async def _walk_in_fits(
     fits: dict[int, list[int]] = {}
     for service_id in service_ids:
         listed = await list_slots(
-            conn, start=start, end=end, now=now, zone=zone, service_id=service_id
+            conn, start=start, end=end, now=now, zone=zone, service_id=service_id, online=False
         )
         for a in listed:
             if a.available:
@@ -213,7 +213,9 @@ async def _why_no_fit(
     if service is None or slot is None:
         return "That time or service no longer exists. Pick another."
     start, end = local_day_bounds(slot.starts_at.astimezone(zone).date(), zone)
-    listed = await list_slots(conn, start=start, end=end, now=now, zone=zone, service_id=None)
+    listed = await list_slots(
+        conn, start=start, end=end, now=now, zone=zone, service_id=None, online=False
+    )
     on_bay = [
         a for a in listed if a.slot.bay_id == slot.bay_id and a.slot.starts_at >= slot.starts_at
     ]
@@ -500,6 +502,7 @@ async def move_page(
                 zone=zone,
                 service_id=booking["service_id"],
                 own_slots=booking["slot_ids"],
+                online=False,
             )
     except BookingNotFound as exc:
         return back_to_day(back_day, error=page_key(exc))
@@ -546,7 +549,9 @@ async def move_booking(
     except ValueError:
         return back_to_day(day, error=_INVALID)
     try:
-        moved = await reschedule(db, reservations, plans, settings, booking_id[:64], slot_id)
+        moved = await reschedule(
+            db, reservations, plans, settings, booking_id[:64], slot_id, online=False
+        )
     except DomainError as exc:
         return back_to_day(day, error=page_key(exc))
     # The day the booking is on now, where staff look next.

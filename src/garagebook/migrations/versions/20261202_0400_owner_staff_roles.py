@@ -6,7 +6,8 @@ could do everything, so nobody loses anything they could do. Accounts made after
 new install is an owner), so the database default is the smaller role.
 
 Revision ID: 0011_owner_staff_roles
-Revises: 0011_setup_garage_document (chained after wt-setup's migration in this branch; on main its parent is 0010_staff_session_version)
+Revises: 0011_setup_garage_document (chained after wt-setup's migration in this branch;
+on main its parent is 0010_staff_session_version)
 Create Date: 2026-12-02 04:00:00
 """
 
