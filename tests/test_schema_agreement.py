@@ -154,8 +154,11 @@ def test_every_integer_field_takes_an_integral_number(
 
 def _nullable(model: type[BaseModel], path: tuple[str, ...]) -> bool:
     """An optional field (`Id | None`, e.g. FeedIn's `bay_id`): null is one of its values."""
-    field = model.model_json_schema()["properties"][path[-1]]
-    return {"type": "null"} in field.get("anyOf", [])
+    schema = model.model_json_schema()
+    owner = schema
+    for part in path[:-1]:  # a nested object: its own definition
+        owner = schema["$defs"][owner["properties"][part]["$ref"].rsplit("/", 1)[-1]]
+    return {"type": "null"} in owner["properties"][path[-1]].get("anyOf", [])
 
 
 @pytest.mark.parametrize(
