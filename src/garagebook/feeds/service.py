@@ -19,6 +19,7 @@ import secrets
 from datetime import datetime, time
 from typing import Any
 
+from icalendar import Event
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -154,7 +155,7 @@ async def feed_ics(conn: AsyncConnection, settings: Settings, token: str, now: d
     return calendar_bytes(events, method="PUBLISH", name=name)
 
 
-def _event(settings: Settings, row: Any, now: datetime) -> Any:
+def _event(settings: Settings, row: Any, now: datetime) -> Event:
     # Closed times are placeholder bookings for the garage's own address today (web/staff.py);
     # once closures have their own table, they come from there.
     closed = row.customer_email == settings.closed_slot_email
