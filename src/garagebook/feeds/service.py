@@ -19,6 +19,7 @@ import secrets
 from datetime import datetime, time
 from typing import Any
 
+from icalendar import Event
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -163,7 +164,7 @@ async def feed_ics(conn: AsyncConnection, settings: Settings, token: str, now: d
     return calendar_bytes(events, method="PUBLISH", name=name)
 
 
-def _event(settings: Settings, row: Any, now: datetime) -> Any:
+def _event(settings: Settings, row: Any, now: datetime) -> Event:
     return booking_event(
         settings,
         reference=row.reference,
@@ -178,7 +179,7 @@ def _event(settings: Settings, row: Any, now: datetime) -> Any:
     )
 
 
-def _closed_event(settings: Settings, row: Any, now: datetime) -> Any:
+def _closed_event(settings: Settings, row: Any, now: datetime) -> Event:
     """A closed time (closures/): no customer; its UID is the closure's, stable while it holds."""
     return booking_event(
         settings,
