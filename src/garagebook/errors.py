@@ -437,7 +437,9 @@ ANSWERS: dict[type[DomainError], Answer] = {
         422, "That time starts too soon to be booked online; pick a later time.", "too_soon"
     ),
     GarageNotSetUp: Answer(404, "The garage is not set up yet."),
-    InvalidGarage: Answer(422, "The garage setup has problems; nothing was changed.", "invalid"),
+    InvalidGarage: Answer(
+        422, "The garage setup has problems; nothing was changed.", "invalid_garage"
+    ),
     UnsafeGarageChange: Answer(
         409, "That change is not safe while future bookings exist; nothing was changed.", "unsafe"
     ),
