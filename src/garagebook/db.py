@@ -163,7 +163,14 @@ class Database:
         turn: AbstractAsyncContextManager[None] = (
             self._writers.turn() if self._writers is not None else nullcontext()
         )
-        async with _unavailable_as_503(), turn, self.engine.begin() as connection:
+        # The turn spans BEGIN to COMMIT only: taking a pooled connection and handing it back
+        # (its reset) need no lock, so the writers behind do not wait for them.
+        async with (
+            _unavailable_as_503(),
+            self.engine.connect() as connection,
+            turn,
+            connection.begin(),
+        ):
             yield connection
 
     @asynccontextmanager
