@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import make_url, text
 
 from garagebook.db import Database, create_engine
+from garagebook.errors import DatabaseUnavailable
 from tests.support.api import booking_body, free_slots
 from tests.support.mail import running_app
 from tests.support.stack import Stack
@@ -75,11 +76,14 @@ async def test_writers_of_one_process_take_the_lock_in_turn(stack: Stack) -> Non
     async def writer(db: Database) -> None:
         nonlocal turns
         deadline = time.monotonic() + 3.0
+        first = True  # its first transaction also opens a connection, before it joins the queue
         while time.monotonic() < deadline:
             asked = turns
             async with db.transaction() as conn:
-                overtaken.append(turns - asked)
+                if not first:
+                    overtaken.append(turns - asked)
                 turns += 1
+                first = False
                 await conn.execute(text("UPDATE services SET name = name WHERE id = 1"))
                 await asyncio.sleep(0.01)  # the loop is busy elsewhere; the lock is held
                 await conn.execute(text("SELECT count(*) FROM bookings"))
@@ -91,3 +95,35 @@ async def test_writers_of_one_process_take_the_lock_in_turn(stack: Stack) -> Non
         await worker.dispose()
     assert len(overtaken) > 5 * WRITERS  # they did queue: many turns each
     assert max(overtaken) <= WRITERS - 1
+
+
+async def test_a_long_queue_that_moves_is_no_timeout_a_stuck_writer_is(stack: Stack) -> None:
+    """DATABASE_TIMEOUT_SECONDS measures the database, not our own queue: six writers arriving
+    at once, each holding the lock for 0.6 s, make the last wait 3 s, past a 2 s timeout, yet
+    every turn ahead was work getting done, so none of them is told 503 (they were, from the
+    busy timeout). The control: a writer stuck holding the lock for longer than the timeout,
+    and the one waiting behind it gets 503 once the timeout has passed with no turn ending."""
+    settings = stack.settings(database_timeout_seconds=2.0)
+    db = Database(create_engine(settings))
+    waited: list[float] = []
+
+    async def writer(hold: float) -> None:
+        asked = time.monotonic()
+        async with db.transaction() as conn:
+            waited.append(time.monotonic() - asked)
+            await conn.execute(text("UPDATE services SET name = name WHERE id = 1"))
+            await asyncio.sleep(hold)
+
+    try:
+        await asyncio.gather(*(writer(0.6) for _ in range(6)))
+        assert max(waited) > 2.0  # the last one did wait longer than the timeout
+        stuck = asyncio.create_task(writer(4.5))
+        await asyncio.sleep(0.2)  # it has the lock
+        asked = time.monotonic()
+        with pytest.raises(DatabaseUnavailable):
+            await writer(0)
+        gave_up_after = time.monotonic() - asked
+        await stuck
+    finally:
+        await db.dispose()
+    assert 2.0 <= gave_up_after < 4.3  # the timeout with no turn ending, not the stuck one's end

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
@@ -113,10 +114,15 @@ class WriterQueue:
     again, up to 100 ms apart, and whoever tries while the lock is free takes it. Under a burst
     (the requests and the embedded worker, on two engines) a waiter was passed over until its
     busy timeout ran out, with the lock free a quarter of that time, and its request got 503.
-    So the process's writers to a file first wait here, first come first served, for at most
-    DATABASE_TIMEOUT_SECONDS: a wait for the writers ahead, bounded by how many there can be
-    (MAX_CONCURRENCY requests, the worker's jobs). Only the one at the head asks SQLite, whose
-    busy timeout still applies against other processes (the CLI, `garagebook worker`).
+    So the process's writers to a file first queue here, first come first served, and only the
+    one whose turn it is asks SQLite (whose busy timeout still applies against other
+    processes: the CLI, `garagebook worker`).
+
+    DATABASE_TIMEOUT_SECONDS measures the database, not our own queue: a writer gives up (503)
+    when no turn ended for that long, that is when the writer holding the lock is stuck, not
+    because the queue ahead of it was long and kept moving. So the wait is bounded: at most
+    one timeout per writer ahead, and there are at most MAX_CONCURRENCY requests and the
+    worker's jobs; each of them a turn of real work.
     """
 
     def __init__(self, url: str, timeout_seconds: float) -> None:
@@ -125,22 +131,59 @@ class WriterQueue:
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
-        # One lock per file and event loop (an asyncio.Lock belongs to the loop it waited on),
-        # shared by every engine on that file.
-        locks = _TURNS.setdefault(asyncio.get_running_loop(), {})
-        lock = locks.get(self.url)
-        if lock is None:
-            lock = locks[self.url] = asyncio.Lock()
-        async with asyncio.timeout(self.timeout_seconds):  # TimeoutError: a 503
-            await lock.acquire()
+        # One queue per file and event loop, shared by every engine on that file.
+        queues = _TURNS.setdefault(asyncio.get_running_loop(), {})
+        turns = queues.get(self.url)
+        if turns is None:
+            turns = queues[self.url] = _Turns()
+        await turns.wait(self.timeout_seconds)
         try:
             yield
         finally:
-            lock.release()
+            turns.done()
+
+
+class _Turns:
+    """A first-come-first-served queue whose waiters see it move (`ended` counts turns)."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.ended = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self, stuck_seconds: float) -> None:
+        if not self.busy:
+            self.busy = True
+            return
+        mine = asyncio.get_running_loop().create_future()
+        self._waiting.append(mine)
+        try:
+            while not mine.done():
+                seen = self.ended
+                await asyncio.wait([mine], timeout=stuck_seconds)
+                if not mine.done() and self.ended == seen:
+                    raise TimeoutError("no writer got through within DATABASE_TIMEOUT_SECONDS")
+        except BaseException:
+            if mine.done():  # the turn was handed to us just as we gave up: pass it on
+                self._hand_on()
+            else:
+                self._waiting.remove(mine)
+                mine.cancel()
+            raise
+
+    def done(self) -> None:
+        self.ended += 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().set_result(None)  # still busy: the turn is theirs
+        else:
+            self.busy = False
 
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
-_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Turns]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -163,7 +206,14 @@ class Database:
         turn: AbstractAsyncContextManager[None] = (
             self._writers.turn() if self._writers is not None else nullcontext()
         )
-        async with _unavailable_as_503(), turn, self.engine.begin() as connection:
+        # The turn spans BEGIN to COMMIT only: taking a pooled connection and handing it back
+        # (its reset) need no lock, so the writers behind do not wait for them.
+        async with (
+            _unavailable_as_503(),
+            self.engine.connect() as connection,
+            turn,
+            connection.begin(),
+        ):
             yield connection
 
     @asynccontextmanager

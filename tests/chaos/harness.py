@@ -236,12 +236,19 @@ def wait_healthy(url: str, timeout: float = 30) -> None:
 
 
 class SlowProxy:
-    """A TCP proxy in front of Redis that holds every answer back by `delay` seconds."""
+    """A TCP proxy in front of Redis that holds every answer back by `delay` seconds.
+
+    It counts what the clients did, load or no load: `sent`, the writes (commands) they sent
+    on to Redis, and `awaited`, the answers a client was still there to receive after the
+    delay. A client that gave up (its timeout) has closed its connection by then (redis-py
+    disconnects on a timed-out read), and its late answer is dropped."""
 
     def __init__(self, upstream_port: int, delay: float) -> None:
         self.upstream_port = upstream_port
         self.delay = delay
         self.port = free_port()
+        self.sent = 0
+        self.awaited = 0
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -255,15 +262,23 @@ class SlowProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
 
-        async def pump(
-            source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay: float
-        ) -> None:
+        async def commands() -> None:
             with contextlib.suppress(ConnectionError, OSError):
-                while data := await source.read(65536):
-                    if delay:
-                        await asyncio.sleep(delay)
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
+                while data := await reader.read(65536):
+                    self.sent += 1
+                    up_writer.write(data)
+                    await up_writer.drain()
+            up_writer.close()
 
-        await asyncio.gather(pump(reader, up_writer, 0), pump(up_reader, writer, self.delay))
+        async def answers() -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await up_reader.read(65536):
+                    await asyncio.sleep(self.delay)
+                    if reader.at_eof():  # the client gave up and hung up meanwhile
+                        continue
+                    self.awaited += 1
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        await asyncio.gather(commands(), answers())

@@ -343,7 +343,7 @@ async def test_api_killed_mid_burst_and_restarted(
 
 async def test_redis_slow(chaos: Stack, own_redis: RedisProcess, start_server: StartServer) -> None:
     """Every Redis answer 2 s late: after a few short timeouts the breaker opens and the
-    database decides, so bookings answer within the reservation timeout budget."""
+    database decides, so no booking waits on Redis."""
     proxy = SlowProxy(own_redis.port, delay=2.0)
     await proxy.start()
     try:
@@ -362,8 +362,14 @@ async def test_redis_slow(chaos: Stack, own_redis: RedisProcess, start_server: S
         1 for o in load.outcomes if o.status == 409 and o.body["error"]["rejected_by"] == "database"
     )
     assert by_database > 0
-    assert load.p99() < 1.5  # never the 2 s delay: a few 250 ms timeouts, then no Redis call
-    report("redis 2 s slow", load, rejected_by_database=by_database)
+    # Requests do not wait on a slow Redis, counted rather than timed (a p99 bound failed on a
+    # loaded machine, issue 19): no client waited the 2 s for an answer (each call was cut
+    # off by its timeout), and once a few had timed out the breaker kept requests off Redis:
+    # per process, the calls in flight when it opened (at most one per client), then only
+    # the breaker's probe every REDIS_RETRY_SECONDS and /health's pings before it opened.
+    assert proxy.awaited == 0
+    assert proxy.sent <= load.clients + 2 * 10, proxy.sent  # broken: two per request (hundreds)
+    report("redis 2 s slow", load, rejected_by_database=by_database, redis_commands=proxy.sent)
     await audit(chaos.database_url, server.url, load.created_ids())
 
 
