@@ -194,8 +194,8 @@ def test_creates_a_slot_with_the_admin_token_when_none_is_free(
             await conn.execute(text("INSERT INTO bays (id, name) VALUES (1, 'Bay 1')"))
             await conn.execute(
                 text(
-                    "INSERT INTO services (name, duration_minutes, price_pence)"
-                    " VALUES ('MOT', 60, 1)"
+                    "INSERT INTO services (key, name, duration_minutes, price_pence)"
+                    " VALUES ('mot', 'MOT', 60, 1)"
                 )
             )
         await engine.dispose()

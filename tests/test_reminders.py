@@ -142,10 +142,12 @@ async def test_a_moved_booking_is_reminded_of_its_new_time_only_and_a_cancelled_
 ) -> None:
     with time_machine.travel(utc("2027-06-01T12:00Z"), tick=True) as traveller:
         async with running_app(mail_settings(stack, smtp_sink)) as api:
-            first = await open_admin_slot(api, "2027-06-03T09:00+01:00")
-            moved_to = await open_admin_slot(api, "2027-06-04T10:00+01:00")
-            moved_again = await open_admin_slot(api, "2027-06-04T14:00+01:00")
-            other = await open_admin_slot(api, "2027-06-03T11:00+01:00")
+            # Outside the demo garage's hours (08:00–17:00): the calendar, which the worker
+            # extends from the travelled-to day, has no slot there for these to overlap.
+            first = await open_admin_slot(api, "2027-06-03T07:00+01:00")
+            moved_to = await open_admin_slot(api, "2027-06-04T06:00+01:00")
+            moved_again = await open_admin_slot(api, "2027-06-04T18:00+01:00")
+            other = await open_admin_slot(api, "2027-06-03T19:00+01:00")
             mover = await book_as(api, first, "mover@example.com")
             canceller = await book_as(api, other, "canceller@example.com")
             for target in (moved_to, moved_again):
@@ -166,13 +168,13 @@ async def test_a_moved_booking_is_reminded_of_its_new_time_only_and_a_cancelled_
             await wait_until(other_mails_finished, 10, "the booking mails to be sent")
             before = len(smtp_sink.mails)
 
-            # Past every due time, the old ones included (the new time's is 14:00 the day before).
-            traveller.move_to(utc("2027-06-03T14:30+01:00"))
+            # Past every due time, the old ones included (the new time's is 18:00 the day before).
+            traveller.move_to(utc("2027-06-03T18:30+01:00"))
             await smtp_sink.wait_for(len(smtp_sink.copies()) + 1, 10)
             await settle()
             [mail] = reminders(smtp_sink)
             assert mail.recipients == ["mover@example.com"]
-            assert "Friday 4 June 2027, 14:00–15:00 (BST)" in mail.text()
+            assert "Friday 4 June 2027, 18:00–19:00 (BST)" in mail.text()
             assert mail.message_id.startswith(f"<{mover['reference']}.reminder-2@")
             assert sorted(
                 await sql("SELECT status FROM outbox WHERE kind = 'booking_reminder'")
