@@ -23,6 +23,11 @@ def serve(port: int, log: Path, status: int, delay: float) -> None:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
+            if len(body) < length:
+                # The sender went away mid-body (a worker killed mid-delivery): no delivery, as
+                # with any receiver, which cannot act on half a request.
+                self.close_connection = True
+                return
             record = {
                 "path": self.path,
                 "headers": dict(self.headers.items()),
