@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import Column, Table, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.config import Settings
@@ -159,9 +159,8 @@ async def _refuse_taken_names(conn: AsyncConnection, document: GarageDocument) -
 
 
 async def _reflect_services(conn: AsyncConnection, document: GarageDocument) -> None:
-    existing = {r.key: r for r in await conn.execute(select(services))}
-    for service in document.services:
-        values = {
+    wanted = {
+        service.key: {
             "name": service.name,
             "description": service.description,
             "duration_minutes": service.minutes,
@@ -169,30 +168,33 @@ async def _reflect_services(conn: AsyncConnection, document: GarageDocument) -> 
             "needs": service.needs,
             "active": service.active,
         }
-        row = existing.get(service.key)
-        if row is None:
-            await conn.execute(insert(services).values(key=service.key, **values))
-        elif any(getattr(row, k) != v for k, v in values.items()):
-            await conn.execute(update(services).where(services.c.id == row.id).values(**values))
-    kept = {s.key for s in document.services}
-    retired = [row.id for key, row in existing.items() if key not in kept and row.active]
-    if retired:
-        await conn.execute(update(services).where(services.c.id.in_(retired)).values(active=False))
+        for service in document.services
+    }
+    await _reflect(conn, services, services.c.key, wanted)
 
 
 async def _reflect_bays(conn: AsyncConnection, document: GarageDocument) -> None:
-    existing = {r.name: r for r in await conn.execute(select(bays))}
-    for bay in document.bays:
-        values = {"capabilities": ",".join(bay.can), "active": bay.active}
-        row = existing.get(bay.name)
+    wanted = {
+        bay.name: {"capabilities": ",".join(bay.can), "active": bay.active} for bay in document.bays
+    }
+    await _reflect(conn, bays, bays.c.name, wanted)
+
+
+async def _reflect(
+    conn: AsyncConnection, table: Table, key: Column[Any], wanted: dict[str, dict[str, Any]]
+) -> None:
+    """Rows matched by their natural `key`: added or updated to `wanted`; a row the document
+    leaves out is retired (active=false), never deleted — bookings still name it."""
+    existing = {getattr(r, key.name): r for r in await conn.execute(select(table))}
+    for name, values in wanted.items():
+        row = existing.get(name)
         if row is None:
-            await conn.execute(insert(bays).values(name=bay.name, **values))
+            await conn.execute(insert(table).values({key.name: name, **values}))
         elif any(getattr(row, k) != v for k, v in values.items()):
-            await conn.execute(update(bays).where(bays.c.id == row.id).values(**values))
-    kept = {b.name for b in document.bays}
-    retired = [row.id for name, row in existing.items() if name not in kept and row.active]
+            await conn.execute(update(table).where(table.c.id == row.id).values(**values))
+    retired = [row.id for name, row in existing.items() if name not in wanted and row.active]
     if retired:
-        await conn.execute(update(bays).where(bays.c.id.in_(retired)).values(active=False))
+        await conn.execute(update(table).where(table.c.id.in_(retired)).values(active=False))
 
 
 async def _store(conn: AsyncConnection, document: GarageDocument, now: datetime) -> int:

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from garagebook.config import Settings
 from garagebook.customers.service import erase_customer, export_customer, remove_mail_files
+from garagebook.db import Database
 from garagebook.deps import DatabaseDep, SettingsDep
 from garagebook.errors import (
     CustomerHasFutureBooking,
@@ -175,6 +176,17 @@ async def lookup(
     request: Request, db: DatabaseDep, settings: SettingsDep, user: OwnerDep
 ) -> Response:
     """Everything held about them, on the page (an export: audited)."""
+    exported = await _export(request, db, settings, user)
+    if isinstance(exported, Response):
+        return exported
+    email, data = exported
+    return _customer_page(request, settings, user, email=email, data=data)
+
+
+async def _export(
+    request: Request, db: Database, settings: Settings, user: StaffUser
+) -> tuple[str, dict[str, Any]] | Response:
+    """The form's customer exported (audited), or the page that says why not."""
     email, refused = await _customer_form(request, settings, user)
     if refused is not None:
         return refused
@@ -185,7 +197,7 @@ async def lookup(
         return _customer_page(
             request, settings, user, email=email, error=page_message(exc), status_code=404
         )
-    return _customer_page(request, settings, user, email=email, data=data)
+    return email, data
 
 
 @router.post("/customers/export")
@@ -193,16 +205,10 @@ async def export_file(
     request: Request, db: DatabaseDep, settings: SettingsDep, user: OwnerDep
 ) -> Response:
     """The same as a JSON file to hand to the customer (an export: audited)."""
-    email, refused = await _customer_form(request, settings, user)
-    if refused is not None:
-        return refused
-    try:
-        async with db.transaction() as conn:
-            data = await export_customer(conn, settings, email, actor=user.name, now=utcnow())
-    except DomainError as exc:
-        return _customer_page(
-            request, settings, user, email=email, error=page_message(exc), status_code=404
-        )
+    exported = await _export(request, db, settings, user)
+    if isinstance(exported, Response):
+        return exported
+    _, data = exported
     return Response(
         orjson.dumps(data, option=orjson.OPT_INDENT_2),
         media_type="application/json",
