@@ -67,6 +67,12 @@ services = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("needs", String(40), nullable=False, server_default="general"),
     Column("active", Boolean, nullable=False, server_default=text("1")),
+    # Capacity (issue 15): the technician skill it needs, the technician's minutes, and
+    # whether the customer picks a time (`timed`) or a day to leave the car (`drop_off`).
+    Column("skill", String(40), nullable=False, server_default="general"),
+    Column("labour_minutes", Integer),  # NULL: the service's minutes
+    Column("mode", String(10), nullable=False, server_default="timed"),
+    CheckConstraint("mode IN ('timed', 'drop_off')", name="ck_services_mode"),
 )
 
 bays = Table(
@@ -90,6 +96,73 @@ slots = Table(
     Column("open", Boolean, nullable=False, server_default=text("1")),
     UniqueConstraint("bay_id", "starts_at", name="uq_slots_bay_id_starts_at"),
     Index("ix_slots_starts_at", "starts_at"),
+)
+
+# Technicians (issue 15), from the setup document like bays: matched by name, retired (active
+# false), never deleted. `hours` is their week as the document gives it (JSON, weekday →
+# ["HH:MM-HH:MM", …]); NULL: the garage's hours.
+technicians = Table(
+    "technicians",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("skills", Text, nullable=False, server_default="general"),  # "mot_tester,general"
+    Column("hours", Text),
+    Column("active", Boolean, nullable=False, server_default=text("1")),
+)
+
+# A technician's time on the garage's grid, as `slots` is a bay's: created by the calendar
+# (garage/calendar.py) for the hours they work, open while they work them (an absence closes
+# them). A timed booking claims the technician's slots for its whole time in
+# `technician_claims`, as it claims its bay's in `booking_slots`.
+technician_slots = Table(
+    "technician_slots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("technician_id", Integer, ForeignKey("technicians.id"), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("open", Boolean, nullable=False, server_default=text("1")),
+    UniqueConstraint(
+        "technician_id", "starts_at", name="uq_technician_slots_technician_id_starts_at"
+    ),
+    Index("ix_technician_slots_starts_at", "starts_at"),
+)
+
+# A technician's day as a checked counter: the minutes they work (from their hours) and the
+# minutes booked (timed bookings: their whole time; drop-offs: their labour minutes). The
+# booking's statement adds its minutes only `WHERE booked + mine <= working AND NOT absent`,
+# and the check is the database's last word, on both backends: a row lock serialises the
+# writers of one day on PostgreSQL, SQLite has one writer.
+technician_days = Table(
+    "technician_days",
+    metadata,
+    Column("technician_id", Integer, ForeignKey("technicians.id"), primary_key=True),
+    Column("day", Date, primary_key=True),  # the garage's local date
+    Column("minutes_working", Integer, nullable=False),
+    Column("minutes_booked", Integer, nullable=False, server_default=text("0")),
+    Column("absent", Boolean, nullable=False, server_default=text("0")),
+    CheckConstraint(
+        "minutes_booked >= 0 AND minutes_booked <= minutes_working",
+        name="ck_technician_days_within_hours",
+    ),
+)
+
+# Absences staff enter (holiday, sick day, training), a day or a range of local days. They
+# close the technician's slots and mark their days absent; bookings already made are kept and
+# flagged for reassignment, never dropped.
+absences = Table(
+    "absences",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("technician_id", Integer, ForeignKey("technicians.id"), nullable=False),
+    Column("first_day", Date, nullable=False),
+    Column("last_day", Date, nullable=False),
+    Column("reason", String(200)),
+    Column("entered_by", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("withdrawn_at", UTCDateTime),  # NULL while it holds
+    CheckConstraint("last_day >= first_day", name="ck_absences_last_day_after_first"),
 )
 
 customers = Table(
@@ -151,6 +224,8 @@ bookings = Table(
     Column("mot_expires_on", Date),
     Column("mot_reminded_for", Date),
     Column("price_pence", Integer),  # as booked: a later price change does not touch it
+    # The technician it took (issue 15); NULL in a garage whose document lists none.
+    Column("technician_id", Integer, ForeignKey("technicians.id")),
     Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
     Index("ix_bookings_vehicle_registration", "vehicle_registration"),
@@ -202,6 +277,30 @@ booking_slots = Table(
     Index(
         "uq_booking_slots_slot_id_active",
         "slot_id",
+        unique=True,
+        sqlite_where=text("active"),
+        postgresql_where=text("active"),
+    ),
+)
+
+# The claims on technicians' slots: the same guarantee as `booking_slots`, one active claim
+# per technician slot, by a partial unique index on both backends.
+technician_claims = Table(
+    "technician_claims",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("booking_id", String(32), ForeignKey("bookings.id"), nullable=False),
+    Column("technician_slot_id", Integer, ForeignKey("technician_slots.id"), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Index(
+        "uq_technician_claims_booking_id_technician_slot_id",
+        "booking_id",
+        "technician_slot_id",
+        unique=True,
+    ),
+    Index(
+        "uq_technician_claims_technician_slot_id_active",
+        "technician_slot_id",
         unique=True,
         sqlite_where=text("active"),
         postgresql_where=text("active"),
