@@ -44,8 +44,15 @@ class ReservationCalls:
         self.calls: list[str] = []
         self.commands: list[str] = []
         store = app.state.reservations
-        for name in ("reserve", "confirm", "release", "forget"):
-            setattr(store, name, self._counted(name, getattr(store, name)))
+        # A booking reserves with `reserve_first` (its candidates: bays and technicians).
+        for name, label in (
+            ("reserve", "reserve"),
+            ("reserve_first", "reserve"),
+            ("confirm", "confirm"),
+            ("release", "release"),
+            ("forget", "forget"),
+        ):
+            setattr(store, name, self._counted(label, getattr(store, name)))
         if isinstance(store, RedisReservations):
             execute = store._client.execute_command
 

@@ -1,7 +1,10 @@
 """The reservation layer: a fast, non-authoritative claim on slots before the database is asked.
 
 `reserve` takes one key per slot, all or nothing, in one round trip. The first request for a
-slot wins; the others are turned away without touching the database. It is a speed-up only:
+slot wins; the others are turned away without touching the database. A bay's slot is keyed by
+its id; a technician's time by `technician_key` (issue 15). `reserve_first` takes the first
+of several candidate key sets that is wholly free (a bay and a technician, then the next
+qualified pair), still all or nothing and in one round trip. It is a speed-up only:
 keys may expire early, vanish, or be skipped entirely while Redis is down, and the database's
 unique index still decides. So every failure here degrades to "skipped", never to an error.
 """
@@ -15,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -33,6 +37,16 @@ T = TypeVar("T")
 LayerStatus = Literal["ok", "degraded", "local"]
 
 
+# A bay slot's id, or a technician's time as `technician_key` makes it.
+Key = int | str
+
+
+def technician_key(technician_id: int, starts_at: datetime) -> str:
+    """A technician's slot starting at `starts_at`: named by the technician and the instant,
+    so a plan knows the key without reading the slot's id."""
+    return f"t{technician_id}:{int(starts_at.timestamp())}"
+
+
 class Outcome(enum.Enum):
     TAKEN = "taken"  # we hold every key
     CONFLICT = "conflict"  # someone else holds at least one key: reject at once
@@ -43,20 +57,26 @@ class ReservationStore(Protocol):
     @property
     def status(self) -> LayerStatus: ...
 
-    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+    async def reserve(self, slot_ids: Sequence[Key], token: str, ttl_ms: int) -> Outcome:
         """Take every key for `token` for `ttl_ms`, or none. Keys `token` already holds count as
         free and are never shortened: a hold's holder booking it keeps the hold's time."""
 
+    async def reserve_first(
+        self, candidates: Sequence[Sequence[Key]], token: str, ttl_ms: int
+    ) -> tuple[Outcome, int]:
+        """`reserve` the first candidate whose keys are all free, and say which (its index;
+        0 when SKIPPED). CONFLICT: every candidate has a key someone else holds."""
+
     async def confirm(
-        self, slot_ids: Sequence[int], token: str, ttl_ms: int, release: Sequence[int] = ()
+        self, slot_ids: Sequence[Key], token: str, ttl_ms: int, release: Sequence[Key] = ()
     ) -> None:
         """The booking committed: its keys (ours, or gone) now live `ttl_ms`, so the booked
         slots are turned away fast; `release`'s keys still holding `token` go. One round trip."""
 
-    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+    async def release(self, slot_ids: Sequence[Key], token: str) -> None:
         """Delete the keys still holding `token`, so a failed attempt frees its slots at once."""
 
-    async def forget(self, slot_ids: Sequence[int]) -> None:
+    async def forget(self, slot_ids: Sequence[Key]) -> None:
         """Delete the keys whoever holds them: the slots were freed in the database."""
 
     async def close(self) -> None: ...
@@ -69,28 +89,37 @@ class LocalReservations:
     _SWEEP_EVERY = 4096
 
     def __init__(self) -> None:
-        self._keys: dict[int, tuple[str, float]] = {}
+        self._keys: dict[Key, tuple[str, float]] = {}
         self._writes = 0
 
-    def _holder(self, slot_id: int, now: float) -> str | None:
+    def _holder(self, slot_id: Key, now: float) -> str | None:
         entry = self._keys.get(slot_id)
         if entry is None or entry[1] <= now:
             return None
         return entry[0]
 
-    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+    async def reserve(self, slot_ids: Sequence[Key], token: str, ttl_ms: int) -> Outcome:
+        return (await LocalReservations.reserve_first(self, [slot_ids], token, ttl_ms))[0]
+
+    async def reserve_first(
+        self, candidates: Sequence[Sequence[Key]], token: str, ttl_ms: int
+    ) -> tuple[Outcome, int]:
         # No await in here: the check and the write are atomic on the event loop.
         now = time.monotonic()
-        if any(self._holder(s, now) not in (None, token) for s in slot_ids):
-            return Outcome.CONFLICT
+        for index, slot_ids in enumerate(candidates):
+            if all(self._holder(s, now) in (None, token) for s in slot_ids):
+                self._take(slot_ids, token, now, ttl_ms)
+                return Outcome.TAKEN, index
+        return Outcome.CONFLICT, 0
+
+    def _take(self, slot_ids: Sequence[Key], token: str, now: float, ttl_ms: int) -> None:
         for slot_id in slot_ids:
             self._set(slot_id, token, now, ttl_ms, keep_longer=True)
         self._writes += 1
         if self._writes % self._SWEEP_EVERY == 0:
             self._keys = {k: v for k, v in self._keys.items() if v[1] > now}
-        return Outcome.TAKEN
 
-    def _set(self, slot_id: int, token: str, now: float, ttl_ms: int, keep_longer: bool) -> None:
+    def _set(self, slot_id: Key, token: str, now: float, ttl_ms: int, keep_longer: bool) -> None:
         expires = now + ttl_ms / 1000
         entry = self._keys.get(slot_id)
         if keep_longer and entry is not None and entry[0] == token:
@@ -98,7 +127,7 @@ class LocalReservations:
         self._keys[slot_id] = (token, expires)
 
     async def confirm(
-        self, slot_ids: Sequence[int], token: str, ttl_ms: int, release: Sequence[int] = ()
+        self, slot_ids: Sequence[Key], token: str, ttl_ms: int, release: Sequence[Key] = ()
     ) -> None:
         now = time.monotonic()
         for slot_id in slot_ids:
@@ -106,15 +135,15 @@ class LocalReservations:
                 self._set(slot_id, token, now, ttl_ms, keep_longer=False)
         self._release(release, token, now)
 
-    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+    async def release(self, slot_ids: Sequence[Key], token: str) -> None:
         self._release(slot_ids, token, time.monotonic())
 
-    def _release(self, slot_ids: Sequence[int], token: str, now: float) -> None:
+    def _release(self, slot_ids: Sequence[Key], token: str, now: float) -> None:
         for slot_id in slot_ids:
             if self._holder(slot_id, now) == token:
                 del self._keys[slot_id]
 
-    async def forget(self, slot_ids: Sequence[int]) -> None:
+    async def forget(self, slot_ids: Sequence[Key]) -> None:
         for slot_id in slot_ids:
             self._keys.pop(slot_id, None)
 
@@ -136,6 +165,31 @@ for _, key in ipairs(KEYS) do
   end
 end
 return 1
+"""
+
+# KEYS: every candidate's keys, one after the other; ARGV: token, TTL, then each candidate's
+# number of keys. Returns the 1-based index of the candidate taken, 0 when none is free.
+_RESERVE_FIRST = """
+local ttl = tonumber(ARGV[2])
+local first = 1
+for candidate = 3, #ARGV do
+  local last = first + tonumber(ARGV[candidate]) - 1
+  local free = true
+  for i = first, last do
+    local holder = redis.call('GET', KEYS[i])
+    if holder and holder ~= ARGV[1] then free = false; break end
+  end
+  if free then
+    for i = first, last do
+      if redis.call('PTTL', KEYS[i]) < ttl then
+        redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
+      end
+    end
+    return candidate - 2
+  end
+  first = last + 1
+end
+return 0
 """
 
 # KEYS: the booked slots' keys, then those to release; ARGV: token, TTL, how many are booked.
@@ -321,6 +375,7 @@ class RedisReservations:
         self._prefix = key_prefix
         self._retry_seconds = retry_seconds
         self._reserve = self._client.register_script(_RESERVE)
+        self._reserve_first = self._client.register_script(_RESERVE_FIRST)
         self._confirm = self._client.register_script(_CONFIRM)
         self._release = self._client.register_script(_RELEASE)
         self._open = False
@@ -331,7 +386,7 @@ class RedisReservations:
     def status(self) -> LayerStatus:
         return "degraded" if self._open else "ok"
 
-    def _keys(self, slot_ids: Sequence[int]) -> list[str]:
+    def _keys(self, slot_ids: Sequence[Key]) -> list[str]:
         return [f"{self._prefix}slot:{slot_id}" for slot_id in slot_ids]
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T | None:
@@ -347,7 +402,7 @@ class RedisReservations:
         self._timeouts_in_a_row = 0
         return result
 
-    async def reserve(self, slot_ids: Sequence[int], token: str, ttl_ms: int) -> Outcome:
+    async def reserve(self, slot_ids: Sequence[Key], token: str, ttl_ms: int) -> Outcome:
         keys = self._keys(slot_ids)
         taken = await self._call(lambda: self._reserve(keys=keys, args=[token, ttl_ms]))
         if taken is None:
@@ -355,18 +410,33 @@ class RedisReservations:
             return Outcome.SKIPPED
         return Outcome.TAKEN if taken == 1 else Outcome.CONFLICT
 
+    async def reserve_first(
+        self, candidates: Sequence[Sequence[Key]], token: str, ttl_ms: int
+    ) -> tuple[Outcome, int]:
+        if len(candidates) == 1:  # the plain script: the common case stays as cheap as it was
+            return await RedisReservations.reserve(self, candidates[0], token, ttl_ms), 0
+        keys = self._keys([key for candidate in candidates for key in candidate])
+        sizes = [len(candidate) for candidate in candidates]
+        taken = await self._call(
+            lambda: self._reserve_first(keys=keys, args=[token, ttl_ms, *sizes])
+        )
+        if taken is None:
+            RESERVATION_LAYER_SKIPPED.inc()
+            return Outcome.SKIPPED, 0
+        return (Outcome.TAKEN, int(taken) - 1) if taken else (Outcome.CONFLICT, 0)
+
     async def confirm(
-        self, slot_ids: Sequence[int], token: str, ttl_ms: int, release: Sequence[int] = ()
+        self, slot_ids: Sequence[Key], token: str, ttl_ms: int, release: Sequence[Key] = ()
     ) -> None:
         # Skipped (breaker open or failed): the lease runs out and the database decides.
         keys = self._keys([*slot_ids, *release])
         await self._call(lambda: self._confirm(keys=keys, args=[token, ttl_ms, len(slot_ids)]))
 
-    async def release(self, slot_ids: Sequence[int], token: str) -> None:
+    async def release(self, slot_ids: Sequence[Key], token: str) -> None:
         keys = self._keys(slot_ids)
         await self._call(lambda: self._release(keys=keys, args=[token]))
 
-    async def forget(self, slot_ids: Sequence[int]) -> None:
+    async def forget(self, slot_ids: Sequence[Key]) -> None:
         keys = self._keys(slot_ids)
         await self._call(lambda: self._client.delete(*keys))
 

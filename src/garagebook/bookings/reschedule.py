@@ -7,7 +7,10 @@ old time still booked), the old claims are deleted, the row is updated (same id,
 cancel token; `sequence` + 1 for the calendar), and the `booking_rescheduled` job and the new
 time's reminder are written.
 The new slots' reservation keys are taken first, like a booking's; the old slots' keys are
-dropped after the commit so they are bookable at once.
+dropped after the commit so they are bookable at once. Where the garage lists technicians the
+old technician's times are given back and the new times claimed from the first qualified
+technician the database allows (technicians/claims.py); a move takes no reservation keys for
+technicians: for them the database alone decides.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from garagebook.errors import (
 from garagebook.garage.rules import read_rules, refuse
 from garagebook.jobs.kinds import BOOKING_REMINDER, BOOKING_RESCHEDULED
 from garagebook.jobs.queue import enqueue
-from garagebook.reservations import Outcome, ReservationStore, lease_ms
+from garagebook.reservations import Key, Outcome, ReservationStore, lease_ms
 from garagebook.schema import booking_slots, bookings
 from garagebook.slots.events import time_freed
 from garagebook.slots.service import PlanCache
+from garagebook.technicians.claims import TechnicianTaken, claim_first
+from garagebook.technicians.claims import release as release_technician
 from garagebook.timeutil import utcnow
 from garagebook.webhooks.events import BOOKING_RESCHEDULED as HOOK_RESCHEDULED
 from garagebook.webhooks.events import enqueue_event
@@ -90,6 +95,25 @@ async def reschedule(
                 claimed=len(plan.slot_ids),
             )
             moved = await _move(conn, booking_id, plan.slot_ids, new_slots, plan, now)
+            # The technician: the old times given back, the new ones claimed by whoever can.
+            zone = settings.timezone
+            freed_keys = await release_technician(
+                conn, booking_id, current.starts_at.astimezone(zone).date()
+            )
+            try:
+                moved["technician_id"] = await claim_first(
+                    conn,
+                    booking_id,
+                    plan.technicians,
+                    plan.skill,
+                    plan.starts,
+                    plan.start.starts_at.astimezone(zone).date(),
+                    int(plan.duration.total_seconds() // 60),
+                )
+            except TechnicianTaken:
+                raise SlotUnavailable(
+                    "database", "No technician who can do it is free then."
+                ) from None
             # The old time is free: someone on that day's waitlist may want it.
             await time_freed(conn, current.starts_at.astimezone(settings.timezone).date(), now)
             # The reminder for the new time; the old time's job finds the sequence changed.
@@ -102,7 +126,8 @@ async def reschedule(
         raise
     if new_slots:  # committed: the new slots' keys get the whole TTL (see bookings.book)
         await reservations.confirm(new_slots, token, settings.reservation_ttl_seconds * 1000)
-    freed = [s for s in old_slots if s not in plan.slot_ids]
+    freed: list[Key] = [s for s in old_slots if s not in plan.slot_ids]
+    freed += freed_keys
     if freed:
         await reservations.forget(freed)
     return booking_json(moved, plan.start.bay_id, plan.slot_ids, settings)

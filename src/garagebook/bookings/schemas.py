@@ -7,7 +7,16 @@ import re
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from garagebook.fields import Id
 
@@ -107,7 +116,11 @@ class VehicleIn(_Strict):
 
 
 class BookingIn(_Strict):
-    slot_id: Id
+    """A time is `slot_id` (a bay's slot) or `starts_at` (any bay: the server picks the bay
+    and, where the garage lists technicians, the technician)."""
+
+    slot_id: Id | None = None
+    starts_at: AwareDatetime | None = None
     service_id: Id
     customer: CustomerIn
     vehicle: VehicleIn
@@ -120,6 +133,12 @@ class BookingIn(_Strict):
         ]
         | None
     ) = None
+
+    @model_validator(mode="after")
+    def _one_time(self) -> BookingIn:
+        if (self.slot_id is None) == (self.starts_at is None):
+            raise ValueError("give the time as slot_id or as starts_at: one of the two")
+        return self
 
 
 class HoldIn(_Strict):

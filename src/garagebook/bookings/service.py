@@ -29,7 +29,7 @@ import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -53,12 +53,13 @@ from garagebook.errors import (
     ServiceDoesNotFit,
     SlotInPast,
     SlotUnavailable,
+    WrongBay,
     closed_because,
 )
 from garagebook.garage.rules import Rules, StalePlan, read_rules, refuse
 from garagebook.jobs.kinds import BOOKING_CANCELLED, BOOKING_CONFIRMED, BOOKING_REMINDER
 from garagebook.jobs.queue import encode_payload, enqueue
-from garagebook.reservations import Outcome, ReservationStore, lease_ms
+from garagebook.reservations import Key, Outcome, ReservationStore, lease_ms
 from garagebook.schema import (
     booking_slots,
     bookings,
@@ -69,7 +70,10 @@ from garagebook.schema import (
     vehicles,
 )
 from garagebook.slots.events import time_freed
-from garagebook.slots.service import Plan, PlanCache, local_day_bounds
+from garagebook.slots.service import Plan, PlanCache, local_day_bounds, slots_starting
+from garagebook.technicians.claims import TechnicianChoice, TechnicianTaken
+from garagebook.technicians.claims import claim as claim_technician
+from garagebook.technicians.claims import release as release_technician
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.webhooks.events import (
     BOOKING_CANCELLED as HOOK_CANCELLED,
@@ -119,20 +123,71 @@ async def book(
     not applied, the minimum notice not applied, and do the make and
     model replace the car's record.
 
-    A plan cached before the service's minutes changed is refused by the database
-    (StalePlan): it is planned again once from the database and booked with that."""
+    A plan cached before the service's minutes or the setup changed is refused by the
+    database (StalePlan): it is planned again once from the database and booked with that."""
     try:
         return await _book(
             db, reservations, plans, settings, request, idempotency_key, within, staff=staff
         )
     except StalePlan:
-        plans.forget(request.slot_id, request.service_id)
+        plans.forget_all()  # the setup changed: every plan may be stale
     try:
         return await _book(
             db, reservations, plans, settings, request, idempotency_key, within, staff=staff
         )
     except StalePlan:  # changed again in between: let the customer try again
         raise SlotUnavailable("database", "That service just changed; please try again.") from None
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One way to book the request: a bay's plan and, where the garage lists technicians,
+    one of them. Tried best first (technicians/claims.py says which is best)."""
+
+    plan: Plan
+    technician: TechnicianChoice | None
+
+    @property
+    def keys(self) -> list[Key]:
+        technician = self.technician.keys if self.technician is not None else ()
+        return [*self.plan.slot_ids, *technician]
+
+
+async def _attempts(
+    db: Database, plans: PlanCache, settings: Settings, request: BookingIn, now: datetime
+) -> list[_Attempt]:
+    if request.slot_id is not None:
+        starts = [request.slot_id]
+    else:
+        assert request.starts_at is not None  # BookingIn has one of the two
+        async with db.read() as conn:
+            starts = await slots_starting(conn, request.starts_at, request.service_id)
+        if not starts:
+            raise SlotUnavailable("database", "Nothing can start at that time.")
+    found: list[Plan] = []
+    for slot_id in starts:
+        try:
+            plan = await plans.get(db, slot_id, request.service_id)
+        except WrongBay:
+            if request.slot_id is not None:
+                raise
+            continue  # another bay at that time may do it
+        found.append(plan)
+    if not found:
+        raise WrongBay()
+    if found[0].start.starts_at <= now:
+        raise SlotInPast(slot_id=found[0].start.id)
+    fitting = [plan for plan in found if plan.fits]
+    if not fitting:
+        raise ServiceDoesNotFit()
+    attempts = [
+        _Attempt(plan, choice)
+        for plan in fitting
+        for choice in (plan.technicians.choices if plan.technicians.needed else (None,))
+    ]
+    if not attempts:
+        raise SlotUnavailable("database", "No technician who can do it works at that time.")
+    return attempts
 
 
 async def _book(
@@ -156,12 +211,7 @@ async def _book(
             return replay
 
     now = utcnow()
-    plan = await plans.get(db, request.slot_id, request.service_id)
-    if plan.start.starts_at <= now:
-        raise SlotInPast(slot_id=request.slot_id)
-    if not plan.fits:
-        raise ServiceDoesNotFit()
-
+    attempts = await _attempts(db, plans, settings, request, now)
     # Layer 1. The key's value is the request's token, and a key holding our own token counts
     # as free: so a hold's keys are accepted for its holder, and a retry with the same
     # Idempotency-Key and body (same token) passes its own first attempt's keys and goes on to
@@ -171,14 +221,74 @@ async def _book(
         if idempotency_key is not None
         else secrets.token_hex(16)
     )
-    # Only a lease while the request runs: were it to die with its process, its keys must not
-    # keep the slots from anyone for the whole TTL. `confirm` gives the booking's keys the TTL.
-    outcome = await reservations.reserve(plan.slot_ids, token, lease_ms(settings))
-    if outcome is Outcome.CONFLICT:
-        raise SlotUnavailable("reservation")
+    technician_refused = False
+    while attempts:
+        # Only a lease while the request runs: were it to die with its process, its keys must
+        # not keep the slots from anyone for the whole TTL. `confirm` gives the booking's keys
+        # the TTL. The first attempt whose keys are all free is taken, in one round trip.
+        outcome, index = await reservations.reserve_first(
+            [attempt.keys for attempt in attempts], token, lease_ms(settings)
+        )
+        if outcome is Outcome.CONFLICT:
+            raise SlotUnavailable("reservation")
+        attempt = attempts[index]
+        try:
+            return await _commit(
+                db,
+                reservations,
+                settings,
+                request,
+                attempt,
+                token,
+                now,
+                fingerprint,
+                idempotency_key,
+                within,
+                staff=staff,
+            )
+        except TechnicianTaken:
+            # The database refused this technician: the next one who can, on any bay.
+            taken = attempt.technician
+            assert taken is not None
+            technician_refused = True
+            attempts = [
+                a
+                for a in attempts[index + 1 :]
+                if a.technician is None or a.technician.technician_id != taken.technician_id
+            ]
+        except SlotUnavailable as exc:
+            if exc.data.get("rejected_by") != "database" or request.slot_id is not None:
+                raise
+            # That bay's slots were taken or closed: the next bay, if the time was any bay's.
+            attempts = [
+                a for a in attempts[index + 1 :] if a.plan.start.id != attempt.plan.start.id
+            ]
+            if not attempts:
+                raise
+    if technician_refused:
+        raise SlotUnavailable("database", "No technician who can do it is free then.")
+    raise SlotUnavailable("database")
 
+
+async def _commit(
+    db: Database,
+    reservations: ReservationStore,
+    settings: Settings,
+    request: BookingIn,
+    attempt: _Attempt,
+    token: str,
+    now: datetime,
+    fingerprint: str,
+    idempotency_key: str | None,
+    within: Callable[[AsyncConnection, str], Awaitable[None]] | None,
+    *,
+    staff: bool,
+) -> BookingResult:
+    """Layers 2 and 3 for one attempt whose keys we took (or that the layer skipped)."""
+    plan = attempt.plan
     cancel_token = secrets.token_urlsafe(24)
     row = _booking_row(request, plan, now, cancel_token)
+    row["technician_id"] = attempt.technician.technician_id if attempt.technician else None
     reminder = reminder_at(plan.start.starts_at, settings, now)
     shown = booking_json(row, plan.start.bay_id, plan.slot_ids, settings)
     body = orjson.dumps({**shown, "cancel_token": cancel_token})
@@ -194,17 +304,18 @@ async def _book(
         )
     )
     caps = None if staff else Caps.of(settings, plan.start.starts_at)
+    day = plan.start.starts_at.astimezone(settings.timezone).date()
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
-            await _write_booking(conn, row, plan, key, reminder, caps, staff)
+            await _write_booking(conn, row, plan, key, reminder, caps, staff, day)
             if within is not None:
                 await within(conn, row["id"])
         # Committed: its keys now turn others away fast for the whole TTL. The hold ends with
         # the booking: slots it held that were not booked go free, in the same round trip.
         others = [s for s in slots_of(request.hold_token or "") if s not in plan.slot_ids]
         await reservations.confirm(
-            plan.slot_ids, token, settings.reservation_ttl_seconds * 1000, release=others
+            attempt.keys, token, settings.reservation_ttl_seconds * 1000, release=others
         )
         return BookingResult(body, replayed=False)
     except BaseException as exc:
@@ -212,9 +323,11 @@ async def _book(
         # Released even when the reservation call failed: a timed-out call may still have
         # set them. (Compare-and-delete on our own token: nobody else's key is touched.)
         # A customer's hold survives a failure that was not about the slot, for a retry.
-        if request.hold_token is None or isinstance(exc, SlotUnavailable):
-            await reservations.release(plan.slot_ids, token)
-        if idempotency_key is not None and isinstance(exc, SlotUnavailable | _KeyTaken):
+        if request.hold_token is None or isinstance(exc, SlotUnavailable | TechnicianTaken):
+            await reservations.release(attempt.keys, token)
+        if idempotency_key is not None and isinstance(
+            exc, SlotUnavailable | TechnicianTaken | _KeyTaken
+        ):
             # Lost to a concurrent request carrying the same key? Then answer as it did.
             async with db.read() as conn:
                 replay = await _find_replay(conn, settings, idempotency_key, fingerprint)
@@ -300,6 +413,7 @@ def hash_token(token: str) -> str:
 def _booking_row(
     request: BookingIn, plan: Plan, now: datetime, cancel_token: str
 ) -> dict[str, Any]:
+    """The booking's row; `technician_id` is the attempt's (`_commit`)."""
     customer, vehicle = request.customer, request.vehicle
     return {
         "id": new_booking_id(),
@@ -319,6 +433,7 @@ def _booking_row(
         "created_at": now,
         "cancelled_at": None,
         "cancel_token_hash": hash_token(cancel_token),
+        "technician_id": None,
     }
 
 
@@ -330,14 +445,16 @@ async def _write_booking(
     reminder: datetime | None,
     caps: Caps | None,
     staff: bool,
+    day: date,
 ) -> None:
-    """Raises SlotUnavailable when the database refuses a slot, BookingLimitReached when a cap
-    is reached, _KeyTaken when the Idempotency-Key is already recorded, the setup's reasons
-    (garage/rules.py) when it no longer allows the booking; the caller's transaction then
-    rolls back."""
+    """Raises SlotUnavailable when the database refuses a slot, TechnicianTaken when it
+    refuses the technician, BookingLimitReached when a cap is reached, _KeyTaken when the
+    Idempotency-Key is already recorded, the setup's reasons (garage/rules.py) when it no
+    longer allows the booking; the caller's transaction then rolls back. `day`: the booking's
+    local day, whose minutes a technician gives."""
     slot_ids = plan.slot_ids
     if conn.dialect.name == "postgresql":
-        await _write_booking_postgres(conn, row, plan, key, reminder, caps, staff)
+        await _write_booking_postgres(conn, row, plan, key, reminder, caps, staff, day)
         return
     # The setup's rules, read now (the write transaction holds the lock).
     refuse(
@@ -347,6 +464,7 @@ async def _write_booking(
         now=row["created_at"],
         online=not staff,
         claimed=len(slot_ids),
+        plan_version=plan.garage_version,
     )
     # The caps: SQLite's write transaction (BEGIN IMMEDIATE) is exclusive, so this count is
     # made under the lock no other booking can pass until we commit.
@@ -374,6 +492,10 @@ async def _write_booking(
     ).all()
     if len(claimed) != len(slot_ids):
         raise SlotUnavailable("database")  # rolls back the booking row too
+    if row["technician_id"] is not None:  # against uq_technician_claims_… and the day's count
+        await claim_technician(
+            conn, row["id"], row["technician_id"], plan.skill, plan.starts, day, _minutes(plan)
+        )
     now = row["created_at"]
     await conn.execute(
         upsert(conn, customers, "email", ["name", "phone", "updated_at"]).values(
@@ -474,6 +596,7 @@ async def _write_booking_postgres(
     reminder: datetime | None,
     caps: Caps | None,
     staff: bool,
+    day: date,
 ) -> None:
     """The same writes in one statement (bookings/sql.py): one round trip."""
     slot_ids = plan.slot_ids
@@ -502,6 +625,10 @@ async def _write_booking_postgres(
                 "reminder_at": reminder,
                 "webhook_tail": event_tail(HOOK_CREATED, row, row["created_at"]),
                 "staff": staff,
+                "technician_id": row["technician_id"],
+                "starts": list(plan.starts),
+                "day": day,
+                "garage_version": plan.garage_version,
                 "day_start": caps.day_start if caps else None,
                 "day_end": caps.day_end if caps else None,
                 "max_email": caps.per_email if caps else None,
@@ -520,14 +647,19 @@ async def _write_booking_postgres(
         raise BookingLimitReached(result.refused, caps.maximum(result.refused))
     if result.booked == 0:  # the setup's reason, if it was one; else the slot was taken
         refuse(
-            Rules(result.minutes, result.bay_can, result.notice, len(slot_ids)),
+            Rules(result.minutes, result.bay_can, result.notice, len(slot_ids), result.version),
             plan_minutes=_minutes(plan),
             starts_at=plan.start.starts_at,
             now=row["created_at"],
             online=not staff,
+            plan_version=plan.garage_version,
         )
     if result.booked == 0 or result.claimed != len(slot_ids):
         raise SlotUnavailable("database")
+    if row["technician_id"] is not None and (
+        result.technician_claimed != len(slot_ids) or result.technician_counted != 1
+    ):
+        raise TechnicianTaken()
     if key is not None and result.keyed == 0:
         raise _KeyTaken()
 
@@ -595,6 +727,7 @@ def booking_json(
         "slot_id": row["slot_id"],
         "slot_ids": list(slot_ids),
         "bay_id": bay_id,
+        "technician_id": row.get("technician_id"),
         "service_id": row["service_id"],
         "customer": {
             "name": row["customer_name"],
@@ -669,8 +802,10 @@ async def cancel(
         )
         slot_ids, bay_id = await claimed_slots(conn, booking_id)
         cancelled = row._asdict()
+        day = cancelled["starts_at"].astimezone(settings.timezone).date()
+        technician_keys = await release_technician(conn, booking_id, day)
         await enqueue(conn, BOOKING_CANCELLED, job_payload(cancelled), now=now)
         await enqueue_event(conn, HOOK_CANCELLED, cancelled, now)
-        await time_freed(conn, cancelled["starts_at"].astimezone(settings.timezone).date(), now)
-    await reservations.forget(slot_ids)
+        await time_freed(conn, day, now)
+    await reservations.forget([*slot_ids, *technician_keys])
     return booking_json(cancelled, bay_id, slot_ids, settings)

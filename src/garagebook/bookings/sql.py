@@ -14,7 +14,15 @@ garage/rules.py): the booking goes in only while its service is active with the 
 plan was made with, on a bay that `can` what it needs, and (online) not sooner than the
 minimum notice; the claims take only open slots, locked FOR SHARE so an apply closing one
 waits for this booking (and then lists it as outside the hours) or wins and makes it a 409.
-The booking keeps the service's price as booked.
+The booking keeps the service's price as booked. A plan made under another version of the
+setup (which may list other technicians) is refused the same way (StalePlan).
+
+The technician (issue 15, technicians/claims.py): with `:technician_id` given, it must be
+active with the service's skill (`technician`); its open slots at `:starts` are claimed FOR
+SHARE against uq_technician_claims_technician_slot_id_active (`technician_claimed`), and the
+booking's minutes are added to its `:day` only while it is not absent and stays within the
+minutes it works (`technician_day`). The caller compares both counts and rolls back
+(TechnicianTaken) when either falls short; with no technician, both are 0 and not asked.
 
 The caps on live bookings per e-mail, registration and day come first (`cap`): the function
 of migration 0009 serialises one customer's and one car's bookings with advisory locks and
@@ -65,22 +73,25 @@ WITH cap AS (
                           services sv
                      WHERE sl.id = CAST(:slot_id AS integer)
                        AND sv.id = CAST(:service_id AS integer)), FALSE) AS bay_can,
-           coalesce((SELECT min_notice_minutes FROM garage WHERE id = 1), 0) AS notice
+           coalesce((SELECT min_notice_minutes FROM garage WHERE id = 1), 0) AS notice,
+           (SELECT version FROM garage WHERE id = 1) AS version
 ), booking AS (
     INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,
                           customer_phone, vehicle_registration, vehicle_make, vehicle_model,
                           notes, status, starts_at, ends_at, created_at, cancel_token_hash,
-                          price_pence)
+                          price_pence, technician_id)
     SELECT CAST(:id AS varchar), CAST(:reference AS varchar), CAST(:slot_id AS integer),
            CAST(:service_id AS integer), CAST(:email AS varchar), CAST(:name AS varchar),
            CAST(:phone AS varchar), CAST(:registration AS varchar), CAST(:make AS varchar),
            CAST(:model AS varchar), CAST(:notes AS text), 'confirmed',
            CAST(:starts_at AS timestamptz), CAST(:ends_at AS timestamptz),
            CAST(:created_at AS timestamptz), CAST(:cancel_token_hash AS varchar),
-           (SELECT price_pence FROM services WHERE id = CAST(:service_id AS integer))
+           (SELECT price_pence FROM services WHERE id = CAST(:service_id AS integer)),
+           CAST(:technician_id AS integer)
     FROM cap, rules
     WHERE cap.refused IS NULL
       AND rules.minutes = CAST(:minutes AS integer) AND rules.bay_can
+      AND rules.version IS NOT DISTINCT FROM CAST(:garage_version AS integer)
       AND (CAST(:staff AS boolean) OR CAST(:starts_at AS timestamptz)
            >= CAST(:created_at AS timestamptz) + rules.notice * interval '1 minute')
     ON CONFLICT DO NOTHING
@@ -93,6 +104,26 @@ WITH cap AS (
     ) AS claimed
     ON CONFLICT DO NOTHING
     RETURNING slot_id
+), technician AS (
+    SELECT t.id FROM technicians t, services sv
+    WHERE t.id = CAST(:technician_id AS integer) AND t.active
+      AND sv.id = CAST(:service_id AS integer)
+      AND position(',' || sv.skill || ',' IN ',' || t.skills || ',') > 0
+), technician_claimed AS (
+    INSERT INTO technician_claims (booking_id, technician_slot_id, active)
+    SELECT booking.id, taken.id, TRUE
+    FROM booking CROSS JOIN (
+        SELECT ts.id FROM technician_slots ts JOIN technician ON technician.id = ts.technician_id
+        WHERE ts.starts_at = ANY(CAST(:starts AS timestamptz[])) AND ts.open FOR SHARE OF ts
+    ) AS taken
+    ON CONFLICT DO NOTHING
+    RETURNING technician_slot_id
+), technician_day AS (
+    UPDATE technician_days d SET minutes_booked = d.minutes_booked + CAST(:minutes AS integer)
+    FROM booking, technician
+    WHERE d.technician_id = technician.id AND d.day = CAST(:day AS date) AND NOT d.absent
+      AND d.minutes_booked + CAST(:minutes AS integer) <= d.minutes_working
+    RETURNING d.technician_id
 ), customer AS (
     INSERT INTO customers (email, name, phone, updated_at)
     SELECT CAST(:email AS varchar), CAST(:name AS varchar), CAST(:phone AS varchar),
@@ -138,7 +169,9 @@ WITH cap AS (
 SELECT (SELECT refused FROM cap) AS refused,
        (SELECT count(*) FROM booking) AS booked,
        (SELECT count(*) FROM claims) AS claimed,
+       (SELECT count(*) FROM technician_claimed) AS technician_claimed,
+       (SELECT count(*) FROM technician_day) AS technician_counted,
        (SELECT count(*) FROM idempotency) AS keyed,
        (SELECT minutes FROM rules) AS minutes, (SELECT bay_can FROM rules) AS bay_can,
-       (SELECT notice FROM rules) AS notice
+       (SELECT notice FROM rules) AS notice, (SELECT version FROM rules) AS version
 """  # noqa: S608 (constants only, see above)

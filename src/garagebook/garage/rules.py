@@ -21,7 +21,8 @@ from garagebook.schema import bays, garage, services, slots
 
 
 class StalePlan(Exception):
-    """The service's minutes changed since the plan was cached: plan again (once)."""
+    """The service's minutes, or the setup (which says who the technicians are), changed since
+    the plan was cached: plan again (once)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Rules:
     bay_can: bool  # the start slot's bay can what the service needs
     notice_minutes: int
     open_slots: int  # how many of the claimed slots are open
+    version: int | None = None  # the setup document's version now
 
 
 def can(capabilities: str, needs: str) -> bool:
@@ -62,15 +64,17 @@ async def read_rules(conn: AsyncConnection, service_id: int, slot_ids: Sequence[
                 bay.scalar_subquery(),
                 open_count.scalar_subquery(),
                 select(garage.c.min_notice_minutes).where(garage.c.id == 1).scalar_subquery(),
+                select(garage.c.version).where(garage.c.id == 1).scalar_subquery(),
             )
         )
     ).one()
-    minutes, needs, capabilities, opened, notice = row
+    minutes, needs, capabilities, opened, notice, version = row
     return Rules(
         minutes,
         bool(needs is not None and capabilities is not None and can(capabilities, needs)),
         int(notice or 0),
         int(opened),
+        version,
     )
 
 
@@ -82,12 +86,16 @@ def refuse(
     now: datetime,
     online: bool,
     claimed: int | None = None,
+    plan_version: int | None = None,
 ) -> None:
     """Raise the reason these rules refuse the claim; `claimed` (the slots to claim) also
-    checks they are all open. Returns when the rules allow it."""
+    checks they are all open, `plan_version` that the plan was made under this setup.
+    Returns when the rules allow it."""
     if rules.minutes is None:
         raise ServiceNotFound()
     if rules.minutes != plan_minutes:
+        raise StalePlan()
+    if plan_version is not None and (rules.version or 0) != plan_version:
         raise StalePlan()
     if not rules.bay_can:
         raise WrongBay()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.db import Database
 from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps, WrongBay
 from garagebook.garage.rules import can, notice_minutes
-from garagebook.schema import bays, booking_slots, services, slots
+from garagebook.schema import bays, booking_slots, garage, services, slots, technicians
 from garagebook.slots.events import time_freed
+from garagebook.technicians.claims import NOT_PLANNED, Technicians, qualified
 from garagebook.timeutil import utcnow
 
 # A service covers at most this many back-to-back slots (8 hours of 15-minute slots).
@@ -41,10 +42,21 @@ class Plan:
     service_id: int
     duration: timedelta
     slot_ids: tuple[int, ...]
+    # Who may take it (issue 15), best first, and what the plan was made from: the service's
+    # skill and the setup's version (a new document may list other technicians: StalePlan).
+    technicians: Technicians = NOT_PLANNED
+    skill: str = "general"
+    garage_version: int = 0
 
     @property
     def fits(self) -> bool:
         return bool(self.slot_ids)
+
+    @property
+    def starts(self) -> tuple[datetime, ...]:
+        """The start of every slot it claims: the times a technician is taken for."""
+        step = (self.ends_at - self.start.starts_at) / len(self.slot_ids)
+        return tuple(self.start.starts_at + step * i for i in range(len(self.slot_ids)))
 
     @property
     def ends_at(self) -> datetime:
@@ -89,6 +101,13 @@ def _plan_statement() -> Select[Any]:
             slots.c.ends_at,
             service.scalar_subquery().label("duration_minutes"),
             service.with_only_columns(services.c.needs).scalar_subquery().label("needs"),
+            service.with_only_columns(services.c.skill).scalar_subquery().label("skill"),
+            select(garage.c.version).where(garage.c.id == 1).scalar_subquery().label("version"),
+            select(technicians.c.id)
+            .where(technicians.c.active)
+            .limit(1)
+            .scalar_subquery()
+            .label("a_technician"),
             select(bays.c.capabilities)
             .where(bays.c.id == slots.c.bay_id, bays.c.active)
             .scalar_subquery()
@@ -118,7 +137,18 @@ async def plan_booking(
         raise WrongBay()
     run = [Slot(r.id, r.bay_id, r.starts_at, r.ends_at) for r in rows]
     length = timedelta(minutes=rows[0].duration_minutes)
-    return Plan(run[0], service_id, length, cover(run[0], run[1:], length, zone))
+    covered = cover(run[0], run[1:], length, zone)
+    plan = Plan(
+        run[0],
+        service_id,
+        length,
+        covered,
+        skill=rows[0].skill,
+        garage_version=rows[0].version or 0,
+    )
+    if not covered or rows[0].a_technician is None:
+        return plan
+    return replace(plan, technicians=await qualified(conn, plan.skill, plan.starts))
 
 
 class PlanCache:
@@ -159,6 +189,10 @@ class PlanCache:
     def forget(self, slot_id: int, service_id: int) -> None:
         self._plans.pop((slot_id, service_id), None)
 
+    def forget_all(self) -> None:
+        """The setup changed (a StalePlan): any plan may name technicians it no longer has."""
+        self._plans.clear()
+
     async def _load(self, db: Database, slot_id: int, service_id: int) -> Plan:
         async with db.read() as conn:
             plan = await plan_booking(conn, slot_id, service_id, self._zone)
@@ -167,6 +201,27 @@ class PlanCache:
             if len(self._plans) > self._size:
                 self._plans.popitem(last=False)
         return plan
+
+
+async def slots_starting(conn: AsyncConnection, starts_at: datetime, service_id: int) -> list[int]:
+    """The open slots starting at `starts_at` on active bays that can do the service, the bay
+    with the fewest capabilities first (then the lowest id): an oil change takes a general bay
+    while one is free, and keeps the MOT bay for MOTs."""
+    needs = await conn.scalar(
+        select(services.c.needs).where(services.c.id == service_id, services.c.active)
+    )
+    if needs is None:
+        raise ServiceNotFound(service_id=service_id)
+    rows = (
+        await conn.execute(
+            select(slots.c.id, bays.c.id.label("bay_id"), bays.c.capabilities)
+            .join(bays, bays.c.id == slots.c.bay_id)
+            .where(slots.c.starts_at == starts_at, slots.c.open, bays.c.active)
+        )
+    ).all()
+    able = [r for r in rows if can(r.capabilities, needs)]
+    able.sort(key=lambda r: (len(r.capabilities.split(",")), r.bay_id))
+    return [r.id for r in able]
 
 
 @dataclass(frozen=True)

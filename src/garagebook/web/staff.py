@@ -357,7 +357,7 @@ async def walk_in(
     why = None
     async with db.read() as conn:
         fits = await _walk_in_fits(conn, day, settings.timezone, utcnow(), [request_in.service_id])
-        if request_in.slot_id not in fits:
+        if request_in.slot_id is not None and request_in.slot_id not in fits:
             why = await _why_no_fit(
                 conn, settings, request_in.slot_id, request_in.service_id, utcnow()
             )

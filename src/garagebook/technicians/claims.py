@@ -1,0 +1,224 @@
+"""The technician side of a timed booking (issue 15): which technicians may take it, and the
+claim on one of them that the database decides.
+
+A timed booking takes a bay and a technician for its whole time. Both are decided the same
+way, by the database, in the booking's one transaction: the technician's slots (created by the
+calendar for the hours they work, closed by an absence) are claimed in `technician_claims`,
+where a partial unique index allows one active claim per slot, exactly as `booking_slots`
+does for bays; and the booking's minutes are added to the technician's day, a counter the
+`UPDATE … WHERE booked + mine <= working AND NOT absent` guards and a CHECK constraint backs.
+Unique claims and a checked counter are the two constraints SQLite and PostgreSQL both have,
+so one guarantee holds on both (an exclusion constraint would be PostgreSQL's alone).
+
+Which technician: the customer picks a time, never a technician. Of the qualified ones (active,
+with the service's skill), the one with the fewest skills goes first, then the lowest id: so an
+oil change goes to a general technician while one is free, and the only MOT tester is kept
+for MOTs. Bays are picked the same way (fewest capabilities first, bookings/service.py).
+
+A garage whose document lists no technicians does not plan by them: its bookings take none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.db import insert_ignoring_conflicts
+from garagebook.garage.rules import can
+from garagebook.reservations import Key, technician_key
+from garagebook.schema import (
+    bookings,
+    technician_claims,
+    technician_days,
+    technician_slots,
+    technicians,
+)
+
+
+@dataclass(frozen=True)
+class TechnicianChoice:
+    """A qualified technician for a booking's times, and the reservation keys of those times."""
+
+    technician_id: int
+    keys: tuple[Key, ...]
+
+
+@dataclass(frozen=True)
+class Technicians:
+    """Who may take a booking of a service at given times, best first. `needed` false: the
+    garage lists no active technician, and bookings take none."""
+
+    needed: bool
+    choices: tuple[TechnicianChoice, ...]
+
+
+NOT_PLANNED = Technicians(needed=False, choices=())
+
+
+async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime]) -> Technicians:
+    """The active technicians with `skill` who have a slot at every one of `starts`, best
+    first. Whether those slots are open and free is the booking's statement to decide."""
+    staff = (
+        await conn.execute(
+            select(technicians.c.id, technicians.c.skills).where(technicians.c.active)
+        )
+    ).all()
+    if not staff:
+        return NOT_PLANNED
+    able = sorted((len(row.skills.split(",")), row.id) for row in staff if can(row.skills, skill))
+    if not able:
+        return Technicians(needed=True, choices=())
+    having = await conn.execute(
+        select(technician_slots.c.technician_id, func.count())
+        .where(
+            technician_slots.c.technician_id.in_([tid for _, tid in able]),
+            technician_slots.c.starts_at.in_(list(starts)),
+        )
+        .group_by(technician_slots.c.technician_id)
+    )
+    working = {tid for tid, count in having if count == len(starts)}
+    return Technicians(
+        needed=True,
+        choices=tuple(
+            TechnicianChoice(tid, tuple(technician_key(tid, start) for start in starts))
+            for _, tid in able
+            if tid in working
+        ),
+    )
+
+
+class TechnicianTaken(Exception):
+    """The database refused this technician (a slot taken or closed, the day full or absent,
+    the skill gone): the booking rolls back, and the next qualified technician may be tried."""
+
+
+async def claim(
+    conn: AsyncConnection,
+    booking_id: str,
+    technician_id: int,
+    skill: str,
+    starts: Sequence[datetime],
+    day: date,
+    minutes: int,
+) -> None:
+    """Claim `technician_id`'s slots at `starts` and `minutes` of their `day` for the booking,
+    in the caller's transaction (SQLite's booking, every move); TechnicianTaken if refused.
+    PostgreSQL's booking does the same in its one statement (bookings/sql.py)."""
+    skills = await conn.scalar(
+        select(technicians.c.skills).where(technicians.c.id == technician_id, technicians.c.active)
+    )
+    if skills is None or not can(skills, skill):
+        raise TechnicianTaken()
+    slot_rows = select(technician_slots.c.id).where(
+        technician_slots.c.technician_id == technician_id,
+        technician_slots.c.starts_at.in_(list(starts)),
+        technician_slots.c.open,
+    )
+    if conn.dialect.name == "postgresql":
+        slot_rows = slot_rows.with_for_update(read=True)  # an absence closing them waits
+    slot_ids = (await conn.scalars(slot_rows)).all()
+    if len(slot_ids) != len(starts):
+        raise TechnicianTaken()
+    claimed = (
+        await conn.scalars(
+            insert_ignoring_conflicts(conn, technician_claims)
+            .values(
+                [
+                    {"booking_id": booking_id, "technician_slot_id": sid, "active": True}
+                    for sid in slot_ids
+                ]
+            )
+            .returning(technician_claims.c.technician_slot_id)
+        )
+    ).all()
+    if len(claimed) != len(starts):
+        raise TechnicianTaken()
+    counted = await conn.execute(
+        update(technician_days)
+        .where(
+            technician_days.c.technician_id == technician_id,
+            technician_days.c.day == day,
+            ~technician_days.c.absent,
+            technician_days.c.minutes_booked + minutes <= technician_days.c.minutes_working,
+        )
+        .values(minutes_booked=technician_days.c.minutes_booked + minutes)
+    )
+    if counted.rowcount != 1:
+        raise TechnicianTaken()
+
+
+async def release(conn: AsyncConnection, booking_id: str, day: date) -> list[Key]:
+    """Give back a booking's technician (a cancel, or a move before it claims anew): its
+    claims go inactive and its minutes leave the technician's `day` (the booking's local day).
+    Returns the reservation keys of the times it held, to drop once committed."""
+    booking = (
+        await conn.execute(
+            select(bookings.c.technician_id, bookings.c.starts_at, bookings.c.ends_at).where(
+                bookings.c.id == booking_id
+            )
+        )
+    ).one()
+    if booking.technician_id is None:
+        return []
+    freed = (
+        await conn.execute(
+            update(technician_claims)
+            .where(technician_claims.c.booking_id == booking_id, technician_claims.c.active)
+            .values(active=False)
+            .returning(technician_claims.c.technician_slot_id)
+        )
+    ).all()
+    if not freed:
+        return []
+    starts = (
+        await conn.scalars(
+            select(technician_slots.c.starts_at).where(
+                technician_slots.c.id.in_([row[0] for row in freed])
+            )
+        )
+    ).all()
+    minutes = int((booking.ends_at - booking.starts_at).total_seconds() // 60)
+    await conn.execute(
+        update(technician_days)
+        .where(
+            and_(
+                technician_days.c.technician_id == booking.technician_id,
+                technician_days.c.day == day,
+            )
+        )
+        .values(minutes_booked=technician_days.c.minutes_booked - minutes)
+    )
+    return [technician_key(booking.technician_id, start) for start in starts]
+
+
+async def claim_first(
+    conn: AsyncConnection,
+    booking_id: str,
+    found: Technicians,
+    skill: str,
+    starts: Sequence[datetime],
+    day: date,
+    minutes: int,
+) -> int | None:
+    """A move's technician: the first of `found` the database lets the booking claim, each
+    tried in a savepoint; None when the garage lists none. The booking's old technician must be
+    `release`d first, so its own times count as free."""
+    if not found.needed:
+        return None
+    for choice in found.choices:
+        try:
+            async with conn.begin_nested():
+                await claim(conn, booking_id, choice.technician_id, skill, starts, day, minutes)
+        except TechnicianTaken:
+            continue
+        await conn.execute(
+            update(bookings)
+            .where(bookings.c.id == booking_id)
+            .values(technician_id=choice.technician_id)
+        )
+        return choice.technician_id
+    raise TechnicianTaken()
