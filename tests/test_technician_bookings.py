@@ -296,3 +296,41 @@ async def test_control_without_the_technician_claims_index_the_tester_is_booked_
     claims = await booked_technicians(url)
     assert len(claims) == 2
     assert len(set(claims)) == 1  # one technician, one time, twice
+
+
+async def test_availability_offers_a_start_only_where_a_bay_and_a_technician_are_free(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    await add_technicians(stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general"))
+    bay1, bay2, _ = await a_time(api)
+    day = bay1["starts_at"][:10]
+    before = (await api.get("/api/availability", params={"service_id": MOT, "date": day})).json()
+    assert {"starts_at": bay1["starts_at"], "ends_at": bay1["ends_at"]} in before
+
+    assert (await api.post("/api/bookings", json=body(bay1["id"], MOT, 1))).status_code == 201
+
+    mots = (await api.get("/api/availability", params={"service_id": MOT, "date": day})).json()
+    oils = (await api.get("/api/availability", params={"service_id": OIL, "date": day})).json()
+    assert bay1["starts_at"] not in {a["starts_at"] for a in mots}  # two bays free, no tester
+    assert bay1["starts_at"] in {a["starts_at"] for a in oils}  # Sam is free then
+    assert len(mots) == len(before) - 1
+    listed = await api.get(
+        "/api/slots", params={"date": day, "service_id": MOT, "available": "true"}
+    )
+    assert bay2["id"] not in {s["id"] for s in listed.json()}
+    # Sam takes the oil change at that time: then nobody is left for a third car.
+    assert (await api.post("/api/bookings", json=body(bay2["id"], OIL, 2))).status_code == 201
+    oils = (await api.get("/api/availability", params={"service_id": OIL, "date": day})).json()
+    assert bay1["starts_at"] not in {a["starts_at"] for a in oils}
+
+
+async def test_availability_without_technicians_is_the_free_bays(api: httpx.AsyncClient) -> None:
+    bay1, *_ = await a_time(api)
+    day = bay1["starts_at"][:10]
+    offered = (await api.get("/api/availability", params={"service_id": OIL, "date": day})).json()
+    listed = await api.get(
+        "/api/slots", params={"date": day, "service_id": OIL, "available": "true"}
+    )
+    assert [a["starts_at"] for a in offered] == sorted({s["starts_at"] for s in listed.json()})
+    missing = await api.get("/api/availability", params={"service_id": 999, "date": day})
+    assert missing.status_code == 404

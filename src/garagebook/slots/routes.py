@@ -99,3 +99,35 @@ async def create_admin_slot(request: Request, db: DatabaseDep, settings: Setting
     async with db.transaction() as conn:
         slot = await create_slot(conn, body.bay_id, body.starts_at, body.ends_at, settings.timezone)
     return json_response(slot_json(slot, slot.starts_at > utcnow(), settings.timezone), 201)
+
+
+@router.get("/availability", responses=error_responses(404, 422, 503))
+async def get_availability(
+    db: DatabaseDep,
+    settings: SettingsDep,
+    service_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
+    day: Annotated[IsoDate, Query(alias="date")],
+) -> Response:
+    """The times a timed service can start on a local day: `[{"starts_at", "ends_at"}]`, each a
+    start where some capable bay and (where the garage lists technicians) some qualified
+    technician are both free for the whole service. Book one with `POST /api/bookings`
+    `{"service_id", "starts_at", …}`: the server picks the bay and the technician."""
+    now = utcnow()
+    zone = settings.timezone
+    start, end = local_day_bounds(day, zone)
+    async with db.read() as conn:
+        listed = await list_slots(
+            conn, start=start, end=end, now=now, zone=zone, service_id=service_id
+        )
+        minutes = await conn.scalar(
+            select(services.c.duration_minutes).where(services.c.id == service_id)
+        )
+    assert minutes is not None  # list_slots refused an unknown service
+    length = timedelta(minutes=minutes)
+    starts = sorted({a.slot.starts_at for a in listed if a.available})
+    return json_response(
+        [
+            {"starts_at": to_local_iso(s, zone), "ends_at": to_local_iso(s + length, zone)}
+            for s in starts
+        ]
+    )

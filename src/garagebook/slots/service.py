@@ -19,6 +19,7 @@ from garagebook.garage.rules import can, notice_minutes
 from garagebook.schema import bays, booking_slots, garage, services, slots, technicians
 from garagebook.slots.events import time_freed
 from garagebook.technicians.claims import NOT_PLANNED, Technicians, qualified
+from garagebook.technicians.free import free_starts
 from garagebook.timeutil import utcnow
 
 # A service covers at most this many back-to-back slots (8 hours of 15-minute slots).
@@ -240,19 +241,23 @@ async def list_slots(
     service_id: int | None,
     own_slots: Collection[int] = (),
     online: bool = True,
+    own_booking: str | None = None,
 ) -> list[Availability]:
     """Slots starting in [start, end), soonest first. A slot is available when it is open (the
     setup document offers it), in the future (online: past the minimum notice) and free; with
     a service, when it is on a bay that can do the service and the whole service fits from it
     on open, free slots. Closed slots are listed only while a booking holds them (staff see
-    it). (A read: the booking's statement still decides.) `own_slots` count as free: a
-    booking being moved may overlap its own current time. `online` false: staff, no notice."""
+    it). Where the garage lists technicians, a service's start also needs a qualified one free
+    for its whole time (technicians/free.py). (A read: the booking's statement still decides.)
+    `own_slots` count as free: a booking being moved may overlap its own current time (and
+    `own_booking`'s technician claims). `online` false: staff, no notice."""
     duration: timedelta | None = None
     needs: str | None = None
+    staffed: set[datetime] | None = None  # None: no technician needed
     if service_id is not None:
         service = (
             await conn.execute(
-                select(services.c.duration_minutes, services.c.needs).where(
+                select(services.c.duration_minutes, services.c.needs, services.c.skill).where(
                     services.c.id == service_id, services.c.active
                 )
             )
@@ -260,6 +265,9 @@ async def list_slots(
         if service is None:
             raise ServiceNotFound(service_id=service_id)
         duration, needs = timedelta(minutes=service.duration_minutes), service.needs
+        staffed = await free_starts(
+            conn, service.skill, start, end, duration, zone, own_booking=own_booking
+        )
     not_before = now + timedelta(minutes=await notice_minutes(conn)) if online else now
     capable = {
         r.id
@@ -304,6 +312,8 @@ async def list_slots(
             return False
         if duration is None:
             return True
+        if staffed is not None and slot.starts_at not in staffed:
+            return False
         bay_slots = by_bay[slot.bay_id]
         following = bay_slots[position[slot.id] + 1 : position[slot.id] + MAX_SLOTS_PER_SERVICE]
         covered = cover(slot, following, duration, zone)

@@ -50,6 +50,7 @@ async def day_choices(
     now: datetime,
     own_slots: list[int] | None = None,
     current_start: datetime | None = None,
+    own_booking: str | None = None,
 ) -> tuple[list[Day], list[Any]]:
     """The next BOOKING_DAYS days for a service, each bookable or not, and the listed slots.
     When moving a booking, its own slots count as free and its current start is no choice."""
@@ -65,6 +66,7 @@ async def day_choices(
         zone=zone,
         service_id=service_id,
         own_slots=own_slots or (),
+        own_booking=own_booking,
     )
     listed = [a for a in listed if a.slot.starts_at != current_start]
     # Slots staff closed (closures): a day with nothing else is closed, not full, and has no

@@ -121,7 +121,13 @@ async def _manage(
     if movable:
         async with db.read() as conn:
             days, listed = await day_choices(
-                conn, settings, booking["service_id"], now, booking["slot_ids"], starts
+                conn,
+                settings,
+                booking["service_id"],
+                now,
+                booking["slot_ids"],
+                starts,
+                own_booking=booking["id"],
             )
         if move_day is not None and any(d.day == move_day for d in days):
             times = times_of(listed, move_day, settings)

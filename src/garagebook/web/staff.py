@@ -502,6 +502,7 @@ async def move_page(
                 zone=zone,
                 service_id=booking["service_id"],
                 own_slots=booking["slot_ids"],
+                own_booking=booking["id"],
                 online=False,
             )
     except BookingNotFound as exc:

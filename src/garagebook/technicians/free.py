@@ -1,0 +1,99 @@
+"""When a qualified technician is free (issue 15): what availability offers on top of a free
+bay. A read, like the rest of availability: the booking's statement still decides."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.garage.rules import can
+from garagebook.schema import technician_claims, technician_days, technician_slots, technicians
+
+
+async def free_starts(
+    conn: AsyncConnection,
+    skill: str,
+    start: datetime,
+    end: datetime,
+    duration: timedelta,
+    zone: ZoneInfo,
+    own_booking: str | None = None,
+) -> set[datetime] | None:
+    """The starts in [start, end) from which some active technician with `skill` is free for
+    `duration`: every one of their slots in it open and unclaimed, their day not absent and
+    with at least `duration` of its minutes left. None: the garage lists no technicians (then
+    a free bay is enough). `own_booking`'s claims count as free (a booking being moved)."""
+    staff = (
+        await conn.execute(
+            select(technicians.c.id, technicians.c.skills).where(technicians.c.active)
+        )
+    ).all()
+    if not staff:
+        return None
+    able = [row.id for row in staff if can(row.skills, skill)]
+    if not able:
+        return set()
+    claim = and_(
+        technician_claims.c.technician_slot_id == technician_slots.c.id,
+        technician_claims.c.active,
+    )
+    if own_booking is not None:
+        claim = and_(claim, technician_claims.c.booking_id != own_booking)
+    rows = (
+        await conn.execute(
+            select(
+                technician_slots.c.technician_id,
+                technician_slots.c.starts_at,
+                technician_slots.c.ends_at,
+                technician_slots.c.open,
+                technician_claims.c.id.is_not(None).label("taken"),
+            )
+            .select_from(technician_slots.outerjoin(technician_claims, claim))
+            .where(
+                technician_slots.c.technician_id.in_(able),
+                technician_slots.c.starts_at >= start,
+                technician_slots.c.starts_at < end + duration,
+            )
+        )
+    ).all()
+    first_day = start.astimezone(zone).date()
+    last_day = (end + duration).astimezone(zone).date()
+    days = {
+        (row.technician_id, row.day): row.minutes_working - row.minutes_booked
+        for row in await conn.execute(
+            select(
+                technician_days.c.technician_id,
+                technician_days.c.day,
+                technician_days.c.minutes_working,
+                technician_days.c.minutes_booked,
+            ).where(
+                technician_days.c.technician_id.in_(able),
+                technician_days.c.day >= first_day,
+                technician_days.c.day <= last_day,
+                ~technician_days.c.absent,
+            )
+        )
+    }
+    free: dict[int, dict[datetime, datetime]] = defaultdict(dict)  # technician: start → end
+    for row in rows:
+        if row.open and not row.taken:
+            free[row.technician_id][row.starts_at] = row.ends_at
+    minutes = duration.total_seconds() / 60
+    found: set[datetime] = set()
+    for technician_id, times in free.items():
+        for begins in times:
+            if begins >= end or begins < start or begins in found:
+                continue
+            day: date = begins.astimezone(zone).date()
+            if days.get((technician_id, day), 0) < minutes:
+                continue
+            reached = begins
+            while reached - begins < duration and reached in times:
+                reached = times[reached]
+            if reached - begins >= duration:
+                found.add(begins)
+    return found
