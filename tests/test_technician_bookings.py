@@ -334,3 +334,22 @@ async def test_availability_without_technicians_is_the_free_bays(api: httpx.Asyn
     assert [a["starts_at"] for a in offered] == sorted({s["starts_at"] for s in listed.json()})
     missing = await api.get("/api/availability", params={"service_id": 999, "date": day})
     assert missing.status_code == 404
+
+
+async def test_a_move_to_another_bay_at_the_same_time_keeps_its_technician(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """Found by tests/test_stateful_technicians.py: the move gave back Sam's slot and claimed
+    it again, which the old (inactive) claim row refused, so the move took Priya instead."""
+    ids = await add_technicians(
+        stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general")
+    )
+    bay1, bay2, _ = await a_time(api)
+    oil = (await api.post("/api/bookings", json=body(bay1["id"], OIL, 1))).json()
+    assert oil["technician_id"] == ids["Sam"]
+    moved = await api.post(
+        f"/api/manage/{oil['cancel_token']}/reschedule", json={"slot_id": bay2["id"]}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["technician_id"] == ids["Sam"]
+    assert moved.json()["bay_id"] == bay2["bay_id"]

@@ -98,7 +98,7 @@ async def reschedule(
             # The technician: the old times given back, the new ones claimed by whoever can.
             zone = settings.timezone
             freed_keys = await release_technician(
-                conn, booking_id, current.starts_at.astimezone(zone).date()
+                conn, booking_id, current.starts_at.astimezone(zone).date(), moving=True
             )
             try:
                 moved["technician_id"] = await claim_first(

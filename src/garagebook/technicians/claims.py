@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import insert_ignoring_conflicts
@@ -151,10 +151,13 @@ async def claim(
         raise TechnicianTaken()
 
 
-async def release(conn: AsyncConnection, booking_id: str, day: date) -> list[Key]:
+async def release(
+    conn: AsyncConnection, booking_id: str, day: date, *, moving: bool = False
+) -> list[Key]:
     """Give back a booking's technician (a cancel, or a move before it claims anew): its
-    claims go inactive and its minutes leave the technician's `day` (the booking's local day).
-    Returns the reservation keys of the times it held, to drop once committed."""
+    claims go inactive (a move deletes them: it may claim the same slots again, and a slot is
+    claimed once per booking) and its minutes leave the technician's `day` (the booking's
+    local day). Returns the reservation keys of the times it held, to drop once committed."""
     booking = (
         await conn.execute(
             select(bookings.c.technician_id, bookings.c.starts_at, bookings.c.ends_at).where(
@@ -164,12 +167,14 @@ async def release(conn: AsyncConnection, booking_id: str, day: date) -> list[Key
     ).one()
     if booking.technician_id is None:
         return []
+    mine = and_(technician_claims.c.booking_id == booking_id, technician_claims.c.active)
     freed = (
         await conn.execute(
-            update(technician_claims)
-            .where(technician_claims.c.booking_id == booking_id, technician_claims.c.active)
-            .values(active=False)
-            .returning(technician_claims.c.technician_slot_id)
+            (
+                delete(technician_claims).where(mine)
+                if moving
+                else update(technician_claims).where(mine).values(active=False)
+            ).returning(technician_claims.c.technician_slot_id)
         )
     ).all()
     if not freed:

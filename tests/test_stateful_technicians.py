@@ -1,0 +1,193 @@
+"""Random sequences of booking, moving and cancelling one-hour MOTs and oil changes on two bays
+with two technicians — Priya, the only MOT tester (who also does general work), and Sam
+(general) — against the real app on SQLite and on PostgreSQL + Redis, checked after every step
+against a model of issue 15's rules: a booking needs a free bay slot and a free qualified
+technician at its time; an oil change goes to Sam while he is free (Priya is kept for MOTs);
+no bay and no technician is ever in two live bookings at one time; each technician's day
+counts exactly the minutes of their live bookings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from garagebook.app import create_app
+from tests.support.stack import ADMIN_TOKEN, Stack, reset_database
+from tests.test_technician_bookings import MOT, OIL, add_technicians, body
+
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+HOURS = 4  # consecutive hours of one day in play
+BAYS = 2
+SKILLED = {MOT: ("Priya",), OIL: ("Sam", "Priya")}  # who may take it, in the server's order
+
+T = TypeVar("T")
+
+
+def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
+    class Technicians(RuleBasedStateMachine):
+        bookings = Bundle("bookings")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.loop = asyncio.new_event_loop()
+            self.run(reset_database(stack.database_url))
+            self.ids = self.run(
+                add_technicians(
+                    stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general")
+                )
+            )
+            prefix = f"gbtech:{uuid.uuid4().hex[:8]}:"
+            self.app = create_app(stack.settings(redis_key_prefix=prefix))
+
+            async def start() -> LifespanManager:
+                lifespan = LifespanManager(self.app)
+                await lifespan.__aenter__()
+                return lifespan
+
+            self.lifespan = self.run(start())
+            self.api = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=self.lifespan.app), base_url="http://t"
+            )
+            self.engine = create_async_engine(stack.database_url)
+            listed = self.run(
+                self.api.get("/api/slots", params={"available": "true", "limit": 1000})
+            ).json()
+            days = sorted({s["starts_at"][:10] for s in listed})
+            day = [s for s in listed if s["starts_at"][:10] == days[1]]  # tomorrow or later
+            hours = sorted({s["starts_at"] for s in day})[:HOURS]
+            bays = sorted({s["bay_id"] for s in day})[:BAYS]
+            self.slot = {
+                (hours.index(s["starts_at"]), bays.index(s["bay_id"])): s["id"]
+                for s in day
+                if s["starts_at"] in hours and s["bay_id"] in bays
+            }
+            # The model: live booking → (hour, bay, technician name, service).
+            self.live: dict[str, tuple[int, int, str, int]] = {}
+            self.tokens: dict[str, str] = {}
+            self.n = 0
+
+        def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+            return self.loop.run_until_complete(coroutine)
+
+        def teardown(self) -> None:
+            self.run(self.api.aclose())
+            self.run(self.lifespan.__aexit__(None, None, None))
+            self.run(self.engine.dispose())
+            self.loop.close()
+
+        def who(self, hour: int, bay: int, service: int, moving: str | None = None) -> str | None:
+            """Who the model says takes it, or None when it must be refused."""
+            others = {k: v for k, v in self.live.items() if k != moving}
+            if any(h == hour and b == bay for h, b, _, _ in others.values()):
+                return None
+            busy = {t for h, _, t, _ in others.values() if h == hour}
+            return next((t for t in SKILLED[service] if t not in busy), None)
+
+        @rule(
+            target=bookings,
+            hour=st.integers(0, HOURS - 1),
+            bay=st.integers(0, BAYS - 1),
+            service=st.sampled_from([MOT, OIL]),
+        )
+        def book(self, hour: int, bay: int, service: int) -> str:
+            self.n += 1
+            expected = self.who(hour, bay, service)
+            reply = self.run(
+                self.api.post("/api/bookings", json=body(self.slot[(hour, bay)], service, self.n))
+            )
+            if expected is None:
+                assert reply.status_code == 409, (reply.text, self.live)
+                return "none"
+            assert reply.status_code == 201, (reply.text, self.live)
+            assert reply.json()["technician_id"] == self.ids[expected]
+            self.live[reply.json()["id"]] = (hour, bay, expected, service)
+            self.tokens[reply.json()["id"]] = reply.json()["cancel_token"]
+            return str(reply.json()["id"])
+
+        @rule(booking=bookings)
+        def cancel(self, booking: str) -> None:
+            if booking == "none":
+                return
+            reply = self.run(self.api.post(f"/api/bookings/{booking}/cancel", headers=ADMIN_AUTH))
+            if booking in self.live:
+                assert reply.status_code == 200, reply.text
+                del self.live[booking]
+            else:
+                assert reply.status_code == 409
+
+        @rule(booking=bookings, hour=st.integers(0, HOURS - 1), bay=st.integers(0, BAYS - 1))
+        def move(self, booking: str, hour: int, bay: int) -> None:
+            if booking == "none":
+                return
+            reply = self.run(
+                self.api.post(
+                    f"/api/manage/{self.tokens[booking]}/reschedule",
+                    json={"slot_id": self.slot[(hour, bay)]},
+                )
+            )
+            if booking not in self.live:
+                assert reply.status_code == 409, reply.text
+                return
+            service = self.live[booking][3]
+            expected = self.who(hour, bay, service, moving=booking)
+            if expected is None:
+                assert reply.status_code == 409, (reply.text, self.live)
+                return
+            assert reply.status_code == 200, (reply.text, self.live)
+            assert reply.json()["technician_id"] == self.ids[expected]
+            self.live[booking] = (hour, bay, expected, service)
+
+        @invariant()
+        def database_agrees(self) -> None:
+            async def claims() -> tuple[list[tuple[str, int]], dict[int, int]]:
+                async with self.engine.connect() as conn:
+                    held = await conn.execute(
+                        text(
+                            "SELECT tc.booking_id, ts.technician_id FROM technician_claims tc"
+                            " JOIN technician_slots ts ON ts.id = tc.technician_slot_id"
+                            " WHERE tc.active"
+                        )
+                    )
+                    minutes = await conn.execute(
+                        text(
+                            "SELECT technician_id, sum(minutes_booked) FROM technician_days"
+                            " GROUP BY technician_id"
+                        )
+                    )
+                    return [(r[0], r[1]) for r in held], {r[0]: int(r[1]) for r in minutes}
+
+            held, minutes = self.run(claims())
+            names = {tid: name for name, tid in self.ids.items()}
+            assert sorted((b, names[t]) for b, t in held) == sorted(
+                (b, t) for b, (_, _, t, _) in self.live.items()
+            )
+            for name, tid in self.ids.items():
+                mine = sum(1 for _, _, t, _ in self.live.values() if t == name)
+                assert minutes.get(tid, 0) == 60 * mine
+
+    return Technicians
+
+
+@pytest.mark.slow
+def test_technicians_are_never_booked_twice_under_random_sequences(stack: Stack) -> None:
+    machine = make_machine(stack)
+    machine.TestCase.settings = settings(
+        max_examples=int(os.environ.get("STATEFUL_EXAMPLES", "25")),
+        stateful_step_count=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    )
+    machine.TestCase().runTest()
