@@ -225,3 +225,30 @@ def test_repeated_runs_stay_clear_of_the_caps_per_customer(
     for _ in range(2):
         run = run_tool("--api-url", server.url, "-n", "1", "-i", "3")
         assert_passed(run, 1, 3)
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_by_time_aims_at_a_technicians_last_free_hour(
+    stack: Stack, start_server: StartServer
+) -> None:
+    """The tool books the shortest service, the MOT: in a garage whose only MOT tester is
+    Priya (and three bays), each of its times has one free unit, her free hour. 200 bookings
+    of such a time at once (the server picks bay and technician) give exactly one 201 and 199
+    409s, against PostgreSQL + Redis; the time is then no longer offered."""
+    from tests.test_technician_bookings import add_technicians
+
+    run_sync(
+        lambda: add_technicians(
+            stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general")
+        )
+    )
+    server = start_server(stack.env(), workers=2)
+    run = run_tool("--api-url", server.url, "-n", "200", "-i", "2", "--by-time", "--json")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    assert report["verdict"] == "PASS"
+    for iteration in report["iterations"]:
+        assert iteration["free"] == 1
+        assert len(iteration["booking_ids"]) == 1
+        assert iteration["slot_shows_taken"] is True
+        assert sum(iteration["rejected_by"].values()) == 199

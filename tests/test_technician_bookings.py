@@ -305,14 +305,14 @@ async def test_availability_offers_a_start_only_where_a_bay_and_a_technician_are
     bay1, bay2, _ = await a_time(api)
     day = bay1["starts_at"][:10]
     before = (await api.get("/api/availability", params={"service_id": MOT, "date": day})).json()
-    assert {"starts_at": bay1["starts_at"], "ends_at": bay1["ends_at"]} in before
+    assert {"starts_at": bay1["starts_at"], "ends_at": bay1["ends_at"], "free": 1} in before
 
     assert (await api.post("/api/bookings", json=body(bay1["id"], MOT, 1))).status_code == 201
 
     mots = (await api.get("/api/availability", params={"service_id": MOT, "date": day})).json()
     oils = (await api.get("/api/availability", params={"service_id": OIL, "date": day})).json()
     assert bay1["starts_at"] not in {a["starts_at"] for a in mots}  # two bays free, no tester
-    assert bay1["starts_at"] in {a["starts_at"] for a in oils}  # Sam is free then
+    assert {"starts_at": bay1["starts_at"], "ends_at": bay1["ends_at"], "free": 1} in oils
     assert len(mots) == len(before) - 1
     listed = await api.get(
         "/api/slots", params={"date": day, "service_id": MOT, "available": "true"}
@@ -332,6 +332,8 @@ async def test_availability_without_technicians_is_the_free_bays(api: httpx.Asyn
         "/api/slots", params={"date": day, "service_id": OIL, "available": "true"}
     )
     assert [a["starts_at"] for a in offered] == sorted({s["starts_at"] for s in listed.json()})
+    assert {a["free"] for a in offered} <= {1, 2, 3}  # the three bays, no technicians
+    assert next(a for a in offered if a["starts_at"] == bay1["starts_at"])["free"] == 3
     missing = await api.get("/api/availability", params={"service_id": 999, "date": day})
     assert missing.status_code == 404
 

@@ -65,10 +65,20 @@ def concurrency_test(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="seconds per request")
     ] = 30.0,
+    by_time: Annotated[
+        bool,
+        typer.Option(
+            "--by-time",
+            help="book a time, not a slot: the server picks bay and technician; aims at the "
+            "time with the fewest free (a technician's last free hour) and expects one 201 "
+            "per free unit",
+        ),
+    ] = False,
 ) -> None:
-    """Prove that one slot cannot be booked twice: N simultaneous bookings, exactly one 201."""
+    """Prove that one slot cannot be booked twice: N simultaneous bookings, exactly one 201
+    (with --by-time: exactly as many as the time had free)."""
     urls = [u.strip().rstrip("/") for u in api_url.split(",") if u.strip()]
-    config = Config(urls, requests, iterations, admin_token or None, cleanup, timeout)
+    config = Config(urls, requests, iterations, admin_token or None, cleanup, timeout, by_time)
     err = Console(stderr=True, highlight=False)
     echo = (lambda _line: None) if as_json_output else typer.echo
     progress = Progress(

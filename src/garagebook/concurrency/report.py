@@ -120,6 +120,12 @@ def print_summary(echo: Echo, iterations: Sequence[Iteration], config: Config) -
     for line in _latency_lines(responses):
         echo(line)
     failed = [it for it in iterations if not it.passed]
+    if not failed and config.by_time:
+        echo(
+            "\nPASS: every iteration had exactly as many 201s as its time had free "
+            f"({', '.join(str(it.units) for it in iterations)}), the rest 409s and no errors"
+        )
+        return
     if not failed:
         echo(
             f"\nPASS: every iteration had exactly one 201, {config.requests - 1} 409s and no errors"
@@ -154,6 +160,8 @@ def as_json(iterations: Sequence[Iteration], config: Config) -> dict[str, Any]:
             {
                 "number": it.number,
                 "slot_id": it.slot["id"],
+                "starts_at": it.slot["starts_at"],
+                "free": it.units,
                 "passed": it.passed,
                 "problems": it.problems,
                 "rejected_by": it.rejected_by(),

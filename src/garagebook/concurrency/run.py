@@ -34,6 +34,9 @@ class Config:
     admin_token: str | None = None
     cleanup: bool = False
     timeout: float = 30.0
+    # Book by time (`starts_at`) instead of by slot: the server picks bay and technician, and
+    # a time with `free` units (GET /api/availability) must give exactly that many 201s.
+    by_time: bool = False
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Iteration:
     slot_shows_taken: bool | None = None  # None: could not be checked
     cancelled: int = 0
     problems: list[str] = field(default_factory=list)
+    units: int = 1  # how many bookings the time had room for (one slot: 1)
 
     @property
     def created(self) -> list[Response]:
@@ -79,11 +83,15 @@ def _error_field(body: bytes, name: str) -> str | None:
 
 def judge(iteration: Iteration, expected: int) -> None:
     """Fill in `problems`, in words, from what the iteration saw."""
-    successes, errors = len(iteration.created), len(iteration.errors)
-    if successes > 1:
-        iteration.problems.append(f"{successes} successes ← BAD! Double-booking occurred")
+    successes, errors, units = len(iteration.created), len(iteration.errors), iteration.units
+    if successes > units:
+        iteration.problems.append(
+            f"{successes} successes for {units} free ← BAD! Double-booking occurred"
+        )
     elif successes == 0:
         iteration.problems.append("0 successes ← nobody got the slot")
+    elif successes < units and not errors:
+        iteration.problems.append(f"{successes} successes, {units} were free ← some were lost")
     if errors:
         kinds = sorted({str(r.status) if r.status else (r.error or "?") for r in iteration.errors})
         noun = "error" if errors == 1 else "errors"
@@ -94,8 +102,10 @@ def judge(iteration: Iteration, expected: int) -> None:
                 f"{client_side} of them on the client: it could not open that many connections "
                 "(raise `ulimit -n`); that is not the server's fault"
             )
-    if len(iteration.conflicts) != expected - 1 and not errors and successes <= 1:
-        iteration.problems.append(f"{len(iteration.conflicts)} conflicts, expected {expected - 1}")
+    if len(iteration.conflicts) != expected - units and not errors and successes <= units:
+        iteration.problems.append(
+            f"{len(iteration.conflicts)} conflicts, expected {expected - units}"
+        )
     if iteration.slot_shows_taken is False and successes:
         iteration.problems.append("the slot still shows as available after a 201")
 
@@ -120,6 +130,10 @@ async def run(config: Config, on_iteration: Callable[[Iteration], None]) -> list
         # bookings per e-mail and per registration, which a repeated identity would reach.
         run_tag = secrets.token_hex(2).upper()
         for number in range(1, config.iterations + 1):
+            if config.by_time:
+                iterations.append(await _by_time(api, config, service_id, used, run_tag, number))
+                on_iteration(iterations[-1])
+                continue
             slot = await _fresh_slot(api, service_id, used, config.admin_token)
             used.add(slot["id"])
             targets = [
@@ -138,6 +152,70 @@ async def run(config: Config, on_iteration: Callable[[Iteration], None]) -> list
             iterations.append(iteration)
             on_iteration(iteration)
     return iterations
+
+
+async def _by_time(
+    api: httpx.AsyncClient,
+    config: Config,
+    service_id: int,
+    used: set[int],
+    run_tag: str,
+    number: int,
+) -> Iteration:
+    """One iteration by time: the start with the fewest free units (a technician's last free
+    hour, where the garage lists technicians), N bookings of it at once, exactly that many
+    201s expected; afterwards it must no longer be offered."""
+    start = await _scarcest_start(api, service_id, used)
+    used.add(int(datetime.fromisoformat(start["starts_at"]).timestamp()))
+    bodies = [
+        {**_booking(None, service_id, run_tag, number, i), "starts_at": start["starts_at"]}
+        for i in range(config.requests)
+    ]
+    targets = [
+        Target(config.urls[i % len(config.urls)], "/api/bookings", json.dumps(body).encode())
+        for i, body in enumerate(bodies)
+    ]
+    shown = {"id": "-", "bay_id": "any", "starts_at": start["starts_at"]}
+    iteration = Iteration(number, shown, await fire_together(targets, config.timeout))
+    iteration.units = int(start["free"])
+    day = start["starts_at"][:10]
+    try:
+        after = (
+            await api.get("/api/availability", params={"service_id": service_id, "date": day})
+        ).json()
+        iteration.slot_shows_taken = all(a["starts_at"] != start["starts_at"] for a in after)
+    except (httpx.HTTPError, ValueError, TypeError, KeyError):
+        iteration.slot_shows_taken = None
+    if config.cleanup:
+        iteration.cancelled = await _cancel(api, iteration.created)
+    judge(iteration, config.requests)
+    return iteration
+
+
+async def _scarcest_start(
+    api: httpx.AsyncClient, service_id: int, used: set[int]
+) -> dict[str, Any]:
+    """Of the next two weeks' offered starts (from tomorrow: none may pass while the test
+    runs), one with the fewest free units, soonest first."""
+    found: list[dict[str, Any]] = []
+    today = datetime.now(UTC).date()
+    for ahead in range(1, 15):
+        day = (today + timedelta(days=ahead)).isoformat()
+        offered = (
+            (await api.get("/api/availability", params={"service_id": service_id, "date": day}))
+            .raise_for_status()
+            .json()
+        )
+        found += [
+            a
+            for a in offered
+            if int(datetime.fromisoformat(a["starts_at"]).timestamp()) not in used
+        ]
+        if any(a["free"] == 1 for a in found):
+            break
+    if not found:
+        raise NoFreeSlot()
+    return min(found, key=lambda a: (a["free"], a["starts_at"]))
 
 
 async def _shortest_service(api: httpx.AsyncClient) -> int:
@@ -180,10 +258,10 @@ async def _create_slot(api: httpx.AsyncClient, admin_token: str) -> dict[str, An
 
 
 def _booking(
-    slot_id: int, service_id: int, run_tag: str, iteration: int, index: int
+    slot_id: int | None, service_id: int, run_tag: str, iteration: int, index: int
 ) -> dict[str, Any]:
     return {
-        "slot_id": slot_id,
+        **({"slot_id": slot_id} if slot_id is not None else {}),
         "service_id": service_id,
         "customer": {
             "name": f"Concurrency Test {iteration}-{index}",

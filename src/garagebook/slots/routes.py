@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from garagebook.fields import Id, IsoDate
 from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
+from garagebook.technicians.free import free_starts
 from garagebook.timeutil import to_local_iso, utcnow
 
 router = APIRouter(prefix="/api", tags=["slots"])
@@ -108,10 +110,12 @@ async def get_availability(
     service_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
     day: Annotated[IsoDate, Query(alias="date")],
 ) -> Response:
-    """The times a timed service can start on a local day: `[{"starts_at", "ends_at"}]`, each a
-    start where some capable bay and (where the garage lists technicians) some qualified
-    technician are both free for the whole service. Book one with `POST /api/bookings`
-    `{"service_id", "starts_at", …}`: the server picks the bay and the technician."""
+    """The times a timed service can start on a local day: `[{"starts_at", "ends_at",
+    "free"}]`, each a start where some capable bay and (where the garage lists technicians)
+    some qualified technician are both free for the whole service; `free` is how many such
+    bookings could start then (free bays, or free technicians if fewer: any capable bay goes
+    with any qualified technician). Book one with `POST /api/bookings` `{"service_id",
+    "starts_at", …}`: the server picks the bay and the technician."""
     now = utcnow()
     zone = settings.timezone
     start, end = local_day_bounds(day, zone)
@@ -119,15 +123,23 @@ async def get_availability(
         listed = await list_slots(
             conn, start=start, end=end, now=now, zone=zone, service_id=service_id
         )
-        minutes = await conn.scalar(
-            select(services.c.duration_minutes).where(services.c.id == service_id)
-        )
-    assert minutes is not None  # list_slots refused an unknown service
-    length = timedelta(minutes=minutes)
-    starts = sorted({a.slot.starts_at for a in listed if a.available})
+        service = (
+            await conn.execute(
+                select(services.c.duration_minutes, services.c.skill).where(
+                    services.c.id == service_id
+                )
+            )
+        ).one()  # list_slots refused an unknown service
+        length = timedelta(minutes=service.duration_minutes)
+        staffed = await free_starts(conn, service.skill, start, end, length, zone)
+    bays = Counter(a.slot.starts_at for a in listed if a.available)
     return json_response(
         [
-            {"starts_at": to_local_iso(s, zone), "ends_at": to_local_iso(s + length, zone)}
-            for s in starts
+            {
+                "starts_at": to_local_iso(s, zone),
+                "ends_at": to_local_iso(s + length, zone),
+                "free": bays[s] if staffed is None else min(bays[s], staffed.get(s, 0)),
+            }
+            for s in sorted(bays)
         ]
     )

@@ -253,7 +253,7 @@ async def list_slots(
     `own_booking`'s technician claims). `online` false: staff, no notice."""
     duration: timedelta | None = None
     needs: str | None = None
-    staffed: set[datetime] | None = None  # None: no technician needed
+    staffed: dict[datetime, int] | None = None  # start → free technicians; None: none needed
     if service_id is not None:
         service = (
             await conn.execute(

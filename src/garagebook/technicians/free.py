@@ -22,11 +22,12 @@ async def free_starts(
     duration: timedelta,
     zone: ZoneInfo,
     own_booking: str | None = None,
-) -> set[datetime] | None:
+) -> dict[datetime, int] | None:
     """The starts in [start, end) from which some active technician with `skill` is free for
-    `duration`: every one of their slots in it open and unclaimed, their day not absent and
-    with at least `duration` of its minutes left. None: the garage lists no technicians (then
-    a free bay is enough). `own_booking`'s claims count as free (a booking being moved)."""
+    `duration` — every one of their slots in it open and unclaimed, their day not absent and
+    with at least `duration` of its minutes left — with how many of them are. None: the
+    garage lists no technicians (then a free bay is enough). `own_booking`'s claims count as
+    free (a booking being moved)."""
     staff = (
         await conn.execute(
             select(technicians.c.id, technicians.c.skills).where(technicians.c.active)
@@ -36,7 +37,7 @@ async def free_starts(
         return None
     able = [row.id for row in staff if can(row.skills, skill)]
     if not able:
-        return set()
+        return {}
     claim = and_(
         technician_claims.c.technician_slot_id == technician_slots.c.id,
         technician_claims.c.active,
@@ -83,10 +84,10 @@ async def free_starts(
         if row.open and not row.taken:
             free[row.technician_id][row.starts_at] = row.ends_at
     minutes = duration.total_seconds() / 60
-    found: set[datetime] = set()
+    found: dict[datetime, int] = defaultdict(int)
     for technician_id, times in free.items():
         for begins in times:
-            if begins >= end or begins < start or begins in found:
+            if begins >= end or begins < start:
                 continue
             day: date = begins.astimezone(zone).date()
             if days.get((technician_id, day), 0) < minutes:
@@ -95,5 +96,5 @@ async def free_starts(
             while reached - begins < duration and reached in times:
                 reached = times[reached]
             if reached - begins >= duration:
-                found.add(begins)
-    return found
+                found[begins] += 1
+    return dict(found)
