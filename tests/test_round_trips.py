@@ -197,3 +197,30 @@ def test_no_dependency_runs_in_a_thread(app: FastAPI) -> None:
         if not inspect.iscoroutinefunction(call)
     ]
     assert sync == []
+
+
+async def test_a_booking_that_takes_a_technician_costs_no_more_round_trips(
+    app: FastAPI, api: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Issue 15: with technicians, PostgreSQL still books in its one statement and Redis takes
+    the first free bay-and-technician pair (two candidates here) in one call. Planning a new
+    slot reads two more SELECTs (the qualified technicians, their slots at those times), once
+    per slot and service; SQLite's technician claim is four in-process statements."""
+    from tests.test_technician_bookings import OIL, add_technicians
+
+    await add_technicians(stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general"))
+    first, slot = (await free_slots(api))[:2]
+    assert (await api.post("/api/bookings", json=booking_body(first["id"], OIL))).status_code == 201
+    statements = record_statements(app)
+    reservations = ReservationCalls(app)
+
+    created = await api.post("/api/bookings", json=booking_body(slot["id"], OIL))
+    assert created.status_code == 201, created.text
+    assert created.json()["technician_id"] is not None
+    plan = ["SELECT"] * 3
+    technician = ["SELECT", "SELECT", "INSERT", "UPDATE"]
+    writes = ["WITH"] if stack.is_postgres else ["SELECT", "INSERT", "INSERT", *technician]
+    assert [s for s in statements if s != "BEGIN"][: len(plan) + len(writes)] == [*plan, *writes]
+    if stack.is_postgres:
+        assert [s for s in statements if s != "BEGIN"] == [*plan, *writes]
+    reservations.assert_round_trips(stack, ["reserve", "confirm"])
