@@ -289,6 +289,11 @@ def pgbench_script() -> str:
         ":token_sealed": "NULL",
         ":expired_before": "NULL",
         ":staff": "FALSE",
+        # A garage that lists no technicians (the bench's): none taken, none claimed.
+        ":technician_id": "NULL",
+        ":starts": "ARRAY[CAST('2031-01-06 08:00:00+00' AS timestamptz)]",
+        ":day": "CAST('2031-01-06' AS date)",
+        ":garage_version": "(SELECT version FROM garage WHERE id = 1)",  # the plan's
         # A public booking, with the default caps counted as the server counts them.
         ":day_start": "CAST('2031-01-06 00:00:00+00' AS timestamptz)",
         ":day_end": "CAST('2031-01-07 00:00:00+00' AS timestamptz)",

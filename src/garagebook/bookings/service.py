@@ -465,6 +465,7 @@ async def _write_booking(
         online=not staff,
         claimed=len(slot_ids),
         plan_version=plan.garage_version,
+        check_version=True,
     )
     # The caps: SQLite's write transaction (BEGIN IMMEDIATE) is exclusive, so this count is
     # made under the lock no other booking can pass until we commit.
@@ -653,6 +654,7 @@ async def _write_booking_postgres(
             now=row["created_at"],
             online=not staff,
             plan_version=plan.garage_version,
+            check_version=True,
         )
     if result.booked == 0 or result.claimed != len(slot_ids):
         raise SlotUnavailable("database")

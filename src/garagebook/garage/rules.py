@@ -87,15 +87,16 @@ def refuse(
     online: bool,
     claimed: int | None = None,
     plan_version: int | None = None,
+    check_version: bool = False,
 ) -> None:
     """Raise the reason these rules refuse the claim; `claimed` (the slots to claim) also
-    checks they are all open, `plan_version` that the plan was made under this setup.
-    Returns when the rules allow it."""
+    checks they are all open; `check_version`, that the plan was made under this setup
+    (`plan_version`; None: no document applied yet). Returns when the rules allow it."""
     if rules.minutes is None:
         raise ServiceNotFound()
     if rules.minutes != plan_minutes:
         raise StalePlan()
-    if plan_version is not None and (rules.version or 0) != plan_version:
+    if check_version and rules.version != plan_version:
         raise StalePlan()
     if not rules.bay_can:
         raise WrongBay()

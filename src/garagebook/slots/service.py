@@ -47,7 +47,7 @@ class Plan:
     # skill and the setup's version (a new document may list other technicians: StalePlan).
     technicians: Technicians = NOT_PLANNED
     skill: str = "general"
-    garage_version: int = 0
+    garage_version: int | None = None  # None: no setup document applied yet
 
     @property
     def fits(self) -> bool:
@@ -145,7 +145,7 @@ async def plan_booking(
         length,
         covered,
         skill=rows[0].skill,
-        garage_version=rows[0].version or 0,
+        garage_version=rows[0].version,
     )
     if not covered or rows[0].a_technician is None:
         return plan
