@@ -8,6 +8,8 @@ Scenarios (wrk with bench/booking.lua, 50 connections unless said otherwise):
   reservation      already-taken slot, Redis on: rejected by the reservation layer
   database         already-taken slot, Redis down: rejected by the database
   bookings         a fresh free slot per request: 201s
+  bookings_technician  the same with 8 technicians in the garage: each booking also takes
+                   one (auto-assigned), its slots and its day's minutes (issue 15)
 Ceilings, same tools, same machine, same run:
   http             a bare endpoint of the same framework and server that parses the same
                    body and answers 409 (bench/ceiling_app.py)
@@ -53,6 +55,8 @@ BENCH_START = datetime(2031, 1, 6, tzinfo=UTC)  # far future: every slot is book
 SUCCESS_POOL = 120_000
 PGBENCH_POOL = 250_000
 MISC_POOL = 100
+TECHNICIAN_POOL = 60_000  # slots booked with a technician (issue 15)
+TECHNICIANS = 8  # general technicians working every hour of the bench's calendar
 
 
 def log(message: str) -> None:
@@ -84,7 +88,7 @@ async def prepare_database() -> dict[str, int]:
     await admin.dispose()
     url = f"{PG_BASE}/{DATABASE}"
     await asyncio.to_thread(migrate_database, url)
-    total = MISC_POOL + SUCCESS_POOL + PGBENCH_POOL
+    total = MISC_POOL + SUCCESS_POOL + PGBENCH_POOL + TECHNICIAN_POOL
     bays, hours = 200, -(-total // 200)
     engine = create_async_engine(url)
     async with engine.begin() as conn:
@@ -119,7 +123,40 @@ async def prepare_database() -> dict[str, int]:
         "misc": base,
         "success": base + MISC_POOL,
         "pgbench": base + MISC_POOL + SUCCESS_POOL,
+        "technician": base + MISC_POOL + SUCCESS_POOL + PGBENCH_POOL,
     }
+
+
+async def add_technicians() -> None:
+    """TECHNICIANS general technicians, each with a slot at every hour of the calendar and a
+    day of 24 working hours, as the calendar would lay them: from now on every booking takes
+    one (fewest skills, then lowest id: under load mostly the first, whose day rows the
+    bookings of one day then queue for)."""
+    engine = create_async_engine(f"{PG_BASE}/{DATABASE}")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO technicians (name, skills)"
+                " SELECT 'Bench technician ' || n, 'general' FROM generate_series(1, :n) n"
+            ),
+            {"n": TECHNICIANS},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO technician_slots (technician_id, starts_at, ends_at)"
+                " SELECT t.id, h.starts_at, h.starts_at + interval '1 hour'"
+                " FROM technicians t CROSS JOIN (SELECT DISTINCT starts_at FROM slots) h"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO technician_days (technician_id, day, minutes_working)"
+                " SELECT DISTINCT technician_id, CAST(starts_at AT TIME ZONE 'Europe/London'"
+                " AS date), 1440 FROM technician_slots"
+            )
+        )
+        await conn.execute(text("ANALYZE"))
+    await engine.dispose()
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -365,6 +402,8 @@ def report(results: dict[str, Any]) -> list[str]:
         ("reservation rejection (Redis on)", s["reservation"], http, "HTTP ceiling"),
         ("database rejection (Redis down)", s["database"], http, "HTTP ceiling"),
         ("successful bookings", s["bookings"], pg, "pgbench ceiling"),
+        ("bookings taking a technician (auto-assigned)", s["bookings_technician"], pg,
+         "pgbench ceiling"),
     ]
     lines = [
         f"garagebook bench — {results['date']} — {results['machine']['cores']} cores,"
@@ -380,7 +419,8 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append(f"{'light load (8 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for key, name in (("reservation_light", "reservation rejection"),
                       ("database_light", "database rejection"),
-                      ("bookings_light", "successful bookings")):
+                      ("bookings_light", "successful bookings"),
+                      ("bookings_technician_light", "bookings taking a technician")):
         f = s[key]
         lines.append(f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}")
     lines.append("")
@@ -502,6 +542,18 @@ def main() -> None:
     try:
         scenarios["database"] = wrk(server.url, taken, 1, 50, args.seconds)
         scenarios["database_light"] = wrk(server.url, taken, 1, 8, max(3, args.seconds // 2))
+    finally:
+        server.stop()
+
+    log("bookings with a technician …")
+    asyncio.run(add_technicians())
+    server = start_garagebook(args.workers, REDIS_URL, prefix)
+    try:
+        half = TECHNICIAN_POOL // 2
+        scenarios["bookings_technician"] = wrk(server.url, pools["technician"], half, 50, args.seconds)
+        scenarios["bookings_technician_light"] = wrk(
+            server.url, pools["technician"] + half, half, 8, max(3, args.seconds // 2)
+        )
     finally:
         server.stop()
 
