@@ -169,7 +169,9 @@ class Process:
         self.process = subprocess.Popen(
             args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded machine (the suite running alongside) two workers took 43 s to
+        # answer /health; a start that never comes still ends the run.
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 sys.exit(f"{args} exited:\n{Path(self.log.name).read_text()}")
