@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from garagebook.reservations import (
     RedisReservations,
     ReservationStore,
     _Deadline,
+    technician_key,
 )
 from tests.chaos.harness import SlowProxy
 from tests.support.api import booking_body, free_slots
@@ -34,6 +36,7 @@ from tests.support.processes import RedisProcess
 from tests.support.stack import Stack
 
 TTL = 60_000
+NOON = datetime(2030, 1, 7, 12, tzinfo=UTC)
 BURST = 1000
 # The product's default REDIS_TIMEOUT_MS: the burst tests judge what production would do.
 DEFAULT_TIMEOUT_MS = 250
@@ -64,6 +67,22 @@ async def test_all_or_nothing(store: ReservationStore) -> None:
     # Nothing of the refused attempt was kept: slots 1 and 3 are free.
     assert await store.reserve([1], "c", TTL) is Outcome.TAKEN
     assert await store.reserve([3], "c", TTL) is Outcome.TAKEN
+
+
+async def test_reserve_first_takes_the_first_wholly_free_candidate(store: ReservationStore) -> None:
+    """Issue 15: a bay and a technician, or the next qualified pair, in one call."""
+    priya, sam = technician_key(1, NOON), technician_key(2, NOON)
+    assert await store.reserve([sam], "busy", TTL) is Outcome.TAKEN
+    # Bay 7 with Sam (taken), then bay 7 with Priya: the second, and only its keys.
+    assert await store.reserve_first([[7, sam], [7, priya]], "a", TTL) == (Outcome.TAKEN, 1)
+    assert await store.reserve([8, sam], "c", TTL) is Outcome.CONFLICT  # Sam is still "busy"'s
+    assert await store.reserve([7], "b", TTL) is Outcome.CONFLICT
+    assert await store.reserve([priya], "b", TTL) is Outcome.CONFLICT
+    # Nothing free: a conflict, and nothing taken.
+    assert (await store.reserve_first([[7, sam], [9, priya]], "b", TTL))[0] is Outcome.CONFLICT
+    assert await store.reserve([9], "d", TTL) is Outcome.TAKEN
+    # Our own keys count as free: a retry with the same token takes its own pair again.
+    assert await store.reserve_first([[7, priya]], "a", TTL) == (Outcome.TAKEN, 0)
 
 
 async def test_release_only_deletes_our_own_keys(store: ReservationStore) -> None:
