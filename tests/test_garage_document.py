@@ -36,7 +36,7 @@ def test_the_demo_file_round_trips_through_toml() -> None:
     ("change", "path", "says"),
     [
         (lambda d: d["garage"].update(colour="red"), "garage.colour", "unknown key"),
-        (lambda d: d.update(technicians=[]), "technicians", "unknown key"),
+        (lambda d: d.update(mechanics=[]), "mechanics", "unknown key"),
         (lambda d: d["services"][1].update(minuts=60), "services[1].minuts", "unknown key"),
         (
             lambda d: d["hours"].update(monday=["08:00-12:00", "11:00-13:00"]),
