@@ -296,6 +296,7 @@ def _render(
                 "reference": b.reference,
                 "label": f"{b.starts_at.astimezone(zone):%a %d %b %Y %H:%M}",
                 "day": b.starts_at.astimezone(zone).date().isoformat(),
+                "reason": b.reason,
             }
             for b in (result.outside_hours if result else [])
         ],
