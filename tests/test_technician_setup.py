@@ -401,6 +401,13 @@ async def test_bookings_whose_technician_no_longer_works_are_listed_with_a_reaso
                 )
             )
         assert await outside_hours(conn, datetime.now(LONDON)) == []  # the control
+        # The first as a drop-off would be: no technician slots claimed, only her day.
+        await conn.execute(
+            update(technician_claims)
+            .where(technician_claims.c.booking_id == made[0]["id"])
+            .values(active=False)
+        )
+        assert await outside_hours(conn, datetime.now(LONDON)) == []  # she works that day
     # Priya loses the skill the service needs (Tom keeps it, so the document is valid).
     data["technicians"][0]["skills"] = ["mot_tester"]
     result = (await api.put("/api/admin/garage", json=data, headers=AUTH)).json()
@@ -410,7 +417,9 @@ async def test_bookings_whose_technician_no_longer_works_are_listed_with_a_reaso
     # Her hours end before the bookings: not working then.
     data["technicians"][0] = {"name": "Priya", "skills": ["general"], "hours": {}}
     result = (await api.put("/api/admin/garage", json=data, headers=AUTH)).json()
-    assert {b["reason"] for b in result["outside_hours"]} == {"technician not working then"}
+    assert {(b["id"], b["reason"]) for b in result["outside_hours"]} == {
+        (b["id"], "technician not working then") for b in made
+    }
     # Retired.
     data["technicians"] = data["technicians"][1:]
     result = (await api.put("/api/admin/garage", json=data, headers=AUTH)).json()

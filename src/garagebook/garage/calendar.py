@@ -486,6 +486,7 @@ async def _technician_outside(conn: AsyncConnection, now: datetime) -> list[Outs
             bookings.c.reference,
             bookings.c.starts_at,
             bookings.c.technician_id,
+            technicians.c.name,
             technicians.c.active,
             technicians.c.skills,
             services.c.skill,
@@ -507,15 +508,23 @@ async def _technician_outside(conn: AsyncConnection, now: datetime) -> list[Outs
             )
         )
     }
-    zone = await _zone(conn)
+    document = await _stored_document(conn)
+    zone = ZoneInfo("UTC") if document is None else document.zone
+    listed = {} if document is None else {t.name: t for t in document.technicians}
     for r in candidates:
+        # A drop-off claims no technician slots: its day is what the technician must work.
+        day = r.starts_at.astimezone(zone).date()
+        planned = listed.get(r.name)
+        works_that_day = (
+            document is None or planned is None or bool(technician_times(document, planned, day))
+        )
         if not r.active:
             reason = "technician retired"
         elif r.skill not in r.skills.split(","):
             reason = f"technician lacks the skill {r.skill!r}"
-        elif (r.technician_id, r.starts_at.astimezone(zone).date()) in absent:
+        elif (r.technician_id, day) in absent:
             reason = "technician absent"
-        elif r.closed_claim:
+        elif r.closed_claim or not works_that_day:
             reason = "technician not working then"
         else:
             continue
@@ -523,8 +532,7 @@ async def _technician_outside(conn: AsyncConnection, now: datetime) -> list[Outs
     return result
 
 
-async def _zone(conn: AsyncConnection) -> ZoneInfo:
-    """The stored document's zone (its local days are the technicians' days)."""
-
+async def _stored_document(conn: AsyncConnection) -> GarageDocument | None:
+    """The document in force (its local days are the technicians' days)."""
     raw = await conn.scalar(select(garage.c.document).where(garage.c.id == 1))
-    return ZoneInfo("UTC") if raw is None else parse_json(json.loads(raw)).zone
+    return None if raw is None else parse_json(json.loads(raw))
