@@ -169,7 +169,12 @@ async def test_a_booking_left_outside_the_hours_stays_confirmed(api: httpx.Async
     booking = booked.json()
     result = await applied(api, every_day(demo(), "08:00-12:00"))
     assert result["outside_hours"] == [
-        {"id": booking["id"], "reference": booking["reference"], "starts_at": booking["starts_at"]}
+        {
+            "id": booking["id"],
+            "reference": booking["reference"],
+            "starts_at": booking["starts_at"],
+            "reason": "outside the hours",
+        }
     ]
     shown = await api.get(f"/api/bookings/{booking['id']}", headers=AUTH)
     assert shown.json()["status"] == "confirmed"

@@ -36,7 +36,7 @@ def test_the_demo_file_round_trips_through_toml() -> None:
     ("change", "path", "says"),
     [
         (lambda d: d["garage"].update(colour="red"), "garage.colour", "unknown key"),
-        (lambda d: d.update(technicians=[]), "technicians", "unknown key"),
+        (lambda d: d.update(mechanics=[]), "mechanics", "unknown key"),
         (lambda d: d["services"][1].update(minuts=60), "services[1].minuts", "unknown key"),
         (
             lambda d: d["hours"].update(monday=["08:00-12:00", "11:00-13:00"]),
@@ -148,3 +148,163 @@ def test_a_range_to_midnight_across_the_autumn_change() -> None:
     spring = [s.astimezone(LONDON).hour for s, _ in day_times(document, date(2027, 3, 28))]
     # 01:00 does not exist, and 00:00 would end in the gap: the day starts at 02:00.
     assert spring == list(range(2, 24))
+
+
+# --- technicians, labour and drop-offs (issue 15) -------------------------------------------
+
+
+def with_technicians() -> dict[str, Any]:
+    data = demo()
+    data["technicians"] = [
+        {"name": "Priya", "skills": ["mot_tester", "general"]},
+        {"name": "Tom", "skills": ["general"], "hours": {"monday": ["08:00-12:00"]}},
+    ]
+    data["services"][0]["skill"] = "mot_tester"
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "says"),
+    [
+        (lambda d: d["technicians"][1].update(name="Priya"), "technicians[1].name", "duplicate"),
+        (lambda d: d["technicians"][1].update(name=""), "technicians[1].name", "at least 1"),
+        (lambda d: d["technicians"][0].update(skills=[]), "technicians[0].skills", "at least 1"),
+        (lambda d: d["technicians"][0].pop("skills"), "technicians[0].skills", "required"),
+        (
+            lambda d: d["technicians"][0].update(skills=["MOT Tester"]),
+            "technicians[0].skills[0]",
+            "pattern",
+        ),
+        (
+            lambda d: d["technicians"][0].update(skills=["general", "general"]),
+            "technicians[0].skills[1]",
+            "listed twice",
+        ),
+        (
+            lambda d: d["technicians"][1]["hours"].update(monday=["08:00-12:00", "11:00-13:00"]),
+            "technicians[1].hours.monday[1]",
+            "overlaps",
+        ),
+        (
+            lambda d: d["technicians"][1]["hours"].update(monday=["08:10-12:00"]),
+            "technicians[1].hours.monday[0]",
+            "slot grid",
+        ),
+        (
+            lambda d: d["technicians"][1]["hours"].update(monday=["8-12"]),
+            "technicians[1].hours.monday[0]",
+            "HH:MM-HH:MM",
+        ),
+        (
+            lambda d: d["technicians"][1]["hours"].update(funday=[]),
+            "technicians[1].hours.funday",
+            "unknown key",
+        ),
+        (lambda d: d["technicians"][0].update(colour="red"), "technicians[0].colour", "unknown"),
+        (lambda d: d["technicians"][0].update(active=False), "services[0].skill", "no active"),
+        (lambda d: d["services"][1].update(skill="welding"), "services[1].skill", "no active"),
+        (lambda d: d["services"][1].update(skill="Weld!"), "services[1].skill", "pattern"),
+        (
+            lambda d: d["services"][1].update(labour_minutes=90),
+            "services[1].labour_minutes",
+            "at most its minutes",
+        ),
+        (
+            lambda d: d["services"][1].update(labour_minutes=0),
+            "services[1].labour_minutes",
+            "greater than",
+        ),
+        (lambda d: d["services"][1].update(mode="walk_in"), "services[1].mode", "'timed'"),
+        (lambda d: d["services"][3].update(mode="drop_off"), "services[3].mode", "[drop_off]"),
+        (
+            lambda d: d.update(drop_off={"window": "08:00-09:30", "collect_from": "08:00"}),
+            "drop_off.collect_from",
+            "after the window starts",
+        ),
+        (
+            lambda d: d.update(drop_off={"window": "09:30-08:00", "collect_from": "16:30"}),
+            "drop_off.window",
+            "ends before",
+        ),
+        (
+            lambda d: d.update(drop_off={"window": "08:00-09:30", "collect_from": "4pm"}),
+            "drop_off.collect_from",
+            "HH:MM",
+        ),
+        (
+            lambda d: d.update(drop_off={"window": "08:00-09:30"}),
+            "drop_off.collect_from",
+            "required",
+        ),
+    ],
+)
+def test_every_bad_technician_case_is_named_with_its_path(
+    change: Any, path: str, says: str
+) -> None:
+    data = with_technicians()
+    change(data)
+    found = problems(data)
+    assert any(p == path and says in m for p, m in found), found
+
+
+def test_skills_are_not_checked_when_the_document_lists_no_technicians() -> None:
+    data = demo()
+    data["services"][0]["skill"] = "mot_tester"
+    assert parse_json(data).services[0].skill == "mot_tester"
+    data["technicians"] = [{"name": "Tom", "skills": ["general"]}]
+    assert [p for p, _ in problems(data)] == ["services[0].skill"]
+
+
+def test_a_retired_service_needs_no_skill_and_no_drop_off_section() -> None:
+    data = with_technicians()
+    data["services"][3].update(skill="welding", mode="drop_off", active=False)
+    parse_json(data)
+
+
+def test_labour_defaults_to_minutes_and_a_drop_off_may_take_more() -> None:
+    data = with_technicians()
+    data["services"][3].update(mode="drop_off", labour_minutes=420)
+    data["drop_off"] = {"window": "08:00-09:30", "collect_from": "16:30"}
+    document = parse_json(data)
+    assert (document.services[0].labour, document.services[3].labour) == (60, 420)
+    assert document.technicians[0].week(document) == document.hours
+    assert document.technicians[1].week(document).monday == ["08:00-12:00"]
+    assert document.technicians[1].week(document).tuesday == []
+
+
+def test_technicians_round_trip_through_toml_and_json() -> None:
+    data = with_technicians()
+    data["technicians"].append({"name": "Off all week", "skills": ["general"], "hours": {}})
+    data["technicians"].append({"name": "Retired", "skills": ["general"], "active": False})
+    data["services"][3].update(mode="drop_off", labour_minutes=180)
+    data["drop_off"] = {"window": "08:00-09:30", "collect_from": "16:30"}
+    document = parse_json(data)
+    assert parse_toml(to_toml(document)) == document
+    assert parse_json(to_json(document)) == document
+    assert document.technicians[0].hours is None  # "the garage's", not a copy of them
+    assert "hours" not in to_json(document)["technicians"][0]
+
+
+TECHNICIAN_TOML = (
+    to_toml(parse_json(demo()))
+    + """
+[[technicians]]
+name = "Priya"
+skills = ["general"]
+
+[[technicians]]
+name = "Tom"
+skills = ["general"]
+hours = { monday = ["08:00-12:00", "11:00-13:00"] }
+"""
+)
+
+
+def test_technician_problems_carry_their_lines() -> None:
+    with pytest.raises(InvalidGarage) as refused:
+        parse_toml(TECHNICIAN_TOML)
+    lines = TECHNICIAN_TOML.splitlines()
+    hours = next(i for i, line in enumerate(lines, 1) if line.startswith("hours = { monday"))
+    assert {(p.path, p.line) for p in refused.value.problems} == {
+        ("technicians[1].hours.monday[1]", hours)
+    }

@@ -324,3 +324,60 @@ async def test_a_save_without_a_valid_csrf_token_applies_nothing(
     assert refused.status_code == 403
     assert (await document(app)).hours.monday == ["08:00-17:00"]
     assert csrf_of((await api.get("/staff/settings/hours")).text)
+
+
+async def test_technicians_are_added_given_hours_and_retired_by_the_owner_only(
+    app: FastAPI, api: httpx.AsyncClient
+) -> None:
+    await owner(app, api)
+    page = form_of((await api.get("/staff/settings/technicians")).text)
+    assert page["technicians[0].name"] == ""  # the demo lists none: only the row to add one
+    added = await save(
+        api,
+        "technicians",
+        {
+            "technicians[0].name": "Priya",
+            "technicians[0].skills": "mot_tester, general",
+            "technicians[0].own_hours": "on",
+            "technicians[0].hours.monday": "08:00-12:00, 13:00-16:00",
+            "technicians[0].hours.tuesday": "",
+            "technicians[0].active": "on",
+        },
+    )
+    assert added.status_code == 200, added.text
+    priya = (await document(app)).technicians[0]
+    assert (priya.name, priya.skills, priya.active) == ("Priya", ["mot_tester", "general"], True)
+    assert priya.hours is not None
+    assert priya.hours.monday == ["08:00-12:00", "13:00-16:00"]
+    assert priya.hours.tuesday == []  # left empty: a day off
+    shown = form_of((await api.get("/staff/settings/technicians")).text)
+    assert shown["technicians[0].hours.monday"] == "08:00-12:00, 13:00-16:00"
+    assert shown["technicians[1].name"] == ""
+    # A second on the garage's hours; a bad range is shown next to its field, nothing applied.
+    before = (await document(app)).canonical()
+    bad = await save(
+        api,
+        "technicians",
+        {"technicians[0].hours.monday": "08:00-12:00, 11:00-13:00", "technicians[1].name": "Tom"},
+    )
+    assert bad.status_code == 422
+    assert 'data-for="technicians[0].hours.monday"' in bad.text
+    assert "overlaps" in bad.text
+    assert (await document(app)).canonical() == before
+    garage_hours = await save(
+        api,
+        "technicians",
+        {"technicians[1].name": "Tom", "technicians[1].skills": "general"},
+    )
+    assert garage_hours.status_code == 200, garage_hours.text
+    tom = (await document(app)).technicians[1]
+    assert tom.hours is None  # "own hours" unticked: the garage's
+    # The only MOT tester retired while a service needs the skill: named by its path.
+    retired = await save(api, "technicians", {"technicians[0].active": None})
+    assert retired.status_code == 200, retired.text  # no service needs mot_tester yet
+    assert (await document(app)).technicians[0].active is False
+    await add_account(app, "sam", STAFF)
+    async with httpx.AsyncClient(transport=api._transport, base_url=str(api.base_url)) as sam:
+        await sign_in_as(sam, "sam")
+        refused = await sam.get("/staff/settings/technicians")
+        assert refused.status_code in (303, 403)

@@ -29,7 +29,7 @@ from garagebook.garage.calendar import (
     sync_calendar,
 )
 from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
-from garagebook.schema import bays, bookings, garage, garage_changes, services
+from garagebook.schema import bays, bookings, garage, garage_changes, services, technicians
 from garagebook.timeutil import utcnow
 
 
@@ -73,6 +73,7 @@ async def apply_in(
     changes = describe_changes(old, document)
     await _reflect_services(conn, document)
     await _reflect_bays(conn, document)
+    await _reflect_technicians(conn, document)
     version = await _store(conn, document, now)
     await sync_calendar(conn, document, now, regrid=regrid)
     await conn.execute(
@@ -167,6 +168,9 @@ async def _reflect_services(conn: AsyncConnection, document: GarageDocument) -> 
             "price_pence": service.price_pence,
             "needs": service.needs,
             "active": service.active,
+            "skill": service.skill,
+            "labour_minutes": service.labour_minutes,
+            "mode": service.mode,
         }
         for service in document.services
     }
@@ -178,6 +182,19 @@ async def _reflect_bays(conn: AsyncConnection, document: GarageDocument) -> None
         bay.name: {"capabilities": ",".join(bay.can), "active": bay.active} for bay in document.bays
     }
     await _reflect(conn, bays, bays.c.name, wanted)
+
+
+async def _reflect_technicians(conn: AsyncConnection, document: GarageDocument) -> None:
+    """Matched by name; hours stored as the document's JSON, NULL when they are the garage's."""
+    wanted = {
+        t.name: {
+            "skills": ",".join(t.skills),
+            "hours": None if t.hours is None else json.dumps(t.hours.model_dump(), sort_keys=True),
+            "active": t.active,
+        }
+        for t in document.technicians
+    }
+    await _reflect(conn, technicians, technicians.c.name, wanted)
 
 
 async def _reflect(
@@ -228,6 +245,7 @@ def describe_changes(old: GarageDocument | None, new: GarageDocument) -> list[st
         return [
             f"garage set up: {len(new.services)} services, {len(new.bays)} bays, "
             f"{new.garage.slot_minutes}-minute slots"
+            + (f", {len(new.technicians)} technicians" if new.technicians else "")
         ]
     lines = [
         f"garage.{key}: {before!r} → {after!r}"
@@ -243,7 +261,26 @@ def describe_changes(old: GarageDocument | None, new: GarageDocument) -> list[st
     lines += [f"closed: {d} removed" for d in sorted(set(old.closed) - set(new.closed))]
     lines += _describe_items("service", "key", old.services, new.services)
     lines += _describe_items("bay", "name", old.bays, new.bays)
+    lines += _describe_items("technician", "name", old.technicians, new.technicians)
+    if old.drop_off != new.drop_off:
+        lines.append(f"drop_off: {_drop_off(old)} → {_drop_off(new)}")
     return lines
+
+
+def _drop_off(document: GarageDocument) -> str:
+    section = document.drop_off
+    if section is None:
+        return "none"
+    return f"window {section.window}, collect from {section.collect_from}"
+
+
+def _readable(field: str, value: Any) -> str:
+    """A technician's hours read as the week ("the garage's" when not their own)."""
+    if field == "hours":
+        if value is None:
+            return "the garage's"
+        return "; ".join(f"{d} {', '.join(r)}" for d, r in value.items() if r) or "no days"
+    return repr(value)
 
 
 def _describe_items(kind: str, ident: str, old: list[Any], new: list[Any]) -> list[str]:
@@ -254,7 +291,8 @@ def _describe_items(kind: str, ident: str, old: list[Any], new: list[Any]) -> li
     for name, values in after.items():
         if name in before:
             lines += [
-                f"{kind} {name!r}: {field} {before[name][field]!r} → {value!r}"
+                f"{kind} {name!r}: {field} {_readable(field, before[name][field])} → "
+                f"{_readable(field, value)}"
                 for field, value in values.items()
                 if before[name][field] != value
             ]

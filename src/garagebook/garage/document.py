@@ -15,7 +15,7 @@ import json
 import re
 import tomllib
 from datetime import date, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -26,12 +26,14 @@ from garagebook.fields import IsoDate, integral
 __all__ = [
     "WEEKDAYS",
     "Bay",
+    "DropOff",
     "GarageDocument",
     "GarageSection",
     "Hours",
     "InvalidGarage",
     "Problem",
     "Service",
+    "Technician",
     "parse_json",
     "parse_toml",
     "to_json",
@@ -44,6 +46,7 @@ SLOT_GRID = (15, 20, 30, 60)
 MAX_SLOTS_PER_SERVICE = 32
 _RANGE = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 _KEY = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+_CLOCK = re.compile(r"^(\d\d):(\d\d)$")
 
 
 def _parse_range(text: str) -> str:
@@ -56,6 +59,14 @@ def _parse_range(text: str) -> str:
         raise ValueError(f"{text!r} is not a time of day (00:00 to 24:00)")
     if (eh, em) <= (sh, sm):
         raise ValueError(f"{text!r} ends before it starts")
+    return text
+
+
+def _parse_clock(text: str) -> str:
+    """ "HH:MM", a time of day (00:00 to 23:59). Kept as text: the document round-trips."""
+    match = _CLOCK.match(text)
+    if match is None or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueError('a time of day is "HH:MM", e.g. "16:30"')
     return text
 
 
@@ -74,6 +85,7 @@ def _check_slot_minutes(minutes: int) -> int:
 
 
 TimeRange = Annotated[str, AfterValidator(_parse_range)]
+Clock = Annotated[str, AfterValidator(_parse_clock)]
 DayHours = list[TimeRange]
 
 
@@ -132,6 +144,16 @@ class Service(_Strict):
     price_pence: Pence
     needs: str = Field(default="general", pattern=_KEY)
     active: bool = True
+    # Capacity (issue 15): the technician skill it takes, their minutes (None: `minutes`), and
+    # whether the customer picks a time or leaves the car for the day.
+    skill: str = Field(default="general", pattern=_KEY)
+    labour_minutes: Minutes | None = None
+    mode: Literal["timed", "drop_off"] = "timed"
+
+    @property
+    def labour(self) -> int:
+        """The technician's minutes this service takes."""
+        return self.minutes if self.labour_minutes is None else self.labour_minutes
 
 
 class Bay(_Strict):
@@ -140,12 +162,31 @@ class Bay(_Strict):
     active: bool = True
 
 
+class Technician(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    skills: list[Annotated[str, Field(pattern=_KEY)]] = Field(min_length=1)
+    # None: the garage's hours. When given it is the whole week: days left out are days off.
+    hours: Hours | None = None
+    active: bool = True
+
+    def week(self, document: GarageDocument) -> Hours:
+        """The hours this technician works: their own, or the garage's."""
+        return document.hours if self.hours is None else self.hours
+
+
+class DropOff(_Strict):
+    window: TimeRange  # when drop-off cars are brought in
+    collect_from: Clock  # when they can be collected (after the window starts)
+
+
 class GarageDocument(_Strict):
     garage: GarageSection
     hours: Hours = Hours()
     closed: list[IsoDate] = []
     services: list[Service] = []
     bays: list[Bay] = []
+    technicians: list[Technician] = []
+    drop_off: DropOff | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -168,24 +209,93 @@ def _minutes(text: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _rule_problems(document: GarageDocument) -> list[Problem]:
-    grid = document.garage.slot_minutes
+def _hours_problems(hours: Hours, prefix: str, grid: int) -> list[Problem]:
+    """A week's ranges on the slot grid and not overlapping (the garage's or a technician's)."""
     problems: list[Problem] = []
     for day in WEEKDAYS:
         spans = [
             (_minutes(text.split("-")[0]), _minutes(text.split("-")[1]), i)
-            for i, text in enumerate(getattr(document.hours, day))
+            for i, text in enumerate(getattr(hours, day))
         ]
         for start, end, i in spans:
             if start % grid or end % grid:
-                problems.append(Problem(f"hours.{day}[{i}]", f"not on the {grid}-minute slot grid"))
+                problems.append(
+                    Problem(f"{prefix}.{day}[{i}]", f"not on the {grid}-minute slot grid")
+                )
         reach, reached_by = -1, -1  # the latest end so far, and which range has it
         for start, end, i in sorted(spans):
             if start < reach:
                 later = max(i, reached_by)
-                problems.append(Problem(f"hours.{day}[{later}]", "overlaps another range that day"))
+                problems.append(
+                    Problem(f"{prefix}.{day}[{later}]", "overlaps another range that day")
+                )
             if end > reach:
                 reach, reached_by = end, i
+    return problems
+
+
+def _technician_problems(document: GarageDocument) -> list[Problem]:
+    """Technicians, services' labour and mode, and the drop-off section. Skills are checked
+    only when the document lists technicians: a garage that lists none does not plan by them."""
+    grid = document.garage.slot_minutes
+    problems: list[Problem] = []
+    names: set[str] = set()
+    for i, technician in enumerate(document.technicians):
+        if technician.name in names:
+            problems.append(
+                Problem(f"technicians[{i}].name", f"duplicate technician name {technician.name!r}")
+            )
+        names.add(technician.name)
+        seen: set[str] = set()
+        for j, skill in enumerate(technician.skills):
+            if skill in seen:
+                problems.append(
+                    Problem(f"technicians[{i}].skills[{j}]", f"{skill!r} is listed twice")
+                )
+            seen.add(skill)
+        if technician.hours is not None:
+            problems += _hours_problems(technician.hours, f"technicians[{i}].hours", grid)
+    held = {s for t in document.technicians if t.active for s in t.skills}
+    for i, service in enumerate(document.services):
+        if (
+            service.mode == "timed"
+            and service.labour_minutes is not None
+            and service.labour_minutes > service.minutes
+        ):
+            problems.append(
+                Problem(
+                    f"services[{i}].labour_minutes",
+                    f"a timed service's labour is at most its minutes ({service.minutes})",
+                )
+            )
+        if document.technicians and service.active and service.skill not in held:
+            problems.append(
+                Problem(
+                    f"services[{i}].skill",
+                    f"no active technician has the skill {service.skill!r}: add it to a "
+                    "technician's `skills`, or retire the service (active = false)",
+                )
+            )
+    drop_offs = [i for i, s in enumerate(document.services) if s.active and s.mode == "drop_off"]
+    if drop_offs and document.drop_off is None:
+        problems.append(
+            Problem(
+                f"services[{drop_offs[0]}].mode",
+                "a drop_off service needs a [drop_off] section (window, collect_from)",
+            )
+        )
+    if document.drop_off is not None:
+        window = document.drop_off.window
+        if _minutes(document.drop_off.collect_from) <= _minutes(window.split("-")[0]):
+            problems.append(
+                Problem("drop_off.collect_from", f"must be after the window starts ({window})")
+            )
+    return problems
+
+
+def _rule_problems(document: GarageDocument) -> list[Problem]:
+    grid = document.garage.slot_minutes
+    problems = _hours_problems(document.hours, "hours", grid)
     seen_dates: set[date] = set()
     for i, day_closed in enumerate(document.closed):
         if day_closed in seen_dates:
@@ -232,7 +342,7 @@ def _rule_problems(document: GarageDocument) -> list[Problem]:
                     "or retire the service (active = false)",
                 )
             )
-    return problems
+    return problems + _technician_problems(document)
 
 
 # Reading ------------------------------------------------------------------------------------
@@ -335,8 +445,10 @@ def _line_for(lines: dict[str, int], path: str) -> int | None:
 
 
 def to_json(document: GarageDocument) -> dict[str, Any]:
-    """The document as `GET /api/admin/garage` shows it (dates as ISO text)."""
-    return document.model_dump(mode="json")
+    """The document as `GET /api/admin/garage` shows it (dates as ISO text). Keys left unset
+    that mean "the default" (a technician's hours, a service's labour_minutes, [drop_off])
+    are left out: TOML has no null, and the two forms must say the same."""
+    return document.model_dump(mode="json", exclude_none=True)
 
 
 def _toml_value(value: Any) -> str:
@@ -358,8 +470,15 @@ def to_toml(document: GarageDocument) -> str:
     out += [f"{k} = {_toml_value(v)}" for k, v in data["garage"].items()]
     out += ["", "[hours]"]
     out += [f"{day} = {_toml_value(data['hours'][day])}" for day in WEEKDAYS]
-    for name in ("services", "bays"):
-        for item in data[name]:
+    for name in ("services", "bays", "technicians"):
+        for item in data.get(name, []):
             out += ["", f"[[{name}]]"]
-            out += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+            out += [f"{k} = {_toml_value(v)}" for k, v in item.items() if k != "hours"]
+            if "hours" in item:
+                # An inline table: the whole week is one value, so `hours` stays this item's.
+                week = ", ".join(f"{d} = {_toml_value(r)}" for d, r in item["hours"].items() if r)
+                out.append(f"hours = {{ {week} }}")
+    if "drop_off" in data:
+        out += ["", "[drop_off]"]
+        out += [f"{k} = {_toml_value(v)}" for k, v in data["drop_off"].items()]
     return "\n".join(out) + "\n"

@@ -35,6 +35,7 @@ def result_json(result: ApplyResult, settings: Settings) -> dict[str, Any]:
                 "id": b.id,
                 "reference": b.reference,
                 "starts_at": to_local_iso(b.starts_at, settings.timezone),
+                "reason": b.reason,
             }
             for b in result.outside_hours
         ],

@@ -43,6 +43,7 @@ async def outside_hours_page(request: Request, db: DatabaseDep, settings: Settin
             "day": b.starts_at.astimezone(zone).date().isoformat(),
             "customer": details[b.id].customer_name,
             "registration": details[b.id].vehicle_registration,
+            "reason": b.reason,
         }
         for b in found
     ]

@@ -1,5 +1,5 @@
-"""The owner's settings pages at `/staff/settings/…` (services, bays, hours and closed days,
-booking rules) and the change history every staff member may read.
+"""The owner's settings pages at `/staff/settings/…` (services, bays, technicians, hours and
+closed days, booking rules) and the change history every staff member may read.
 
 A page is a view of part of the garage's setup document, never a second way to change it: a
 save takes the document in force, replaces the part the page shows with what was posted, and
@@ -168,6 +168,48 @@ def merge_bays(data: dict[str, Any], form: FormData, problems: list[Problem]) ->
     data["bays"] = posted + [b for b in data["bays"] if b["name"] not in shown]
 
 
+def technician_fields(data: dict[str, Any]) -> Fields:
+    """A technician's week is shown day by day; "own hours" unticked means the garage's."""
+    fields: Fields = {}
+    for i, t in enumerate(data.get("technicians", [])):
+        at = f"technicians[{i}]"
+        fields.update(
+            {
+                f"{at}.name": t["name"],
+                f"{at}.skills": ", ".join(t["skills"]),
+                f"{at}.own_hours": "on" if "hours" in t else "",
+                f"{at}.active": "on" if t["active"] else "",
+            }
+        )
+        week = t.get("hours", data["hours"])
+        fields.update({f"{at}.hours.{day}": ", ".join(week.get(day, [])) for day in WEEKDAYS})
+    return fields
+
+
+def merge_technicians(data: dict[str, Any], form: FormData, problems: list[Problem]) -> None:
+    """Posted rows in their order, matched by name; then any the page did not show."""
+    posted: list[dict[str, Any]] = []
+    for row in _rows(form, "technicians"):
+        at = f"technicians[{row}]"
+        name = form_text(form, f"{at}.name")
+        if not name:
+            continue  # the empty row for a new technician, left empty
+        technician: dict[str, Any] = {
+            "name": name,
+            "skills": _words(form_text(form, f"{at}.skills")),
+            "active": form_text(form, f"{at}.active") == "on",
+        }
+        if form_text(form, f"{at}.own_hours") == "on":
+            technician["hours"] = {
+                day: _words(form_text(form, f"{at}.hours.{day}")) for day in WEEKDAYS
+            }
+        posted.append(technician)
+    shown = {t["name"] for t in posted}
+    data["technicians"] = posted + [
+        t for t in data.get("technicians", []) if t["name"] not in shown
+    ]
+
+
 def hours_fields(data: dict[str, Any]) -> Fields:
     fields = {f"hours.{day}": ", ".join(data["hours"][day]) for day in WEEKDAYS}
     fields["closed"] = "\n".join(data["closed"])
@@ -198,6 +240,7 @@ PAGES = {
     for page in (
         SettingsPage("services", "Services", service_fields, merge_services),
         SettingsPage("bays", "Bays", bay_fields, merge_bays),
+        SettingsPage("technicians", "Technicians", technician_fields, merge_technicians),
         SettingsPage("hours", "Opening hours and closed days", hours_fields, merge_hours),
         SettingsPage("rules", "Booking rules", rule_fields, merge_rules),
     )
@@ -253,6 +296,7 @@ def _render(
                 "reference": b.reference,
                 "label": f"{b.starts_at.astimezone(zone):%a %d %b %Y %H:%M}",
                 "day": b.starts_at.astimezone(zone).date().isoformat(),
+                "reason": b.reason,
             }
             for b in (result.outside_hours if result else [])
         ],
@@ -262,7 +306,7 @@ def _render(
 
 def _row_count(slug: str, fields: Fields) -> int:
     """Rows a list page shows: every one in `fields`, plus an empty one to add a new item."""
-    if slug not in ("services", "bays"):
+    if slug not in ("services", "bays", "technicians"):
         return 0
     return len({key.split("]")[0] for key in fields if key.startswith(f"{slug}[")}) + 1
 
