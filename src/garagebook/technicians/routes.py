@@ -4,8 +4,9 @@ staff pages (web/technicians.py) call the same functions."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,7 @@ from garagebook.errors import InvalidRequest
 from garagebook.fields import DB_INT_MAX, Id, IsoDate
 from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import bookings
+from garagebook.slots.service import local_day_bounds
 from garagebook.technicians.absences import enter_absence, list_absences, withdraw_absence
 from garagebook.technicians.reassign import reassign
 from garagebook.timeutil import utcnow
@@ -47,8 +49,14 @@ class ReassignIn(BaseModel):
     bay_id: Id | None = None
 
 
-def check_range(first_day: Any, last_day: Any) -> None:
-    """422 for a range that ends before it starts or is longer than MAX_ABSENCE_DAYS."""
+def check_range(first_day: date, last_day: date, zone: ZoneInfo) -> None:
+    """422 for a range that ends before it starts, is longer than MAX_ABSENCE_DAYS, or whose
+    days' bounds are not instants in years 1 to 9999 in UTC."""
+    try:
+        local_day_bounds(first_day, zone)[0].astimezone(UTC)
+        local_day_bounds(last_day, zone)[1].astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest("The days must be within years 1 to 9999.") from None
     if last_day < first_day:
         raise InvalidRequest("last_day must not be before first_day.")
     if (last_day - first_day).days + 1 > MAX_ABSENCE_DAYS:
@@ -81,7 +89,7 @@ async def create_absence(request: Request, db: DatabaseDep, settings: SettingsDe
     """Enter an absence: the technician's time in those days closes; their confirmed bookings
     there come back in `flagged`, to reassign (none is cancelled)."""
     body = await parse_json(request, AbsenceIn)
-    check_range(body.first_day, body.last_day)
+    check_range(body.first_day, body.last_day, settings.timezone)
     async with db.transaction() as conn:
         entered = await enter_absence(
             conn,

@@ -22,6 +22,7 @@ from garagebook.fields import DB_INT_MAX
 from garagebook.schema import bookings, services, technicians
 from garagebook.technicians.absences import enter_absence, list_absences, withdraw_absence
 from garagebook.technicians.reassign import reassign
+from garagebook.technicians.routes import check_range
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import current_staff
 from garagebook.web.forms import form_text
@@ -121,8 +122,7 @@ async def enter_absence_page(request: Request, db: DatabaseDep, settings: Settin
         last = _form_day(form_text(form, "last_day") or form_text(form, "first_day"))
         if technician_id is None:
             raise InvalidRequest("Pick a technician.")
-        if last < first or (last - first).days >= 92:
-            raise InvalidRequest("The last day must not be before the first, at most 92 days.")
+        check_range(first, last, zone)
         async with db.transaction() as conn:
             entered = await enter_absence(
                 conn,
