@@ -178,3 +178,35 @@ async def test_the_absences_page_enters_shows_flagged_and_withdraws(
     )
     assert backwards.headers["location"] == "/staff/absences?error=invalid"
     assert await sql("SELECT count(*) FROM absences") == [(1,)]
+
+
+async def test_flags_a_booking_without_technician_one_retired_and_one_lacking_the_skill(
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    times = await times_on(api)
+    day = times[0][0]["starts_at"][:10]
+    before = await book(api, times[1][0]["id"], OIL, 1)  # no technician listed yet: none
+    assert before["technician_id"] is None
+    sam = await add_technician(stack.database_url, "Sam")
+    alex = await add_technician(stack.database_url, "Alex", "general,tyres")
+    retired = await book(api, times[2][0]["id"], OIL, 2)  # Sam (fewest skills)
+    lacking = await book(api, times[3][0]["id"], MOT, 3)  # Sam again
+    fine = await book(api, times[4][0]["id"], OIL, 4)
+    assert (retired["technician_id"], lacking["technician_id"]) == (sam, sam)
+    await sql("UPDATE technicians SET active = false WHERE id = :t", t=sam)
+    await sql("UPDATE bookings SET technician_id = :t WHERE id = :b", t=alex, b=lacking["id"])
+    await needs_skill(stack.database_url, MOT, "mot_tester")  # a setup change: Alex cannot
+    await signed_in(app, api, "staff")
+
+    page = await api.get("/staff", params={"date": day})
+
+    flagged = section(page.text, "flagged")
+    assert f'data-booking="{before["reference"]}"' in flagged
+    assert "No technician: the garage lists technicians now." in flagged
+    assert "Sam is retired." in flagged
+    assert "Alex lacks the skill it needs (mot_tester)." in flagged
+    assert f'data-booking="{fine["reference"]}"' in flagged  # Sam's too: he is retired
+    assert f'data-booking="{lacking["reference"]}"' in flagged
+    hours = section(page.text, "hours-left")
+    assert 'data-skill="tyres"' in hours  # Alex's skills only: Sam is retired
+    assert re.search(r'data-skill="general"><td>general</td><td>9 h</td>', hours)
