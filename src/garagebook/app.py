@@ -36,6 +36,8 @@ from garagebook.reservations import create_reservations
 from garagebook.slots.routes import SlotIn
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
+from garagebook.technicians.routes import AbsenceIn, ReassignIn
+from garagebook.technicians.routes import router as technicians_router
 from garagebook.vehicles.mot import MotIn
 from garagebook.vehicles.routes import router as vehicles_router
 from garagebook.waitlist.routes import router as waitlist_router
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(manage_router)
     app.include_router(slots_router)
     app.include_router(closures_router)
+    app.include_router(technicians_router)
     app.include_router(vehicles_router)
     app.include_router(waitlist_router)
     app.include_router(ops_router)
@@ -119,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         MotIn,
         WaitlistIn,
         ClosureIn,
+        AbsenceIn,
+        ReassignIn,
         GarageDocument,
         FeedIn,
         WebhookIn,

@@ -73,6 +73,32 @@ class WrongBay(SlotUnavailable):
         super().__init__("database")
 
 
+class TechnicianUnavailable(SlotUnavailable):
+    """A reassignment the database refused for the technician: their slot at that time is
+    taken or closed, their day is absent or full, or they lack the skill or are retired. The
+    same 409 `slot_unavailable` as a booking refused for want of a technician."""
+
+    message = "That technician cannot take this booking at its time."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("database", message)
+
+
+class TechnicianNotFound(DomainError):
+    code = "technician_not_found"
+    message = "No such technician."
+
+
+class AbsenceNotFound(DomainError):
+    code = "absence_not_found"
+    message = "No such absence."
+
+
+class AbsenceWithdrawn(DomainError):
+    code = "absence_withdrawn"
+    message = "That absence was already withdrawn."
+
+
 class SlotNotFound(DomainError):
     code = "slot_not_found"
     message = "No such slot."
@@ -424,6 +450,14 @@ ANSWERS: dict[type[DomainError], Answer] = {
     WaitlistEntryNotFound: Answer(
         404, "That waitlist entry does not exist (any more).", "entry_not_found"
     ),
+    TechnicianUnavailable: Answer(
+        409,
+        "That technician cannot take it then: busy, away, fully booked or without the skill.",
+        "tech_taken",
+    ),
+    TechnicianNotFound: Answer(404, "That technician does not exist.", "no_technician"),
+    AbsenceNotFound: Answer(404, "That absence does not exist (any more).", "no_absence"),
+    AbsenceWithdrawn: Answer(409, "That absence was already withdrawn.", "withdrawn"),
     SlotNotFound: Answer(404, "That time does not exist (any more)."),
     ClosureNotFound: Answer(404, "That closed time does not exist (any more)."),
     ClosureReopened: Answer(409, "That time was already reopened.", "reopened_already"),

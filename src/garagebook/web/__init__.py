@@ -18,6 +18,7 @@ from garagebook.web.security import SecurityHeaders
 from garagebook.web.settings_pages import router as settings_router
 from garagebook.web.staff import router as staff_router
 from garagebook.web.staff_accounts import router as staff_accounts_router
+from garagebook.web.technicians import router as technicians_router
 from garagebook.web.vehicles import router as vehicles_router
 from garagebook.web.waitlist import router as waitlist_router
 from garagebook.web.webhooks import router as webhooks_router
@@ -30,6 +31,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(manage_router)
     app.include_router(no_script_router)
     app.include_router(staff_router)
+    app.include_router(technicians_router)
     app.include_router(outside_hours_router)
     app.include_router(staff_accounts_router)
     app.include_router(settings_router)

@@ -53,6 +53,7 @@ from garagebook.web.auth import (
 from garagebook.web.day import load_day
 from garagebook.web.forms import form_text, has_valid_csrf, is_over_limit
 from garagebook.web.pages import duration, env, render
+from garagebook.web.technician_day import hours_and_minutes, load_technician_day
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/staff", include_in_schema=False)
@@ -68,6 +69,7 @@ _MESSAGES = {
     "moved": "Booking moved: the customer gets an email with the new time.",
     "completed": "Booking marked done. Pressed by mistake? Its Undo button takes it back.",
     "uncompleted": "Done taken back: the booking is open again.",
+    "reassigned": "Booking reassigned: same time, the technician or bay you picked.",
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7
@@ -167,12 +169,15 @@ async def _grid_context(
     now = utcnow()
     async with db.read() as conn:
         grid = await load_day(conn, day, zone, now)
+        technician_day = await load_technician_day(conn, day, zone)
         service_rows = (await conn.execute(select(services).order_by(services.c.id))).all()
         fits = await _walk_in_fits(conn, day, zone, now, [s.id for s in service_rows])
     local_day = datetime.combine(day, time(), zone)
     minutes = {s.id: s.duration_minutes for s in service_rows}
     return {
         "grid": grid,
+        "technician_day": technician_day,
+        "hours_and_minutes": hours_and_minutes,
         "services": service_rows,
         "fits": fits,
         "longest": {

@@ -1,0 +1,216 @@
+"""Reassigning a booking to another technician or bay (issue 15): a move under the guarantee.
+
+Staff reassign the bookings an absence or a setup change flagged. The booking keeps its time;
+what changes is who holds it. In one transaction the booking row is locked, its old claims go
+and the new ones are claimed the way a booking claims them: the new technician's open slots at
+the same times against uq_technician_claims_technician_slot_id_active (`FOR SHARE` on
+PostgreSQL, so an absence closing them waits), their day's minutes under the guarded counter
+(`WHERE NOT absent AND booked + mine <= working`), and the new bay's open slots against
+uq_booking_slots_slot_id_active. Anything refused raises, the transaction rolls back and the
+booking is exactly as it was: a reassignment racing a new booking for the same technician's
+slot is decided by the index, never by a read made earlier.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.bookings.service import booking_json
+from garagebook.config import Settings
+from garagebook.db import Database, insert_ignoring_conflicts
+from garagebook.errors import (
+    BayNotFound,
+    BookingNotFound,
+    InvalidRequest,
+    SlotUnavailable,
+    TechnicianNotFound,
+    TechnicianUnavailable,
+    WrongBay,
+    closed_because,
+)
+from garagebook.garage.rules import can
+from garagebook.reservations import Key, ReservationStore
+from garagebook.schema import bays, booking_slots, bookings, services, slots, technicians
+from garagebook.technicians.claims import TechnicianTaken, claim, release
+
+
+async def reassign(
+    db: Database,
+    reservations: ReservationStore,
+    settings: Settings,
+    booking_id: str,
+    *,
+    technician_id: int | None = None,
+    bay_id: int | None = None,
+) -> dict[str, Any]:
+    """Give the booking to `technician_id` and/or `bay_id` at the same time, all or nothing;
+    the booking as the API shows it. Then drop the reservation keys of what it left."""
+    if technician_id is None and bay_id is None:
+        raise InvalidRequest("Give technician_id, bay_id or both.")
+    freed: list[Key] = []
+    async with db.transaction() as conn:
+        booking = await _lock_confirmed(conn, booking_id)
+        service = (
+            await conn.execute(
+                select(services.c.skill, services.c.needs, services.c.mode).where(
+                    services.c.id == booking.service_id
+                )
+            )
+        ).one()
+        if service.mode != "timed":
+            raise InvalidRequest("Only timed bookings can be reassigned here.")
+        held = (
+            await conn.execute(
+                select(slots.c.id, slots.c.bay_id, slots.c.starts_at)
+                .join(booking_slots, booking_slots.c.slot_id == slots.c.id)
+                .where(booking_slots.c.booking_id == booking_id, booking_slots.c.active)
+                .order_by(slots.c.starts_at)
+            )
+        ).all()
+        starts = [r.starts_at for r in held]
+        if technician_id is not None and technician_id != booking.technician_id:
+            freed += await _to_technician(
+                conn, booking, technician_id, service.skill, starts, settings
+            )
+        if bay_id is not None and bay_id != held[0].bay_id:
+            freed += await _to_bay(conn, booking_id, bay_id, service.needs, list(held))
+        row = (await conn.execute(select(bookings).where(bookings.c.id == booking_id))).one()
+        now_slots = (
+            await conn.execute(
+                select(slots.c.id, slots.c.bay_id)
+                .join(booking_slots, booking_slots.c.slot_id == slots.c.id)
+                .where(booking_slots.c.booking_id == booking_id, booking_slots.c.active)
+                .order_by(slots.c.starts_at)
+            )
+        ).all()
+    await reservations.forget(freed)
+    shown = booking_json(row._asdict(), now_slots[0].bay_id, [r.id for r in now_slots], settings)
+    shown["technician_id"] = row.technician_id
+    return shown
+
+
+async def _lock_confirmed(conn: AsyncConnection, booking_id: str) -> Any:
+    """The booking row, locked for the transaction (a racing cancel or move waits, or wins
+    first); BookingClosed unless it is still confirmed."""
+    row = (
+        await conn.execute(
+            select(
+                bookings.c.id,
+                bookings.c.status,
+                bookings.c.service_id,
+                bookings.c.technician_id,
+                bookings.c.starts_at,
+                bookings.c.ends_at,
+            )
+            .where(bookings.c.id == booking_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise BookingNotFound()
+    if row.status != "confirmed":
+        raise closed_because(row.status)
+    return row
+
+
+async def _to_technician(
+    conn: AsyncConnection,
+    booking: Any,
+    technician_id: int,
+    skill: str,
+    starts: list[datetime],
+    settings: Settings,
+) -> list[Key]:
+    """Move the booking's technician claims and minutes; the old technician's keys to drop."""
+    person = (
+        await conn.execute(
+            select(technicians.c.skills, technicians.c.active).where(
+                technicians.c.id == technician_id
+            )
+        )
+    ).first()
+    if person is None:
+        raise TechnicianNotFound(technician_id=technician_id)
+    if not person.active or not can(person.skills, skill):
+        raise TechnicianUnavailable(
+            f"That technician is retired or lacks the skill this service needs ({skill})."
+        )
+    day = booking.starts_at.astimezone(settings.timezone).date()
+    minutes = int((booking.ends_at - booking.starts_at).total_seconds() // 60)
+    # The old claims are deleted, not kept inactive: a booking claims a slot once
+    # (uq_technician_claims_booking_id_technician_slot_id), and it may come back to them.
+    old_keys = await release(conn, booking.id, day, moving=True)
+    try:
+        await claim(conn, booking.id, technician_id, skill, starts, day, minutes)
+    except TechnicianTaken:
+        raise TechnicianUnavailable(
+            "That technician is not free for the whole time: a slot is taken or closed, or "
+            "their day is absent or has no minutes left."
+        ) from None
+    await conn.execute(
+        update(bookings).where(bookings.c.id == booking.id).values(technician_id=technician_id)
+    )
+    return old_keys
+
+
+async def _to_bay(
+    conn: AsyncConnection, booking_id: str, bay_id: int, needs: str, held: list[Any]
+) -> list[Key]:
+    """Move the booking's bay claims to `bay_id`'s open slots at the same times; the old bay
+    slot ids, whose reservation keys go after the commit."""
+    capabilities = await conn.scalar(
+        select(bays.c.capabilities).where(bays.c.id == bay_id, bays.c.active)
+    )
+    if capabilities is None:
+        if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
+            raise BayNotFound(bay_id=bay_id)
+        raise WrongBay()
+    if not can(capabilities, needs):
+        raise WrongBay()
+    wanted = select(slots.c.id).where(
+        slots.c.bay_id == bay_id,
+        slots.c.starts_at.in_([r.starts_at for r in held]),
+        slots.c.open,
+    )
+    if conn.dialect.name == "postgresql":
+        wanted = wanted.with_for_update(read=True)  # a regrid or close waits for us
+    new_slots = list((await conn.scalars(wanted.order_by(slots.c.starts_at))).all())
+    if len(new_slots) != len(held):
+        raise SlotUnavailable(
+            "database", "That bay has no open slot at some of the booking's time."
+        )
+    old = [r.id for r in held]
+    await conn.execute(
+        update(booking_slots)
+        .where(booking_slots.c.booking_id == booking_id, booking_slots.c.active)
+        .values(active=False)
+    )
+    await conn.execute(  # a claim of the same slot by this booking from an earlier move
+        delete(booking_slots).where(
+            booking_slots.c.booking_id == booking_id,
+            booking_slots.c.slot_id.in_(new_slots),
+            ~booking_slots.c.active,
+        )
+    )
+    claimed = (
+        await conn.scalars(
+            insert_ignoring_conflicts(conn, booking_slots)
+            .values([{"booking_id": booking_id, "slot_id": s, "active": True} for s in new_slots])
+            .returning(booking_slots.c.slot_id)
+        )
+    ).all()
+    if len(claimed) != len(new_slots):
+        raise SlotUnavailable("database")  # rolls back: the booking keeps its bay
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                update(bookings).where(bookings.c.id == booking_id).values(slot_id=new_slots[0])
+            )
+    except IntegrityError:  # uq_bookings_slot_id_not_cancelled: another booking starts there
+        raise SlotUnavailable("database") from None
+    return list(old)

@@ -1,0 +1,207 @@
+"""The technician side of the staff day (issue 15): each technician's bookings, the hours left
+per skill, and the bookings flagged for reassignment: the technician is absent that day,
+retired or lacks the service's skill, or the booking has none while the garage lists
+technicians. Shown by the day view (web/staff.py); the forms are in web/technicians.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from garagebook.garage.rules import can
+from garagebook.schema import (
+    absences,
+    bays,
+    booking_slots,
+    bookings,
+    services,
+    slots,
+    technician_days,
+    technicians,
+)
+from garagebook.slots.service import local_day_bounds
+
+
+@dataclass
+class DayBooking:
+    id: str
+    reference: str
+    label: str  # "10:00–11:00"
+    service: str
+    registration: str
+    bay: str
+    bay_id: int
+    technician_id: int | None
+    skill: str
+    needs: str
+    why: str = ""  # why it is flagged; "" when it is not
+
+
+@dataclass
+class TechnicianColumn:
+    id: int
+    name: str
+    skills: list[str]
+    active: bool
+    absent: bool
+    minutes_left: int
+    bookings: list[DayBooking] = field(default_factory=list)
+
+
+@dataclass
+class TechnicianDay:
+    technicians: list[TechnicianColumn]
+    hours_left: list[tuple[str, str]]  # (skill, "5 h 30 min")
+    flagged: list[DayBooking]
+    # For the reassign forms: who and which bay may take each flagged booking.
+    choices: dict[str, tuple[list[tuple[int, str]], list[tuple[int, str]]]]
+
+
+def hours_and_minutes(minutes: int) -> str:
+    hours, rest = divmod(max(minutes, 0), 60)
+    if hours and rest:
+        return f"{hours} h {rest} min"
+    return f"{hours} h" if hours else f"{rest} min"
+
+
+async def load_technician_day(
+    conn: AsyncConnection, day: date, zone: ZoneInfo
+) -> TechnicianDay | None:
+    """The technician side of a day; None for a garage that lists no active technician and
+    has no booking on one that day (its day view stays as it was)."""
+    start, end = local_day_bounds(day, zone)
+    people = (await conn.execute(select(technicians).order_by(technicians.c.name))).all()
+    day_rows = {
+        r.technician_id: r
+        for r in await conn.execute(select(technician_days).where(technician_days.c.day == day))
+    }
+    away = {
+        r.technician_id
+        for r in await conn.execute(
+            select(absences.c.technician_id).where(
+                absences.c.withdrawn_at.is_(None),
+                absences.c.first_day <= day,
+                absences.c.last_day >= day,
+            )
+        )
+    }
+    first_slot = (
+        select(booking_slots.c.booking_id, slots.c.bay_id)
+        .join(slots, slots.c.id == booking_slots.c.slot_id)
+        .where(booking_slots.c.active)
+        .subquery()
+    )
+    rows = (
+        await conn.execute(
+            select(
+                bookings.c.id,
+                bookings.c.reference,
+                bookings.c.starts_at,
+                bookings.c.ends_at,
+                bookings.c.vehicle_registration,
+                bookings.c.technician_id,
+                services.c.name.label("service"),
+                services.c.skill,
+                services.c.needs,
+                bays.c.id.label("bay_id"),
+                bays.c.name.label("bay"),
+            )
+            .join(services, services.c.id == bookings.c.service_id)
+            .join(first_slot, first_slot.c.booking_id == bookings.c.id)
+            .join(bays, bays.c.id == first_slot.c.bay_id)
+            .where(
+                bookings.c.status == "confirmed",
+                bookings.c.starts_at >= start,
+                bookings.c.starts_at < end,
+            )
+            .distinct()
+            .order_by(bookings.c.starts_at, bays.c.name)
+        )
+    ).all()
+    active = [p for p in people if p.active]
+    if not active and not any(r.technician_id is not None for r in rows):
+        return None
+    by_id = {p.id: p for p in people}
+
+    def absent(tid: int) -> bool:
+        row = day_rows.get(tid)
+        return tid in away or bool(row is not None and row.absent)
+
+    columns = {
+        p.id: TechnicianColumn(
+            p.id,
+            p.name,
+            p.skills.split(","),
+            p.active,
+            absent(p.id),
+            0
+            if absent(p.id) or p.id not in day_rows
+            else day_rows[p.id].minutes_working - day_rows[p.id].minutes_booked,
+        )
+        for p in people
+    }
+    flagged: list[DayBooking] = []
+    for r in rows:
+        booking = DayBooking(
+            r.id,
+            r.reference,
+            f"{r.starts_at.astimezone(zone):%H:%M}–{r.ends_at.astimezone(zone):%H:%M}",
+            r.service,
+            r.vehicle_registration,
+            r.bay,
+            r.bay_id,
+            r.technician_id,
+            r.skill,
+            r.needs,
+        )
+        person = by_id.get(r.technician_id) if r.technician_id is not None else None
+        if person is None:
+            booking.why = "No technician: the garage lists technicians now."
+        elif not person.active:
+            booking.why = f"{person.name} is retired."
+        elif not can(person.skills, r.skill):
+            booking.why = f"{person.name} lacks the skill it needs ({r.skill})."
+        elif absent(person.id):
+            booking.why = f"{person.name} is absent that day."
+        if person is not None:
+            columns[person.id].bookings.append(booking)
+        if booking.why:
+            flagged.append(booking)
+    skills = sorted({s for p in active for s in p.skills.split(",")})
+    hours_left = [
+        (
+            skill,
+            hours_and_minutes(
+                sum(
+                    columns[p.id].minutes_left
+                    for p in active
+                    if skill in p.skills.split(",") and not absent(p.id)
+                )
+            ),
+        )
+        for skill in skills
+    ]
+    bay_rows = (
+        await conn.execute(
+            select(bays.c.id, bays.c.name, bays.c.capabilities)
+            .where(bays.c.active)
+            .order_by(bays.c.name)
+        )
+    ).all()
+    choices = {
+        b.id: (
+            [(p.id, p.name) for p in active if can(p.skills, b.skill) and not absent(p.id)],
+            [(bay.id, bay.name) for bay in bay_rows if can(bay.capabilities, b.needs)],
+        )
+        for b in flagged
+    }
+    return TechnicianDay(
+        [columns[p.id] for p in people if p.active or columns[p.id].bookings],
+        hours_left,
+        flagged,
+        choices,
+    )
