@@ -235,7 +235,7 @@ def test_by_time_aims_at_a_technicians_last_free_hour(
     Priya (and three bays), each of its times has one free unit, her free hour. 200 bookings
     of such a time at once (the server picks bay and technician) give exactly one 201 and 199
     409s, against PostgreSQL + Redis; the time is then no longer offered."""
-    from tests.test_technician_bookings import add_technicians
+    from tests.support.technicians import add_technicians
 
     run_sync(
         lambda: add_technicians(

@@ -1,7 +1,7 @@
 """A reassignment racing a new booking for the same technician's slot (issue 15), on both
-stacks: a booking holds Priya at a time; staff reassign it to Sam while a customer books another
-bay at that time (Priya taken, so the booking path picks Sam). Both fired at once, 20 rounds: at
-most one holds Sam's slot, and exactly one of the two succeeds. The control drops
+stacks: an oil change holds Priya (general) at a time; staff reassign it to Sam while a customer
+books an MOT on another bay at that time, which only Sam (the MOT tester) can take. Both
+fired at once, 20 rounds: at most one holds Sam's slot, and exactly one of the two succeeds. The control drops
 uq_technician_claims_technician_slot_id_active in its own database and shows both then get
 Sam at the same time: the index is what makes the race test pass."""
 
@@ -23,7 +23,7 @@ from garagebook.app import create_app
 from garagebook.cli import migrate_database
 from garagebook.schema import bookings, technician_claims, technician_slots
 from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, reset_database
-from tests.support.technicians import OIL, add_technician, body, book, times_on
+from tests.support.technicians import MOT, OIL, add_technician, body, book, times_on
 from tests.test_concurrency import _drop_postgres_database, _fresh_postgres_database
 
 ROUNDS = 20
@@ -58,7 +58,8 @@ async def holders(url: str, technician_id: int, starts_at: str) -> int:
 async def race_round(
     api: httpx.AsyncClient, slots_at: list[dict[str, Any]], sam: int, i: int
 ) -> tuple[httpx.Response, httpx.Response]:
-    """Book bay 1 (Priya), then fire the reassignment to Sam and a booking of bay 2 at once."""
+    """An oil change on bay 1 (Priya), then the reassignment to Sam and an MOT on bay 2 (Sam
+    alone can) fired at once."""
     held = await book(api, slots_at[0]["id"], OIL, 1000 + i)
     gate = asyncio.Event()
 
@@ -72,7 +73,7 @@ async def race_round(
 
     async def new_booking() -> httpx.Response:
         await gate.wait()
-        return await api.post("/api/bookings", json=body(slots_at[1]["id"], OIL, 2000 + i))
+        return await api.post("/api/bookings", json=body(slots_at[1]["id"], MOT, 2000 + i))
 
     tasks = [asyncio.create_task(move()), asyncio.create_task(new_booking())]
     await asyncio.sleep(0.01)
@@ -92,7 +93,7 @@ async def test_a_reassignment_and_a_new_booking_race_for_one_technician_slot(
     stack: Stack, api: httpx.AsyncClient
 ) -> None:
     priya = await add_technician(stack.database_url, "Priya")
-    sam = await add_technician(stack.database_url, "Sam")
+    sam = await add_technician(stack.database_url, "Sam", "mot_tester,general")
     outcomes = {"reassigned": 0, "booked": 0}
     for i, slots_at in enumerate(await rounds_of_times(api)):
         moved, booked = await race_round(api, slots_at, sam, i)
@@ -142,7 +143,7 @@ async def test_control_without_the_claims_index_both_hold_the_technician_slot(
 ) -> None:
     url, api = unguarded_api
     await add_technician(url, "Priya")
-    sam = await add_technician(url, "Sam")
+    sam = await add_technician(url, "Sam", "mot_tester,general")
     [slots_at] = (await rounds_of_times(api))[:1]
 
     moved, booked = await race_round(api, slots_at, sam, 0)

@@ -206,7 +206,7 @@ async def test_a_booking_that_takes_a_technician_costs_no_more_round_trips(
     the first free bay-and-technician pair (two candidates here) in one call. Planning a new
     slot reads two more SELECTs (the qualified technicians, their slots at those times), once
     per slot and service; SQLite's technician claim is four in-process statements."""
-    from tests.test_technician_bookings import OIL, add_technicians
+    from tests.support.technicians import OIL, add_technicians
 
     await add_technicians(stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general"))
     first, slot = (await free_slots(api))[:2]

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
 from tests.support.stack import ADMIN_TOKEN, Stack, reset_database
-from tests.test_technician_bookings import MOT, OIL, add_technicians, body
+from tests.support.technicians import MOT, OIL, add_technicians, body
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 HOURS = 4  # consecutive hours of one day in play

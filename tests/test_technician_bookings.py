@@ -2,85 +2,27 @@
 reservation layer only turns the losers away sooner.
 
 The garage here is the demo garage (three general bays, 60-minute slots) with technicians added
-in the database the way the calendar keeps them: a slot on the garage's grid for every hour
-they work and a row per day with the minutes they work. The MOT needs an MOT tester."""
+to its setup document (tests/support/technicians.py); the MOT needs an MOT tester when one is
+listed."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import date
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
 from garagebook.cli import migrate_database
-from garagebook.schema import services, slots, technician_days, technician_slots, technicians
-from tests.support.api import booking_body
 from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, reset_database, run_sync
+from tests.support.technicians import MOT, OIL, add_technicians, body
 from tests.test_concurrency import _drop_postgres_database, _fresh_postgres_database, dead_redis_url
-
-MOT = 1  # the demo garage's first service; 60 minutes
-OIL = 2  # 60 minutes, general
-
-
-async def add_technicians(
-    url: str, *people: tuple[str, str], minutes_a_day: int | None = None
-) -> dict[str, int]:
-    """Technicians (name, "skill,skill") working every hour the garage is open, each day
-    `minutes_a_day` at most (default: all of them); the MOT then needs `mot_tester`."""
-    engine = create_async_engine(url)
-    ids: dict[str, int] = {}
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(services).where(services.c.id == MOT).values(skill="mot_tester")
-            )
-            await conn.execute(text("UPDATE garage SET version = version + 1"))  # a new setup
-            hours = (
-                await conn.execute(
-                    select(slots.c.starts_at, slots.c.ends_at)
-                    .where(slots.c.bay_id == select(func.min(slots.c.bay_id)).scalar_subquery())
-                    .order_by(slots.c.starts_at)
-                )
-            ).all()
-            for name, skills in people:
-                tid = await conn.scalar(
-                    insert(technicians).values(name=name, skills=skills).returning(technicians.c.id)
-                )
-                assert tid is not None
-                ids[name] = tid
-                await conn.execute(
-                    insert(technician_slots),
-                    [{"technician_id": tid, "starts_at": s, "ends_at": e} for s, e in hours],
-                )
-                per_day = Counter(local_day(s) for s, _ in hours)
-                await conn.execute(
-                    insert(technician_days),
-                    [
-                        {
-                            "technician_id": tid,
-                            "day": day,
-                            "minutes_working": minutes_a_day or 60 * count,
-                        }
-                        for day, count in per_day.items()
-                    ],
-                )
-    finally:
-        await engine.dispose()
-    return ids
-
-
-def local_day(moment: Any) -> date:
-    day: date = moment.astimezone(ZoneInfo("Europe/London")).date()
-    return day
 
 
 async def a_time(client: httpx.AsyncClient, index: int = 0) -> list[dict[str, Any]]:
@@ -89,15 +31,6 @@ async def a_time(client: httpx.AsyncClient, index: int = 0) -> list[dict[str, An
     times = sorted({s["starts_at"] for s in listed})
     chosen = times[index + 1]  # not the very next hour: it may start before the test ends
     return [s for s in listed if s["starts_at"] == chosen]
-
-
-def body(slot_id: int, service_id: int, i: int = 0) -> dict[str, Any]:
-    return booking_body(
-        slot_id,
-        service_id,
-        customer={"name": f"Customer {i}", "email": f"customer{i}@example.com"},
-        vehicle={"registration": f"AB{i % 100:02d} CDE"},
-    )
 
 
 async def booked_technicians(url: str) -> list[tuple[int, str]]:

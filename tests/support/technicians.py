@@ -1,20 +1,21 @@
-"""Technicians in the test database the way the calendar keeps them (until the setup document
-lists them, issue 15 Part A): a slot on the garage's grid for each hour the garage is open
-(the demo garage: 08:00-17:00 Europe/London, 60 minutes) and a row per day with the minutes
-they work. Bookings then take them through the real booking path (bookings/service.py)."""
+"""Technicians in the test garage, put there the way a garage does it: the demo garage's setup
+document with `[[technicians]]` added, applied (garage/apply.py), so the calendar lays their
+slots and days as it would in production (the demo garage: 08:00-17:00 Europe/London, 60
+minutes, no hours of their own). Bookings then take them through the real booking path."""
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from garagebook.schema import services, slots, technician_days, technician_slots, technicians
+from garagebook.garage.apply import apply_in, current_document
+from garagebook.garage.document import parse_json, to_json
+from garagebook.schema import services, technicians
+from garagebook.timeutil import utcnow
 from tests.support.api import booking_body
 
 LONDON = ZoneInfo("Europe/London")
@@ -22,54 +23,57 @@ MOT = 1  # the demo garage's services: 60 minutes each
 OIL = 2
 
 
-def local_day(moment: datetime) -> date:
-    return moment.astimezone(LONDON).date()
+async def _apply(url: str, change: Any) -> None:
+    """Apply the garage's current document as `change(json_document, conn)` leaves it."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            document = to_json(await current_document(conn))
+            await change(document, conn)
+            await apply_in(conn, parse_json(document), actor="tests", now=utcnow())
+    finally:
+        await engine.dispose()
+
+
+async def add_technicians(
+    url: str, *people: tuple[str, str], minutes_a_day: int | None = None
+) -> dict[str, int]:
+    """Technicians (name, "skill,skill") working the garage's hours; the MOT then needs an
+    `mot_tester` when one of them is. `minutes_a_day`: their days count that many working
+    minutes, fewer than their slots cover (set on the day rows: the counter under test)."""
+
+    async def change(document: dict[str, Any], _conn: AsyncConnection) -> None:
+        listed = document.setdefault("technicians", [])
+        listed += [{"name": name, "skills": skills.split(",")} for name, skills in people]
+        if any("mot_tester" in t["skills"] for t in listed):
+            document["services"][MOT - 1]["skill"] = "mot_tester"
+
+    await _apply(url, change)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if minutes_a_day is not None:
+                await conn.execute(
+                    text("UPDATE technician_days SET minutes_working = :m"), {"m": minutes_a_day}
+                )
+            rows = await conn.execute(select(technicians.c.name, technicians.c.id))
+            return {name: tid for name, tid in rows if name in {n for n, _ in people}}
+    finally:
+        await engine.dispose()
 
 
 async def add_technician(url: str, name: str, skills: str = "general") -> int:
-    """A technician working every hour the demo garage's first bay has a slot, every day."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("UPDATE garage SET version = version + 1"))  # a new setup
-            hours = (
-                await conn.execute(
-                    select(slots.c.starts_at, slots.c.ends_at)
-                    .where(slots.c.bay_id == select(func.min(slots.c.bay_id)).scalar_subquery())
-                    .order_by(slots.c.starts_at)
-                )
-            ).all()
-            tid = await conn.scalar(
-                insert(technicians).values(name=name, skills=skills).returning(technicians.c.id)
-            )
-            assert tid is not None
-            await conn.execute(
-                insert(technician_slots),
-                [{"technician_id": tid, "starts_at": s, "ends_at": e} for s, e in hours],
-            )
-            per_day = Counter(local_day(s) for s, _ in hours)
-            await conn.execute(
-                insert(technician_days),
-                [
-                    {"technician_id": tid, "day": day, "minutes_working": 60 * count}
-                    for day, count in per_day.items()
-                ],
-            )
-    finally:
-        await engine.dispose()
-    return int(tid)
+    return (await add_technicians(url, (name, skills)))[name]
 
 
 async def needs_skill(url: str, service_id: int, skill: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(services).where(services.c.id == service_id).values(skill=skill)
-            )
-            await conn.execute(text("UPDATE garage SET version = version + 1"))
-    finally:
-        await engine.dispose()
+    """The service (by id) needs `skill` from now on, through the document."""
+
+    async def change(document: dict[str, Any], conn: AsyncConnection) -> None:
+        key = await conn.scalar(select(services.c.key).where(services.c.id == service_id))
+        next(s for s in document["services"] if s["key"] == key)["skill"] = skill
+
+    await _apply(url, change)
 
 
 async def times_on(client: httpx.AsyncClient, days_ahead: int = 2) -> list[list[dict[str, Any]]]:

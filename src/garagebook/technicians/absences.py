@@ -8,31 +8,26 @@ booking in flight and the booking made first is kept. Bookings already made are 
 or dropped: they are returned, to be reassigned (technicians/reassign.py) by staff.
 
 Withdrawing reopens what the setup document says the technician works, except days another
-active absence of theirs still covers. When the calendar of the setup document offers
-`sync_technician_days` (garage/calendar.py) that does the recomputing; until then `_close_days`
-and `_reopen_days` here make the same updates for the days concerned.
+active absence of theirs still covers. Both are the calendar's `sync_technician_days`
+(garage/calendar.py), which recomputes a technician's future from the document and the
+absences table: one place decides what is open.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.errors import AbsenceNotFound, AbsenceWithdrawn, TechnicianNotFound
 from garagebook.garage.apply import current_document
-from garagebook.garage.document import GarageDocument, Hours
-from garagebook.schema import absences, bookings, technician_days, technician_slots, technicians
+from garagebook.garage.calendar import sync_technician_days
+from garagebook.schema import absences, bookings, technicians
 from garagebook.slots.service import local_day_bounds
-
-Sync = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -78,13 +73,6 @@ class Entered:
     flagged: list[str]
 
 
-def calendar_sync() -> Sync | None:
-    """The setup calendar's `sync_technician_days`, once it exists (Part A of issue 15)."""
-    module = importlib.import_module("garagebook.garage.calendar")
-    found: Sync | None = getattr(module, "sync_technician_days", None)
-    return found
-
-
 async def enter_absence(
     conn: AsyncConnection,
     technician_id: int,
@@ -116,11 +104,7 @@ async def enter_absence(
         )
     ).one()
     absence = _absence(row)
-    sync = calendar_sync()
-    if sync is not None:
-        await sync(conn, await current_document(conn), now, technician_id=technician_id)
-    else:
-        await _close_days(conn, technician_id, absence.days(), zone)
+    await sync_technician_days(conn, await current_document(conn), now, technician_id)
     return Entered(absence, await flagged_in(conn, technician_id, first_day, last_day, zone))
 
 
@@ -142,13 +126,7 @@ async def withdraw_absence(
         exists = await conn.scalar(select(absences.c.id).where(absences.c.id == absence_id))
         raise AbsenceNotFound() if exists is None else AbsenceWithdrawn()
     absence = _absence(row)
-    sync = calendar_sync()
-    if sync is not None:
-        await sync(conn, await current_document(conn), now, technician_id=absence.technician_id)
-        return absence
-    still = await absent_days(conn, absence.technician_id, absence.first_day, absence.last_day)
-    free = [day for day in absence.days() if day not in still]
-    await _reopen_days(conn, absence.technician_id, free, await current_document(conn))
+    await sync_technician_days(conn, await current_document(conn), now, absence.technician_id)
     return absence
 
 
@@ -160,27 +138,6 @@ async def list_absences(conn: AsyncConnection, first: date, last: date) -> list[
         .order_by(absences.c.first_day, absences.c.id)
     )
     return [_absence(r) for r in rows]
-
-
-async def absent_days(
-    conn: AsyncConnection, technician_id: int, first: date, last: date
-) -> set[date]:
-    """The days in [first, last] an active absence of the technician covers."""
-    rows = await conn.execute(
-        select(absences.c.first_day, absences.c.last_day).where(
-            absences.c.technician_id == technician_id,
-            absences.c.withdrawn_at.is_(None),
-            absences.c.first_day <= last,
-            absences.c.last_day >= first,
-        )
-    )
-    days: set[date] = set()
-    for r in rows:
-        day = max(r.first_day, first)
-        while day <= min(r.last_day, last):
-            days.add(day)
-            day += timedelta(days=1)
-    return days
 
 
 async def flagged_in(
@@ -200,73 +157,6 @@ async def flagged_in(
         .order_by(bookings.c.starts_at, bookings.c.id)
     )
     return list(found.all())
-
-
-async def _close_days(
-    conn: AsyncConnection, technician_id: int, days: list[date], zone: ZoneInfo
-) -> None:
-    """Mark the technician's days absent (the rows that exist) and close their slots in
-    those local days: what `sync_technician_days` does for an absence, until it exists."""
-    await conn.execute(
-        update(technician_days)
-        .where(technician_days.c.technician_id == technician_id, technician_days.c.day.in_(days))
-        .values(absent=True)
-    )
-    start, _ = local_day_bounds(min(days), zone)
-    _, end = local_day_bounds(max(days), zone)
-    await conn.execute(
-        update(technician_slots)
-        .where(
-            technician_slots.c.technician_id == technician_id,
-            technician_slots.c.starts_at >= start,
-            technician_slots.c.starts_at < end,
-        )
-        .values(open=False)
-    )
-
-
-async def _reopen_days(
-    conn: AsyncConnection, technician_id: int, days: list[date], document: GarageDocument
-) -> None:
-    """Undo `_close_days` for `days`: the day rows are present again, and the slots open that
-    lie in the technician's hours (theirs, else the garage's) on a day the garage is open. A
-    retired technician's slots stay closed."""
-    if not days:
-        return
-    person = (
-        await conn.execute(
-            select(technicians.c.hours, technicians.c.active).where(
-                technicians.c.id == technician_id
-            )
-        )
-    ).one()
-    await conn.execute(
-        update(technician_days)
-        .where(technician_days.c.technician_id == technician_id, technician_days.c.day.in_(days))
-        .values(absent=False)
-    )
-    if not person.active:
-        return
-    hours = Hours.model_validate(json.loads(person.hours)) if person.hours else document.hours
-    zone = document.zone
-    for day in days:
-        if day in document.closed:
-            continue
-        start, end = local_day_bounds(day, zone)
-        for begins, ends in hours.ranges(day.weekday()):
-            low = datetime.combine(day, begins, tzinfo=zone)
-            high = end if ends is None else datetime.combine(day, ends, tzinfo=zone)
-            await conn.execute(
-                update(technician_slots)
-                .where(
-                    and_(
-                        technician_slots.c.technician_id == technician_id,
-                        technician_slots.c.starts_at >= max(low, start),
-                        technician_slots.c.ends_at <= min(high, end),
-                    )
-                )
-                .values(open=True)
-            )
 
 
 def _absence(row: Any) -> Absence:
