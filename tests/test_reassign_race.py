@@ -1,9 +1,9 @@
 """A reassignment racing a new booking for the same technician's slot (issue 15), on both
 stacks: an oil change holds Priya (general) at a time; staff reassign it to Sam while a customer
 books an MOT on another bay at that time, which only Sam (the MOT tester) can take. Both
-fired at once, 20 rounds: at most one holds Sam's slot, and exactly one of the two succeeds. The control drops
-uq_technician_claims_technician_slot_id_active in its own database and shows both then get
-Sam at the same time: the index is what makes the race test pass."""
+fired at once, 20 rounds: at most one holds Sam's slot, and exactly one of the two succeeds.
+The control drops uq_technician_claims_technician_slot_id_active in its own database and shows
+both then get Sam at the same time: the index is what makes the race test pass."""
 
 from __future__ import annotations
 
