@@ -16,13 +16,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.cli import migrate_database
 from tests.support.api import booking_body
-from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, reset_database, run_sync
+from tests.support.control import database_without
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.test_concurrency import (
     StartServer,
-    _drop_postgres_database,
-    _fresh_postgres_database,
     dead_redis_url,
 )
 
@@ -125,19 +123,7 @@ async def test_control_without_the_claims_index_a_closure_and_a_booking_both_win
     """The same race on a database without uq_booking_slots_slot_id_active, Redis down: the
     closure and a booking both get 201 and both hold the slot. (The bookings' own index on
     their start slot still keeps it to one booking: only the claims index sees closures.)"""
-    if stack.is_postgres:
-        base = stack.database_url.rsplit("/", 1)[0]
-        name = f"garagebook_closure_control_{id(request)}"
-        url = await _fresh_postgres_database(base, name)
-        request.addfinalizer(lambda: run_sync(lambda: _drop_postgres_database(base, name)))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'closure-control.db'}"
-        in_thread(migrate_database, url)
-    await reset_database(url)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP INDEX uq_booking_slots_slot_id_active"))
-    await engine.dispose()
+    url = await database_without(stack, request, tmp_path, "uq_booking_slots_slot_id_active")
     server = start_server(stack.env(DATABASE_URL=url, REDIS_URL=dead_redis_url()))
     [slot] = await free_slots_of(server.url, 1)
 

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.cli import migrate_database
 from tests.support.api import booking_body
+from tests.support.control import database_without
 from tests.support.processes import ServerProcess as Server
 from tests.support.processes import free_port
-from tests.support.stack import Stack, in_thread, reset_database, run_sync
+from tests.support.stack import Stack
 
 CLIENTS = 50
 StartServer = Callable[..., Server]
@@ -142,20 +142,13 @@ async def test_control_without_the_unique_indexes_the_race_double_books(
     """The same races (bookings, and reschedules into one time) on a database whose unique
     indexes were dropped, Redis down: double bookings happen, so the tests above and
     tests/test_reschedule.py would catch a broken protection."""
-    if stack.is_postgres:
-        base = stack.database_url.rsplit("/", 1)[0]
-        name = f"garagebook_control_{id(request)}"
-        url = await _fresh_postgres_database(base, name)
-        request.addfinalizer(lambda: run_sync(lambda: _drop_postgres_database(base, name)))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'control.db'}"
-        in_thread(migrate_database, url)
-    await reset_database(url)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP INDEX uq_bookings_slot_id_not_cancelled"))
-        await conn.execute(text("DROP INDEX uq_booking_slots_slot_id_active"))
-    await engine.dispose()
+    url = await database_without(
+        stack,
+        request,
+        tmp_path,
+        "uq_bookings_slot_id_not_cancelled",
+        "uq_booking_slots_slot_id_active",
+    )
     server = start_server(stack.env(DATABASE_URL=url, REDIS_URL=dead_redis_url()))
     slot = await first_free_slot(server.url)
 
@@ -176,21 +169,3 @@ async def test_control_without_the_unique_indexes_the_race_double_books(
             *(client.post(f"/api/manage/{t}/reschedule", json={"slot_id": target}) for t in tokens)
         )
     assert Counter(r.status_code for r in moves)[200] > 1
-
-
-async def _fresh_postgres_database(base_url: str, name: str) -> str:
-    await _drop_postgres_database(base_url, name)
-    admin = create_async_engine(f"{base_url}/postgres", isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    url = f"{base_url}/{name}"
-    in_thread(migrate_database, url)
-    return url
-
-
-async def _drop_postgres_database(base_url: str, name: str) -> None:
-    admin = create_async_engine(f"{base_url}/postgres", isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()

@@ -16,15 +16,14 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
-from garagebook.cli import migrate_database
 from garagebook.schema import bookings, technician_claims, technician_slots
-from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, reset_database
+from tests.support.control import database_without
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.support.technicians import MOT, OIL, add_technician, body, book, times_on
-from tests.test_concurrency import _drop_postgres_database, _fresh_postgres_database
 
 ROUNDS = 20
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -113,18 +112,9 @@ async def unguarded_api(
     stack: Stack, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
     """The app on its own database without uq_technician_claims_technician_slot_id_active."""
-    if stack.is_postgres:
-        base = stack.database_url.rsplit("/", 1)[0]
-        name = f"garagebook_reassign_control_{id(request)}"
-        url = await _fresh_postgres_database(base, name)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'reassign-control.db'}"
-        in_thread(migrate_database, url)
-    await reset_database(url)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP INDEX uq_technician_claims_technician_slot_id_active"))
-    await engine.dispose()
+    url = await database_without(
+        stack, request, tmp_path, "uq_technician_claims_technician_slot_id_active"
+    )
     app = create_app(stack.settings(database_url=url))
     async with (
         LifespanManager(app) as manager,
@@ -133,8 +123,6 @@ async def unguarded_api(
         ) as client,
     ):
         yield url, client
-    if stack.is_postgres:
-        await _drop_postgres_database(base, name)
 
 
 @pytest.mark.slow

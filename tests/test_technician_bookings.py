@@ -19,10 +19,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
-from garagebook.cli import migrate_database
-from tests.support.stack import ADMIN_TOKEN, Stack, in_thread, reset_database, run_sync
+from tests.support.control import database_without
+from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.support.technicians import MOT, OIL, add_technicians, body
-from tests.test_concurrency import _drop_postgres_database, _fresh_postgres_database, dead_redis_url
+from tests.test_concurrency import dead_redis_url
 
 
 async def a_time(client: httpx.AsyncClient, index: int = 0) -> list[dict[str, Any]]:
@@ -200,19 +200,9 @@ async def test_control_without_the_technician_claims_index_the_tester_is_booked_
     uq_technician_claims_technician_slot_id_active and with nothing in the reservation layer
     between them: both get 201 and the only tester is booked twice over. So the index is what
     refuses the second above."""
-    if stack.is_postgres:
-        base = stack.database_url.rsplit("/", 1)[0]
-        name = f"garagebook_technician_control_{id(request)}"
-        url = await _fresh_postgres_database(base, name)
-        request.addfinalizer(lambda: run_sync(lambda: _drop_postgres_database(base, name)))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'technician-control.db'}"
-        in_thread(migrate_database, url)
-    await reset_database(url)
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP INDEX uq_technician_claims_technician_slot_id_active"))
-    await engine.dispose()
+    url = await database_without(
+        stack, request, tmp_path, "uq_technician_claims_technician_slot_id_active"
+    )
     await add_technicians(url, ("Priya", "mot_tester,general"))
     app = create_app(stack.settings(database_url=url, redis_url=dead_redis_url()))
     async with (

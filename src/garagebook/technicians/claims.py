@@ -59,23 +59,32 @@ class Technicians:
 NOT_PLANNED = Technicians(needed=False, choices=())
 
 
-async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime]) -> Technicians:
-    """The active technicians with `skill` who have a slot at every one of `starts`, best
-    first. Whether those slots are open and free is the booking's statement to decide."""
+async def able(conn: AsyncConnection, skill: str) -> list[int] | None:
+    """The active technicians with `skill`, best first (fewest skills, then lowest id); None
+    when the garage lists no active technician at all (then bookings take none)."""
     staff = (
         await conn.execute(
             select(technicians.c.id, technicians.c.skills).where(technicians.c.active)
         )
     ).all()
     if not staff:
+        return None
+    ranked = sorted((len(row.skills.split(",")), row.id) for row in staff if can(row.skills, skill))
+    return [tid for _, tid in ranked]
+
+
+async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime]) -> Technicians:
+    """The active technicians with `skill` who have a slot at every one of `starts`, best
+    first. Whether those slots are open and free is the booking's statement to decide."""
+    ids = await able(conn, skill)
+    if ids is None:
         return NOT_PLANNED
-    able = sorted((len(row.skills.split(",")), row.id) for row in staff if can(row.skills, skill))
-    if not able:
+    if not ids:
         return Technicians(needed=True, choices=())
     having = await conn.execute(
         select(technician_slots.c.technician_id, func.count())
         .where(
-            technician_slots.c.technician_id.in_([tid for _, tid in able]),
+            technician_slots.c.technician_id.in_(ids),
             technician_slots.c.starts_at.in_(list(starts)),
         )
         .group_by(technician_slots.c.technician_id)
@@ -85,7 +94,7 @@ async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime
         needed=True,
         choices=tuple(
             TechnicianChoice(tid, tuple(technician_key(tid, start) for start in starts))
-            for _, tid in able
+            for tid in ids
             if tid in working
         ),
     )

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.garage.rules import can
-from garagebook.schema import technician_claims, technician_days, technician_slots, technicians
+from garagebook.schema import technician_claims, technician_days, technician_slots
+from garagebook.technicians.claims import able
 
 
 async def free_starts(
@@ -28,15 +28,10 @@ async def free_starts(
     with at least `duration` of its minutes left — with how many of them are. None: the
     garage lists no technicians (then a free bay is enough). `own_booking`'s claims count as
     free (a booking being moved)."""
-    staff = (
-        await conn.execute(
-            select(technicians.c.id, technicians.c.skills).where(technicians.c.active)
-        )
-    ).all()
-    if not staff:
+    ids = await able(conn, skill)
+    if ids is None:
         return None
-    able = [row.id for row in staff if can(row.skills, skill)]
-    if not able:
+    if not ids:
         return {}
     claim = and_(
         technician_claims.c.technician_slot_id == technician_slots.c.id,
@@ -55,7 +50,7 @@ async def free_starts(
             )
             .select_from(technician_slots.outerjoin(technician_claims, claim))
             .where(
-                technician_slots.c.technician_id.in_(able),
+                technician_slots.c.technician_id.in_(ids),
                 technician_slots.c.starts_at >= start,
                 technician_slots.c.starts_at < end + duration,
             )
@@ -72,7 +67,7 @@ async def free_starts(
                 technician_days.c.minutes_working,
                 technician_days.c.minutes_booked,
             ).where(
-                technician_days.c.technician_id.in_(able),
+                technician_days.c.technician_id.in_(ids),
                 technician_days.c.day >= first_day,
                 technician_days.c.day <= last_day,
                 ~technician_days.c.absent,
