@@ -7,6 +7,7 @@ tests/test_reassign_race.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
@@ -253,3 +254,79 @@ async def test_refused_reassignments_change_nothing(
     stranger = await reassign(api, oil["id"], technician_id=kim + 50)
     assert stranger.status_code == 404
     assert (await day_row(sql, sam, day))[1] == 60  # Sam still has the oil change
+
+
+async def burst_with_an_absence(
+    api: httpx.AsyncClient, priya: int, times: list[list[dict[str, Any]]], day: str
+) -> tuple[httpx.Response, list[httpx.Response]]:
+    """An MOT on every bay at every time of `day` (Priya, the only tester, can take one per
+    time) and her absence for the day, all released at once, the absence in the middle."""
+    gate = asyncio.Event()
+    bodies = [
+        body(slot["id"], MOT, i)
+        for i, slot in enumerate(slot for slots_at in times for slot in slots_at)
+    ]
+    for payload in bodies:  # each booking's plan made beforehand: they race, not plan
+        held = await api.post("/api/holds", json={"slot_id": payload["slot_id"], "service_id": MOT})
+        assert held.status_code == 201, held.text
+        assert (await api.delete(f"/api/holds/{held.json()['hold_token']}")).status_code == 204
+
+    async def one(payload: dict[str, Any]) -> httpx.Response:
+        await gate.wait()
+        return await api.post("/api/bookings", json=payload)
+
+    async def away() -> httpx.Response:
+        await gate.wait()
+        return await absence(api, priya, day)
+
+    half = len(bodies) // 2
+    first = [asyncio.create_task(one(b)) for b in bodies[:half]]
+    entering = asyncio.create_task(away())
+    rest = [asyncio.create_task(one(b)) for b in bodies[half:]]
+    await asyncio.sleep(0.05)
+    gate.set()
+    booked = await asyncio.gather(*first, *rest)
+    return await entering, list(booked)
+
+
+async def test_an_absence_entered_during_a_burst_flags_every_booking_made_before_it(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """Issue 15's race: bookings that need Priya fly while staff enter her absence for the day.
+    Every booking that got its 201 committed before the absence did, so the absence lists it
+    (flagged, kept); none got in after. On PostgreSQL a booking holds her slots FOR SHARE and
+    her day row, so the absence waits for it, and a booking behind the absence finds them
+    closed; SQLite's one writer orders them."""
+    priya = await add_technician(stack.database_url, "Priya", "mot_tester,general")
+    times = await times_on(api, 2)
+    day = times[0][0]["starts_at"][:10]
+
+    entered, bookings = await burst_with_an_absence(api, priya, times, day)
+
+    assert entered.status_code == 201, entered.text
+    assert {b.status_code for b in bookings} <= {201, 409}, [b.text for b in bookings]
+    made = {b.json()["id"] for b in bookings if b.status_code == 201}
+    # Exactly those made before it are flagged (kept); none was booked after it.
+    assert made == {f["id"] for f in entered.json()["flagged"]}
+    assert len(made) <= len(times)  # one tester: one MOT per time at most
+    late = await api.post("/api/bookings", json=body(times[-1][0]["id"], MOT, 999))
+    assert late.status_code == 409
+
+
+async def test_control_an_absence_that_closes_nothing_lets_bookings_through(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    """The control: the absence recorded but her slots and day left open (what the absence
+    would be without closing them) — the next booking for her that day still gets a 201,
+    which the test above would catch as booked after the absence."""
+    priya = await add_technician(stack.database_url, "Priya", "mot_tester,general")
+    times = await times_on(api, 2)
+    day = times[0][0]["starts_at"][:10]
+    await sql(
+        "INSERT INTO absences (technician_id, first_day, last_day, entered_by, created_at)"
+        " VALUES (:t, :d, :d, 'control', CURRENT_TIMESTAMP)",
+        t=priya,
+        d=date.fromisoformat(day),
+    )
+    after = await api.post("/api/bookings", json=body(times[0][0]["id"], MOT, 1))
+    assert after.status_code == 201, after.text
