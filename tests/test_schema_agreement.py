@@ -21,6 +21,7 @@ from garagebook.feeds.routes import FeedIn
 from garagebook.garage.demo import demo_document
 from garagebook.garage.document import GarageDocument, to_json
 from garagebook.slots.routes import SlotIn
+from garagebook.technicians.routes import AbsenceIn, ReassignIn
 from garagebook.vehicles.mot import MotIn
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.webhooks.routes import WebhookChange, WebhookIn
@@ -60,6 +61,13 @@ VALID_BODIES: dict[type[BaseModel], dict[str, Any]] = {
     FeedIn: {"label": "Workshop", "bay_id": 1},
     WebhookIn: {"url": "https://hooks.example.com/garage", "events": ["booking.created"]},
     WebhookChange: {"enabled": False},
+    AbsenceIn: {
+        "technician_id": 1,
+        "first_day": (date.today() + timedelta(days=1)).isoformat(),
+        "last_day": (date.today() + timedelta(days=2)).isoformat(),
+        "reason": "holiday",
+    },
+    ReassignIn: {"technician_id": 1, "bay_id": 1},
 }
 
 
@@ -118,6 +126,9 @@ def test_every_documented_body_is_covered() -> None:
         ("GarageDocument", ("garage", "book_ahead_days")),
         ("GarageDocument", ("garage", "min_notice_minutes")),
         ("FeedIn", ("bay_id",)),
+        ("AbsenceIn", ("technician_id",)),
+        ("ReassignIn", ("technician_id",)),
+        ("ReassignIn", ("bay_id",)),
     }
 
 
@@ -209,6 +220,8 @@ def test_the_date_cases_cover_every_date_field() -> None:
     assert {(m.__name__, p) for m, p in _cases("date")} == {
         ("MotIn", ("expires_on",)),
         ("WaitlistIn", ("day",)),
+        ("AbsenceIn", ("first_day",)),
+        ("AbsenceIn", ("last_day",)),
     }
 
 

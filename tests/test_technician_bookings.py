@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from garagebook.app import create_app
 from tests.support.control import database_without
 from tests.support.stack import ADMIN_TOKEN, Stack
-from tests.support.technicians import MOT, OIL, add_technicians, body
+from tests.support.technicians import MOT, OIL, add_technicians, body, times_on
 from tests.test_concurrency import dead_redis_url
 
 
@@ -140,7 +140,7 @@ async def test_no_technician_is_booked_past_the_minutes_they_work_that_day(
     """Sam works two hours a day, whatever hours his slots cover: the third one-hour job that
     day is refused, on any bay at any free hour."""
     await add_technicians(stack.database_url, ("Sam", "general"), minutes_a_day=120)
-    day = [await a_time(api, i) for i in range(3)]
+    day = await times_on(api, 2)  # three hours of one day
     answers = [
         await api.post("/api/bookings", json=body(day[i][0]["id"], OIL, i)) for i in range(3)
     ]

@@ -85,9 +85,8 @@ def judge(iteration: Iteration, expected: int) -> None:
     """Fill in `problems`, in words, from what the iteration saw."""
     successes, errors, units = len(iteration.created), len(iteration.errors), iteration.units
     if successes > units:
-        iteration.problems.append(
-            f"{successes} successes for {units} free ← BAD! Double-booking occurred"
-        )
+        free = "" if units == 1 else f" for {units} free"
+        iteration.problems.append(f"{successes} successes{free} ← BAD! Double-booking occurred")
     elif successes == 0:
         iteration.problems.append("0 successes ← nobody got the slot")
     elif successes < units and not errors:
