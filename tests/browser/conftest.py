@@ -228,8 +228,10 @@ async def confirm(page: Page) -> str:
     return page.url.rsplit("/", 1)[1]
 
 
-async def book_through_page(page: Page, service: str, name: str = "Ada Lovelace") -> str:
-    await open_day(page, service)
+async def book_through_page(
+    page: Page, service: str, name: str = "Ada Lovelace", day: str | None = None
+) -> str:
+    await open_day(page, service, day)
     await hold_time(page, await page.locator("#times button.time").first.inner_text())
     await fill_details(page, name=name)
     return await confirm(page)
