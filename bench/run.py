@@ -330,6 +330,7 @@ def pgbench_script() -> str:
         ":staff": "FALSE",
         # A garage that lists no technicians (the bench's): none taken, none claimed.
         ":technician_id": "NULL",
+        ":technician_minutes": "60",
         ":starts": "ARRAY[CAST('2031-01-06 08:00:00+00' AS timestamptz)]",
         ":day": "CAST('2031-01-06' AS date)",
         ":garage_version": "(SELECT version FROM garage WHERE id = 1)",  # the plan's

@@ -297,7 +297,12 @@ async def test_a_new_slot_length_waits_for_future_bookings(api: httpx.AsyncClien
     }
     assert lengths == {timedelta(minutes=30)}
     assert {local(s).minute for s in offered} == {0, 30}
-    half = next(s for s in offered if local(s).minute == 30)
+    # A half-hour start with the next half hour free on its bay (not today's 16:30: the MOT
+    # would end after closing).
+    starts = {(s["bay_id"], s["starts_at"]) for s in offered}
+    half = next(
+        s for s in offered if local(s).minute == 30 and (s["bay_id"], s["ends_at"]) in starts
+    )
     mot = await api.post("/api/bookings", json=booking_body(half["id"]))  # 60 minutes: 2 slots
     assert mot.status_code == 201, mot.text
     assert len(mot.json()["slot_ids"]) == 2

@@ -211,7 +211,9 @@ def test_every_integer_field_still_refuses_non_integers(
 def test_every_date_field_is_strictly_iso(
     model: type[BaseModel], path: tuple[str, ...], bad: str
 ) -> None:
-    raw = httpx.Request("POST", "/", json=_replaced(VALID_BODIES[model], path, bad)).content
+    body = BODY_FOR.get((model.__name__, path), VALID_BODIES[model])
+    model.model_validate_json(httpx.Request("POST", "/", json=body).content)  # valid as it is
+    raw = httpx.Request("POST", "/", json=_replaced(body, path, bad)).content
     with pytest.raises(ValidationError):
         model.model_validate_json(raw)
 
@@ -222,7 +224,15 @@ def test_the_date_cases_cover_every_date_field() -> None:
         ("WaitlistIn", ("day",)),
         ("AbsenceIn", ("first_day",)),
         ("AbsenceIn", ("last_day",)),
+        ("BookingIn", ("day",)),
     }
+
+
+# A field that excludes another of the valid body's: its own valid body (a drop-off by day).
+_DROP_OFF = {k: v for k, v in booking_body(7).items() if k != "slot_id"}
+BODY_FOR = {
+    ("BookingIn", ("day",)): {**_DROP_OFF, "day": (date.today() + timedelta(days=2)).isoformat()}
+}
 
 
 # --- through the API, on both stacks -------------------------------------------------------

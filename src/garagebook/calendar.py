@@ -71,7 +71,7 @@ def booking_ics(
     *,
     reference: str,
     service: str,
-    bay: str,
+    bay: str | None,  # None: a drop-off, which takes no bay
     starts_at: datetime,
     ends_at: datetime,
     status: str,
@@ -95,7 +95,7 @@ def booking_ics(
         cancelled=cancelled,
         sequence=sequence,
         summary=f"{service} at {settings.garage_name}",
-        location=f"{settings.garage_name}, {bay}",
+        location=f"{settings.garage_name}, {bay}" if bay else settings.garage_name,
         description=description,
         stamp=stamp or utcnow(),
     )

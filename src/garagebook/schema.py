@@ -191,7 +191,9 @@ bookings = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("reference", String(16), nullable=False, unique=True),
-    Column("slot_id", Integer, ForeignKey("slots.id"), nullable=False),
+    # The first slot of its bay time; NULL for a drop-off, which takes no bay time, only a
+    # technician's minutes (`technician_minutes`).
+    Column("slot_id", Integer, ForeignKey("slots.id")),
     Column("service_id", Integer, ForeignKey("services.id"), nullable=False),
     # Deferred: the booking row goes first, so a losing request stops at its first statement.
     Column(
@@ -226,6 +228,9 @@ bookings = Table(
     Column("price_pence", Integer),  # as booked: a later price change does not touch it
     # The technician it took (issue 15); NULL in a garage whose document lists none.
     Column("technician_id", Integer, ForeignKey("technicians.id")),
+    # The minutes it added to that technician's day (technician_days), given back on cancel
+    # or move; NULL before migration 0013: the booking's length.
+    Column("technician_minutes", Integer),
     Index("uq_bookings_cancel_token_hash", "cancel_token_hash", unique=True),
     Index("ix_bookings_customer_email", "customer_email"),
     Index("ix_bookings_vehicle_registration", "vehicle_registration"),

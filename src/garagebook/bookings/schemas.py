@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from garagebook.fields import Id
+from garagebook.fields import Id, IsoDate
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]{5,24}$")
 _REGISTRATION = re.compile(r"^[A-Z0-9]{1,8}( [A-Z0-9]{1,8})?$")
@@ -117,10 +117,12 @@ class VehicleIn(_Strict):
 
 class BookingIn(_Strict):
     """A time is `slot_id` (a bay's slot) or `starts_at` (any bay: the server picks the bay
-    and, where the garage lists technicians, the technician)."""
+    and, where the garage lists technicians, the technician); a drop-off service is booked
+    by `day` instead (the server picks a technician with the minutes left that day)."""
 
     slot_id: Id | None = None
     starts_at: AwareDatetime | None = None
+    day: IsoDate | None = None
     service_id: Id
     customer: CustomerIn
     vehicle: VehicleIn
@@ -136,8 +138,11 @@ class BookingIn(_Strict):
 
     @model_validator(mode="after")
     def _one_time(self) -> BookingIn:
-        if (self.slot_id is None) == (self.starts_at is None):
-            raise ValueError("give the time as slot_id or as starts_at: one of the two")
+        given = [self.slot_id, self.starts_at, self.day].count(None)
+        if given != 2:
+            raise ValueError(
+                "give the time as slot_id or as starts_at, or a drop-off's day: one of them"
+            )
         return self
 
 

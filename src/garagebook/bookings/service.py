@@ -74,6 +74,7 @@ from garagebook.slots.service import Plan, PlanCache, local_day_bounds, slots_st
 from garagebook.technicians.claims import TechnicianChoice, TechnicianTaken
 from garagebook.technicians.claims import claim as claim_technician
 from garagebook.technicians.claims import release as release_technician
+from garagebook.technicians.drop_offs import DropOffPlan, plan_drop_off, refuse_unbookable
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.webhooks.events import (
     BOOKING_CANCELLED as HOOK_CANCELLED,
@@ -141,10 +142,10 @@ async def book(
 
 @dataclass(frozen=True)
 class _Attempt:
-    """One way to book the request: a bay's plan and, where the garage lists technicians,
-    one of them. Tried best first (technicians/claims.py says which is best)."""
+    """One way to book the request: a bay's plan (or a drop-off's day) and, where the garage
+    lists technicians, one of them. Tried best first (technicians/claims.py says which)."""
 
-    plan: Plan
+    plan: Plan | DropOffPlan
     technician: TechnicianChoice | None
 
     @property
@@ -154,8 +155,19 @@ class _Attempt:
 
 
 async def _attempts(
-    db: Database, plans: PlanCache, settings: Settings, request: BookingIn, now: datetime
+    db: Database,
+    plans: PlanCache,
+    settings: Settings,
+    request: BookingIn,
+    now: datetime,
+    *,
+    staff: bool,
 ) -> list[_Attempt]:
+    if request.day is not None:
+        async with db.read() as conn:
+            drop_off = await plan_drop_off(conn, request.service_id, request.day)
+        refuse_unbookable(drop_off, now, staff)
+        return [_Attempt(drop_off, TechnicianChoice(tid, ())) for tid in drop_off.technician_ids]
     if request.slot_id is not None:
         starts = [request.slot_id]
     else:
@@ -211,7 +223,7 @@ async def _book(
             return replay
 
     now = utcnow()
-    attempts = await _attempts(db, plans, settings, request, now)
+    attempts = await _attempts(db, plans, settings, request, now, staff=staff)
     # Layer 1. The key's value is the request's token, and a key holding our own token counts
     # as free: so a hold's keys are accepted for its holder, and a retry with the same
     # Idempotency-Key and body (same token) passes its own first attempt's keys and goes on to
@@ -226,8 +238,12 @@ async def _book(
         # Only a lease while the request runs: were it to die with its process, its keys must
         # not keep the slots from anyone for the whole TTL. `confirm` gives the booking's keys
         # the TTL. The first attempt whose keys are all free is taken, in one round trip.
-        outcome, index = await reservations.reserve_first(
-            [attempt.keys for attempt in attempts], token, lease_ms(settings)
+        outcome, index = (
+            await reservations.reserve_first(
+                [attempt.keys for attempt in attempts], token, lease_ms(settings)
+            )
+            if attempts[0].keys
+            else (Outcome.SKIPPED, 0)  # a drop-off: minutes, which the database counts
         )
         if outcome is Outcome.CONFLICT:
             raise SlotUnavailable("reservation")
@@ -260,9 +276,7 @@ async def _book(
             if exc.data.get("rejected_by") != "database" or request.slot_id is not None:
                 raise
             # That bay's slots were taken or closed: the next bay, if the time was any bay's.
-            attempts = [
-                a for a in attempts[index + 1 :] if a.plan.start.id != attempt.plan.start.id
-            ]
+            attempts = [a for a in attempts[index + 1 :] if a.plan.slot_id != attempt.plan.slot_id]
             if not attempts:
                 raise
     if technician_refused:
@@ -288,9 +302,11 @@ async def _commit(
     plan = attempt.plan
     cancel_token = secrets.token_urlsafe(24)
     row = _booking_row(request, plan, now, cancel_token)
-    row["technician_id"] = attempt.technician.technician_id if attempt.technician else None
-    reminder = reminder_at(plan.start.starts_at, settings, now)
-    shown = booking_json(row, plan.start.bay_id, plan.slot_ids, settings)
+    if attempt.technician is not None:
+        row["technician_id"] = attempt.technician.technician_id
+        row["technician_minutes"] = plan.technician_minutes
+    reminder = reminder_at(plan.starts_at, settings, now)
+    shown = booking_json(row, plan.bay_id, plan.slot_ids, settings)
     body = orjson.dumps({**shown, "cancel_token": cancel_token})
     key = (
         None
@@ -303,8 +319,8 @@ async def _commit(
             idempotency.expired_before(settings, now),
         )
     )
-    caps = None if staff else Caps.of(settings, plan.start.starts_at)
-    day = plan.start.starts_at.astimezone(settings.timezone).date()
+    caps = None if staff else Caps.of(settings, plan.starts_at)
+    day = plan.starts_at.astimezone(settings.timezone).date()
     try:
         # Layers 2 and 3.
         async with db.transaction() as conn:
@@ -314,16 +330,19 @@ async def _commit(
         # Committed: its keys now turn others away fast for the whole TTL. The hold ends with
         # the booking: slots it held that were not booked go free, in the same round trip.
         others = [s for s in slots_of(request.hold_token or "") if s not in plan.slot_ids]
-        await reservations.confirm(
-            attempt.keys, token, settings.reservation_ttl_seconds * 1000, release=others
-        )
+        if attempt.keys or others:
+            await reservations.confirm(
+                attempt.keys, token, settings.reservation_ttl_seconds * 1000, release=others
+            )
         return BookingResult(body, replayed=False)
     except BaseException as exc:
         # Whatever went wrong, our keys must not keep the slots from anyone for a full TTL.
         # Released even when the reservation call failed: a timed-out call may still have
         # set them. (Compare-and-delete on our own token: nobody else's key is touched.)
         # A customer's hold survives a failure that was not about the slot, for a retry.
-        if request.hold_token is None or isinstance(exc, SlotUnavailable | TechnicianTaken):
+        if attempt.keys and (
+            request.hold_token is None or isinstance(exc, SlotUnavailable | TechnicianTaken)
+        ):
             await reservations.release(attempt.keys, token)
         if idempotency_key is not None and isinstance(
             exc, SlotUnavailable | TechnicianTaken | _KeyTaken
@@ -411,14 +430,14 @@ def hash_token(token: str) -> str:
 
 
 def _booking_row(
-    request: BookingIn, plan: Plan, now: datetime, cancel_token: str
+    request: BookingIn, plan: Plan | DropOffPlan, now: datetime, cancel_token: str
 ) -> dict[str, Any]:
-    """The booking's row; `technician_id` is the attempt's (`_commit`)."""
+    """The booking's row; the technician is the attempt's (`_commit`)."""
     customer, vehicle = request.customer, request.vehicle
     return {
         "id": new_booking_id(),
         "reference": new_reference(),
-        "slot_id": plan.start.id,
+        "slot_id": plan.slot_id,
         "service_id": plan.service_id,
         "customer_email": customer.email,
         "customer_name": customer.name,
@@ -428,19 +447,20 @@ def _booking_row(
         "vehicle_model": vehicle.model,
         "notes": request.notes,
         "status": "confirmed",
-        "starts_at": plan.start.starts_at,
+        "starts_at": plan.starts_at,
         "ends_at": plan.ends_at,
         "created_at": now,
         "cancelled_at": None,
         "cancel_token_hash": hash_token(cancel_token),
         "technician_id": None,
+        "technician_minutes": None,
     }
 
 
 async def _write_booking(
     conn: AsyncConnection,
     row: dict[str, Any],
-    plan: Plan,
+    plan: Plan | DropOffPlan,
     key: IdempotencyRecord | None,
     reminder: datetime | None,
     caps: Caps | None,
@@ -459,8 +479,8 @@ async def _write_booking(
     # The setup's rules, read now (the write transaction holds the lock).
     refuse(
         await read_rules(conn, plan.service_id, slot_ids),
-        plan_minutes=_minutes(plan),
-        starts_at=plan.start.starts_at,
+        plan_minutes=plan.minutes,
+        starts_at=plan.starts_at,
         now=row["created_at"],
         online=not staff,
         claimed=len(slot_ids),
@@ -483,19 +503,26 @@ async def _write_booking(
     )
     if inserted is None:
         raise SlotUnavailable("database")
-    # Every covered slot, against uq_booking_slots_slot_id_active.
-    claimed = (
-        await conn.scalars(
-            insert_ignoring_conflicts(conn, booking_slots)
-            .values([{"booking_id": row["id"], "slot_id": s, "active": True} for s in slot_ids])
-            .returning(booking_slots.c.slot_id)
-        )
-    ).all()
-    if len(claimed) != len(slot_ids):
-        raise SlotUnavailable("database")  # rolls back the booking row too
+    # Every covered slot, against uq_booking_slots_slot_id_active (a drop-off has none).
+    if slot_ids:
+        claimed = (
+            await conn.scalars(
+                insert_ignoring_conflicts(conn, booking_slots)
+                .values([{"booking_id": row["id"], "slot_id": s, "active": True} for s in slot_ids])
+                .returning(booking_slots.c.slot_id)
+            )
+        ).all()
+        if len(claimed) != len(slot_ids):
+            raise SlotUnavailable("database")  # rolls back the booking row too
     if row["technician_id"] is not None:  # against uq_technician_claims_… and the day's count
         await claim_technician(
-            conn, row["id"], row["technician_id"], plan.skill, plan.starts, day, _minutes(plan)
+            conn,
+            row["id"],
+            row["technician_id"],
+            plan.skill,
+            plan.starts,
+            day,
+            plan.technician_minutes,
         )
     now = row["created_at"]
     await conn.execute(
@@ -592,7 +619,7 @@ _BOOK_POSTGRES = text(BOOK_POSTGRES)
 async def _write_booking_postgres(
     conn: AsyncConnection,
     row: dict[str, Any],
-    plan: Plan,
+    plan: Plan | DropOffPlan,
     key: IdempotencyRecord | None,
     reminder: datetime | None,
     caps: Caps | None,
@@ -610,7 +637,8 @@ async def _write_booking_postgres(
                 "slot_id": row["slot_id"],
                 "slot_ids": list(slot_ids),
                 "service_id": row["service_id"],
-                "minutes": _minutes(plan),
+                "minutes": plan.minutes,
+                "technician_minutes": plan.technician_minutes,
                 "email": row["customer_email"],
                 "name": row["customer_name"],
                 "phone": row["customer_phone"],
@@ -649,8 +677,8 @@ async def _write_booking_postgres(
     if result.booked == 0:  # the setup's reason, if it was one; else the slot was taken
         refuse(
             Rules(result.minutes, result.bay_can, result.notice, len(slot_ids), result.version),
-            plan_minutes=_minutes(plan),
-            starts_at=plan.start.starts_at,
+            plan_minutes=plan.minutes,
+            starts_at=plan.starts_at,
             now=row["created_at"],
             online=not staff,
             plan_version=plan.garage_version,
@@ -664,10 +692,6 @@ async def _write_booking_postgres(
         raise TechnicianTaken()
     if key is not None and result.keyed == 0:
         raise _KeyTaken()
-
-
-def _minutes(plan: Plan) -> int:
-    return int(plan.duration.total_seconds() // 60)
 
 
 def job_payload(booking: dict[str, Any]) -> dict[str, Any]:
@@ -713,7 +737,7 @@ async def _find_replay(
 
 def booking_json(
     row: dict[str, Any],
-    bay_id: int,
+    bay_id: int | None,
     slot_ids: tuple[int, ...] | list[int],
     settings: Settings,
     cancel_token: str | None = None,
@@ -767,7 +791,8 @@ async def booking_id_for_cancel_token(conn: AsyncConnection, cancel_token: str) 
     return str(booking_id)
 
 
-async def claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[int], int]:
+async def claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[int], int | None]:
+    """The booking's slots and their bay; none (and no bay) for a drop-off."""
     rows = (
         await conn.execute(
             select(slots.c.id, slots.c.bay_id)
@@ -776,7 +801,7 @@ async def claimed_slots(conn: AsyncConnection, booking_id: str) -> tuple[list[in
             .order_by(slots.c.starts_at)
         )
     ).all()
-    return [r.id for r in rows], rows[0].bay_id
+    return [r.id for r in rows], rows[0].bay_id if rows else None
 
 
 async def cancel(
@@ -809,5 +834,6 @@ async def cancel(
         await enqueue(conn, BOOKING_CANCELLED, job_payload(cancelled), now=now)
         await enqueue_event(conn, HOOK_CANCELLED, cancelled, now)
         await time_freed(conn, day, now)
-    await reservations.forget([*slot_ids, *technician_keys])
+    if slot_ids or technician_keys:
+        await reservations.forget([*slot_ids, *technician_keys])
     return booking_json(cancelled, bay_id, slot_ids, settings)

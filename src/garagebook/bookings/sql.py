@@ -21,8 +21,11 @@ The technician (issue 15, technicians/claims.py): with `:technician_id` given, i
 active with the service's skill (`technician`); its open slots at `:starts` are claimed FOR
 SHARE against uq_technician_claims_technician_slot_id_active (`technician_claimed`), and the
 booking's minutes are added to its `:day` only while it is not absent and stays within the
-minutes it works (`technician_day`). The caller compares both counts and rolls back
-(TechnicianTaken) when either falls short; with no technician, both are 0 and not asked.
+minutes it works (`technician_day`: `:technician_minutes`, which the booking records). The
+caller compares both counts and rolls back (TechnicianTaken) when either falls short; with no
+technician, both are 0 and not asked. A drop-off (technicians/drop_offs.py) is this same
+statement with no slot (`:slot_id` NULL, no bay to check, nothing to claim): only the
+technician's day decides it.
 
 The caps on live bookings per e-mail, registration and day come first (`cap`): the function
 of migration 0009 serialises one customer's and one car's bookings with advisory locks and
@@ -68,18 +71,19 @@ WITH cap AS (
 ), rules AS (
     SELECT (SELECT duration_minutes FROM services
             WHERE id = CAST(:service_id AS integer) AND active) AS minutes,
-           coalesce((SELECT position(',' || sv.needs || ',' IN ',' || b.capabilities || ',') > 0
-                     FROM slots sl JOIN bays b ON b.id = sl.bay_id AND b.active,
-                          services sv
-                     WHERE sl.id = CAST(:slot_id AS integer)
-                       AND sv.id = CAST(:service_id AS integer)), FALSE) AS bay_can,
+           CAST(:slot_id AS integer) IS NULL /* a drop-off: no bay */
+           OR coalesce((SELECT position(',' || sv.needs || ',' IN ',' || b.capabilities || ',') > 0
+                        FROM slots sl JOIN bays b ON b.id = sl.bay_id AND b.active,
+                             services sv
+                        WHERE sl.id = CAST(:slot_id AS integer)
+                          AND sv.id = CAST(:service_id AS integer)), FALSE) AS bay_can,
            coalesce((SELECT min_notice_minutes FROM garage WHERE id = 1), 0) AS notice,
            (SELECT version FROM garage WHERE id = 1) AS version
 ), booking AS (
     INSERT INTO bookings (id, reference, slot_id, service_id, customer_email, customer_name,
                           customer_phone, vehicle_registration, vehicle_make, vehicle_model,
                           notes, status, starts_at, ends_at, created_at, cancel_token_hash,
-                          price_pence, technician_id)
+                          price_pence, technician_id, technician_minutes)
     SELECT CAST(:id AS varchar), CAST(:reference AS varchar), CAST(:slot_id AS integer),
            CAST(:service_id AS integer), CAST(:email AS varchar), CAST(:name AS varchar),
            CAST(:phone AS varchar), CAST(:registration AS varchar), CAST(:make AS varchar),
@@ -87,7 +91,9 @@ WITH cap AS (
            CAST(:starts_at AS timestamptz), CAST(:ends_at AS timestamptz),
            CAST(:created_at AS timestamptz), CAST(:cancel_token_hash AS varchar),
            (SELECT price_pence FROM services WHERE id = CAST(:service_id AS integer)),
-           CAST(:technician_id AS integer)
+           CAST(:technician_id AS integer),
+           CASE WHEN CAST(:technician_id AS integer) IS NOT NULL
+                THEN CAST(:technician_minutes AS integer) END
     FROM cap, rules
     WHERE cap.refused IS NULL
       AND rules.minutes = CAST(:minutes AS integer) AND rules.bay_can
@@ -119,10 +125,11 @@ WITH cap AS (
     ON CONFLICT DO NOTHING
     RETURNING technician_slot_id
 ), technician_day AS (
-    UPDATE technician_days d SET minutes_booked = d.minutes_booked + CAST(:minutes AS integer)
+    UPDATE technician_days d
+    SET minutes_booked = d.minutes_booked + CAST(:technician_minutes AS integer)
     FROM booking, technician
     WHERE d.technician_id = technician.id AND d.day = CAST(:day AS date) AND NOT d.absent
-      AND d.minutes_booked + CAST(:minutes AS integer) <= d.minutes_working
+      AND d.minutes_booked + CAST(:technician_minutes AS integer) <= d.minutes_working
     RETURNING d.technician_id
 ), customer AS (
     INSERT INTO customers (email, name, phone, updated_at)

@@ -171,8 +171,8 @@ async def _bookings_of(
             select(bookings, services.c.name.label("service"), bays.c.name.label("bay"))
             .select_from(
                 bookings.join(services, services.c.id == bookings.c.service_id)
-                .join(slots, slots.c.id == bookings.c.slot_id)
-                .join(bays, bays.c.id == slots.c.bay_id)
+                .outerjoin(slots, slots.c.id == bookings.c.slot_id)  # none: a drop-off
+                .outerjoin(bays, bays.c.id == slots.c.bay_id)
             )
             .where(bookings.c.customer_email == address)
             .order_by(bookings.c.starts_at)

@@ -138,8 +138,8 @@ async def feed_ics(conn: AsyncConnection, settings: Settings, token: str, now: d
             bays.c.name.label("bay"),
         )
         .select_from(
-            bookings.join(slots, slots.c.id == bookings.c.slot_id)
-            .join(bays, bays.c.id == slots.c.bay_id)
+            bookings.outerjoin(slots, slots.c.id == bookings.c.slot_id)  # none: a drop-off
+            .outerjoin(bays, bays.c.id == slots.c.bay_id)
             .join(services, services.c.id == bookings.c.service_id)
         )
         .where(bookings.c.status != "cancelled", bookings.c.ends_at > since)
@@ -173,7 +173,7 @@ def _event(settings: Settings, row: Any, now: datetime) -> Event:
         cancelled=False,
         sequence=row.sequence,
         summary=f"{row.service} · {row.vehicle_registration}",
-        location=f"{settings.garage_name}, {row.bay}",
+        location=f"{settings.garage_name}, {row.bay}" if row.bay else settings.garage_name,
         description=f"Booking {row.reference}: {row.service}, vehicle {row.vehicle_registration}.",
         stamp=now,
     )

@@ -284,6 +284,13 @@ def _technician_problems(document: GarageDocument) -> list[Problem]:
                 "a drop_off service needs a [drop_off] section (window, collect_from)",
             )
         )
+    if drop_offs and not document.technicians:
+        problems.append(
+            Problem(
+                f"services[{drop_offs[0]}].mode",
+                "a drop_off service takes a technician's minutes: list the [[technicians]]",
+            )
+        )
     if document.drop_off is not None:
         window = document.drop_off.window
         if _minutes(document.drop_off.collect_from) <= _minutes(window.split("-")[0]):

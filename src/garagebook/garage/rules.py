@@ -44,14 +44,15 @@ async def notice_minutes(conn: AsyncConnection) -> int:
 
 
 async def read_rules(conn: AsyncConnection, service_id: int, slot_ids: Sequence[int]) -> Rules:
-    """The rules for claiming `slot_ids` (the first is the start) for `service_id`: one query."""
+    """The rules for claiming `slot_ids` (the first is the start) for `service_id`: one query.
+    No slots: a drop-off, which takes no bay (any bay `can` it)."""
     service = select(services.c.duration_minutes, services.c.needs).where(
         services.c.id == service_id, services.c.active
     )
     bay = (
         select(bays.c.capabilities)
         .join(slots, slots.c.bay_id == bays.c.id)
-        .where(slots.c.id == slot_ids[0], bays.c.active)
+        .where(slots.c.id == (slot_ids[0] if slot_ids else None), bays.c.active)
     )
     open_count = (
         select(func.count()).select_from(slots).where(slots.c.id.in_(slot_ids), slots.c.open)
@@ -71,7 +72,8 @@ async def read_rules(conn: AsyncConnection, service_id: int, slot_ids: Sequence[
     minutes, needs, capabilities, opened, notice, version = row
     return Rules(
         minutes,
-        bool(needs is not None and capabilities is not None and can(capabilities, needs)),
+        not slot_ids
+        or bool(needs is not None and capabilities is not None and can(capabilities, needs)),
         int(notice or 0),
         int(opened),
         version,

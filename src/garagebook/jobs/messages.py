@@ -58,7 +58,7 @@ class BookingMail:
     customer_email: str
     vehicle_registration: str
     service: str
-    bay: str
+    bay: str | None  # None: a drop-off
     starts_at: datetime
     ends_at: datetime
     sequence: int  # how many times it was moved
@@ -82,8 +82,8 @@ async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | 
             )
             .select_from(
                 bookings.join(services, services.c.id == bookings.c.service_id)
-                .join(slots, slots.c.id == bookings.c.slot_id)
-                .join(bays, bays.c.id == slots.c.bay_id)
+                .outerjoin(slots, slots.c.id == bookings.c.slot_id)  # none: a drop-off
+                .outerjoin(bays, bays.c.id == slots.c.bay_id)
             )
             .where(bookings.c.id == booking_id)
         )

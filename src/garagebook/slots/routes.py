@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
 from garagebook.errors import InvalidRequest
 from garagebook.fields import Id, IsoDate
+from garagebook.garage.rules import notice_minutes
 from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
+from garagebook.technicians.drop_offs import drop_off_days
 from garagebook.technicians.free import free_starts
 from garagebook.timeutil import to_local_iso, utcnow
 
@@ -108,16 +111,32 @@ async def get_availability(
     db: DatabaseDep,
     settings: SettingsDep,
     service_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
-    day: Annotated[IsoDate, Query(alias="date")],
+    day: Annotated[IsoDate | None, Query(alias="date")] = None,
 ) -> Response:
     """The times a timed service can start on a local day: `[{"starts_at", "ends_at",
     "free"}]`, each a start where some capable bay and (where the garage lists technicians)
     some qualified technician are both free for the whole service; `free` is how many such
     bookings could start then (free bays, or free technicians if fewer: any capable bay goes
     with any qualified technician). Book one with `POST /api/bookings` `{"service_id",
-    "starts_at", …}`: the server picks the bay and the technician."""
+    "starts_at", …}`: the server picks the bay and the technician.
+
+    A drop-off service: the days (that `date`, or without it every day ahead) on which some
+    qualified technician has its labour minutes left and the drop-off window has not opened:
+    `[{"day", "drop_off_from", "drop_off_until", "collect_from"}]`. Book one with
+    `{"service_id", "day", …}`: the server picks the technician."""
     now = utcnow()
     zone = settings.timezone
+    async with db.read() as conn:
+        mode = await conn.scalar(
+            select(services.c.mode).where(services.c.id == service_id, services.c.active)
+        )
+        if mode == "drop_off":
+            return json_response(await _drop_off_days(conn, service_id, day, now, zone))
+    if day is None:
+        raise InvalidRequest(
+            "Give the day as date=YYYY-MM-DD.",
+            fields=[{"field": "date", "problem": "a timed service's times are listed by day"}],
+        )
     start, end = local_day_bounds(day, zone)
     async with db.read() as conn:
         listed = await list_slots(
@@ -143,3 +162,20 @@ async def get_availability(
             for s in sorted(bays)
         ]
     )
+
+
+async def _drop_off_days(
+    conn: AsyncConnection, service_id: int, day: date | None, now: datetime, zone: ZoneInfo
+) -> list[dict[str, str]]:
+    today = now.astimezone(zone).date()
+    first, last = (day, day) if day is not None else (today, today + LISTING_HORIZON)
+    earliest = now + timedelta(minutes=await notice_minutes(conn))
+    return [
+        {
+            "day": w.day.isoformat(),
+            "drop_off_from": to_local_iso(w.drop_off_from, zone),
+            "drop_off_until": to_local_iso(w.drop_off_until, zone),
+            "collect_from": to_local_iso(w.collect_from, zone),
+        }
+        for w in await drop_off_days(conn, service_id, first, last, earliest)
+    ]

@@ -14,7 +14,14 @@ from sqlalchemy import Select, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import Database
-from garagebook.errors import BayNotFound, ServiceNotFound, SlotNotFound, SlotOverlaps, WrongBay
+from garagebook.errors import (
+    BayNotFound,
+    InvalidRequest,
+    ServiceNotFound,
+    SlotNotFound,
+    SlotOverlaps,
+    WrongBay,
+)
 from garagebook.garage.rules import can, notice_minutes
 from garagebook.schema import bays, booking_slots, garage, services, slots, technicians
 from garagebook.slots.events import time_freed
@@ -63,6 +70,28 @@ class Plan:
     def ends_at(self) -> datetime:
         return self.start.starts_at + self.duration
 
+    # What every booking's write reads, a drop-off's plan (technicians/drop_offs.py) too.
+    @property
+    def starts_at(self) -> datetime:
+        return self.start.starts_at
+
+    @property
+    def slot_id(self) -> int:
+        return self.start.id
+
+    @property
+    def bay_id(self) -> int:
+        return self.start.bay_id
+
+    @property
+    def minutes(self) -> int:
+        return int(self.duration.total_seconds() // 60)
+
+    @property
+    def technician_minutes(self) -> int:
+        """A timed booking takes its technician for its whole time, so that much of their day."""
+        return self.minutes
+
 
 def cover(
     start: Slot, following: list[Slot], duration: timedelta, zone: ZoneInfo
@@ -103,6 +132,7 @@ def _plan_statement() -> Select[Any]:
             service.scalar_subquery().label("duration_minutes"),
             service.with_only_columns(services.c.needs).scalar_subquery().label("needs"),
             service.with_only_columns(services.c.skill).scalar_subquery().label("skill"),
+            service.with_only_columns(services.c.mode).scalar_subquery().label("mode"),
             select(garage.c.version).where(garage.c.id == 1).scalar_subquery().label("version"),
             select(technicians.c.id)
             .where(technicians.c.active)
@@ -134,6 +164,11 @@ async def plan_booking(
         raise SlotNotFound(slot_id=slot_id)
     if rows[0].duration_minutes is None:
         raise ServiceNotFound(service_id=service_id)
+    if rows[0].mode == "drop_off":
+        raise InvalidRequest(
+            "That service is a drop-off: it is booked for a day (give day), not a time.",
+            fields=[{"field": "day", "problem": "the service is booked by the day"}],
+        )
     if rows[0].capabilities is None or not can(rows[0].capabilities, rows[0].needs):
         raise WrongBay()
     run = [Slot(r.id, r.bay_id, r.starts_at, r.ends_at) for r in rows]

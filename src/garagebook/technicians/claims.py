@@ -114,14 +114,34 @@ async def claim(
     day: date,
     minutes: int,
 ) -> None:
-    """Claim `technician_id`'s slots at `starts` and `minutes` of their `day` for the booking,
-    in the caller's transaction (SQLite's booking, every move); TechnicianTaken if refused.
-    PostgreSQL's booking does the same in its one statement (bookings/sql.py)."""
+    """Claim `technician_id`'s slots at `starts` (none for a drop-off) and `minutes` of their
+    `day` for the booking, in the caller's transaction (SQLite's booking, every move);
+    TechnicianTaken if refused. PostgreSQL's booking does the same in its one statement
+    (bookings/sql.py)."""
     skills = await conn.scalar(
         select(technicians.c.skills).where(technicians.c.id == technician_id, technicians.c.active)
     )
     if skills is None or not can(skills, skill):
         raise TechnicianTaken()
+    if starts:
+        await _claim_slots(conn, booking_id, technician_id, starts)
+    counted = await conn.execute(
+        update(technician_days)
+        .where(
+            technician_days.c.technician_id == technician_id,
+            technician_days.c.day == day,
+            ~technician_days.c.absent,
+            technician_days.c.minutes_booked + minutes <= technician_days.c.minutes_working,
+        )
+        .values(minutes_booked=technician_days.c.minutes_booked + minutes)
+    )
+    if counted.rowcount != 1:
+        raise TechnicianTaken()
+
+
+async def _claim_slots(
+    conn: AsyncConnection, booking_id: str, technician_id: int, starts: Sequence[datetime]
+) -> None:
     slot_rows = select(technician_slots.c.id).where(
         technician_slots.c.technician_id == technician_id,
         technician_slots.c.starts_at.in_(list(starts)),
@@ -146,18 +166,6 @@ async def claim(
     ).all()
     if len(claimed) != len(starts):
         raise TechnicianTaken()
-    counted = await conn.execute(
-        update(technician_days)
-        .where(
-            technician_days.c.technician_id == technician_id,
-            technician_days.c.day == day,
-            ~technician_days.c.absent,
-            technician_days.c.minutes_booked + minutes <= technician_days.c.minutes_working,
-        )
-        .values(minutes_booked=technician_days.c.minutes_booked + minutes)
-    )
-    if counted.rowcount != 1:
-        raise TechnicianTaken()
 
 
 async def release(
@@ -166,15 +174,28 @@ async def release(
     """Give back a booking's technician (a cancel, or a move before it claims anew): its
     claims go inactive (a move deletes them: it may claim the same slots again, and a slot is
     claimed once per booking) and its minutes leave the technician's `day` (the booking's
-    local day). Returns the reservation keys of the times it held, to drop once committed."""
+    local day). Returns the reservation keys of the times it held, to drop once committed.
+    The caller releases a booking once per claim: a cancel of a confirmed booking, a move."""
     booking = (
         await conn.execute(
-            select(bookings.c.technician_id, bookings.c.starts_at, bookings.c.ends_at).where(
-                bookings.c.id == booking_id
-            )
+            select(
+                bookings.c.technician_id,
+                bookings.c.starts_at,
+                bookings.c.ends_at,
+                bookings.c.slot_id,
+                bookings.c.technician_minutes,
+            ).where(bookings.c.id == booking_id)
         )
     ).one()
     if booking.technician_id is None:
+        return []
+    minutes = (
+        booking.technician_minutes
+        if booking.technician_minutes is not None
+        else int((booking.ends_at - booking.starts_at).total_seconds() // 60)
+    )
+    if booking.slot_id is None:  # a drop-off: minutes of the day, no slots
+        await _give_back(conn, booking.technician_id, day, minutes)
         return []
     mine = and_(technician_claims.c.booking_id == booking_id, technician_claims.c.active)
     freed = (
@@ -195,18 +216,16 @@ async def release(
             )
         )
     ).all()
-    minutes = int((booking.ends_at - booking.starts_at).total_seconds() // 60)
+    await _give_back(conn, booking.technician_id, day, minutes)
+    return [technician_key(booking.technician_id, start) for start in starts]
+
+
+async def _give_back(conn: AsyncConnection, technician_id: int, day: date, minutes: int) -> None:
     await conn.execute(
         update(technician_days)
-        .where(
-            and_(
-                technician_days.c.technician_id == booking.technician_id,
-                technician_days.c.day == day,
-            )
-        )
+        .where(and_(technician_days.c.technician_id == technician_id, technician_days.c.day == day))
         .values(minutes_booked=technician_days.c.minutes_booked - minutes)
     )
-    return [technician_key(booking.technician_id, start) for start in starts]
 
 
 async def claim_first(

@@ -1,11 +1,12 @@
 """Reassigning a booking to another technician or bay (issue 15): a move under the guarantee.
 
-Staff reassign the bookings an absence or a setup change flagged. The booking keeps its time;
-what changes is who holds it. In one transaction the booking row is locked, its old claims go
-and the new ones are claimed the way a booking claims them: the new technician's open slots at
-the same times against uq_technician_claims_technician_slot_id_active (`FOR SHARE` on
-PostgreSQL, so an absence closing them waits), their day's minutes under the guarded counter
-(`WHERE NOT absent AND booked + mine <= working`), and the new bay's open slots against
+Staff reassign the bookings an absence or a setup change flagged, and place drop-offs. The
+booking keeps its time (a drop-off, its day); what changes is who holds it. In one
+transaction the booking row is locked, its old claims go and the new ones are claimed the way
+a booking claims them: the new technician's open slots at the same times (a drop-off has none)
+against uq_technician_claims_technician_slot_id_active (`FOR SHARE` on PostgreSQL, so an
+absence closing them waits), their day's minutes under the guarded counter (`WHERE NOT absent
+AND booked + mine <= working`), and the new bay's open slots against
 uq_booking_slots_slot_id_active. Anything refused raises, the transaction rolls back and the
 booking is exactly as it was: a reassignment racing a new booking for the same technician's
 slot is decided by the index, never by a read made earlier.
@@ -57,13 +58,13 @@ async def reassign(
         booking = await _lock_confirmed(conn, booking_id)
         service = (
             await conn.execute(
-                select(services.c.skill, services.c.needs, services.c.mode).where(
+                select(services.c.skill, services.c.needs).where(
                     services.c.id == booking.service_id
                 )
             )
         ).one()
-        if service.mode != "timed":
-            raise InvalidRequest("Only timed bookings can be reassigned here.")
+        if booking.slot_id is None and bay_id is not None:
+            raise InvalidRequest("A drop-off takes no bay: give technician_id only.")
         held = (
             await conn.execute(
                 select(slots.c.id, slots.c.bay_id, slots.c.starts_at)
@@ -89,7 +90,8 @@ async def reassign(
             )
         ).all()
     await reservations.forget(freed)
-    shown = booking_json(row._asdict(), now_slots[0].bay_id, [r.id for r in now_slots], settings)
+    bay = now_slots[0].bay_id if now_slots else None  # a drop-off holds no bay
+    shown = booking_json(row._asdict(), bay, [r.id for r in now_slots], settings)
     shown["technician_id"] = row.technician_id
     return shown
 
@@ -106,6 +108,8 @@ async def _lock_confirmed(conn: AsyncConnection, booking_id: str) -> Any:
                 bookings.c.technician_id,
                 bookings.c.starts_at,
                 bookings.c.ends_at,
+                bookings.c.slot_id,
+                bookings.c.technician_minutes,
             )
             .where(bookings.c.id == booking_id)
             .with_for_update()
@@ -141,7 +145,11 @@ async def _to_technician(
             f"That technician is retired or lacks the skill this service needs ({skill})."
         )
     day = booking.starts_at.astimezone(settings.timezone).date()
-    minutes = int((booking.ends_at - booking.starts_at).total_seconds() // 60)
+    minutes = (
+        booking.technician_minutes
+        if booking.technician_minutes is not None
+        else int((booking.ends_at - booking.starts_at).total_seconds() // 60)
+    )
     # The old claims are deleted, not kept inactive: a booking claims a slot once
     # (uq_technician_claims_booking_id_technician_slot_id), and it may come back to them.
     old_keys = await release(conn, booking.id, day, moving=True)
@@ -153,7 +161,9 @@ async def _to_technician(
             "their day is absent or has no minutes left."
         ) from None
     await conn.execute(
-        update(bookings).where(bookings.c.id == booking.id).values(technician_id=technician_id)
+        update(bookings)
+        .where(bookings.c.id == booking.id)
+        .values(technician_id=technician_id, technician_minutes=minutes)
     )
     return old_keys
 

@@ -1,0 +1,276 @@
+"""Drop-offs (issue 15): a car left for the day takes `labour_minutes` of one qualified
+technician's day and no bay time. The technician's day counter decides, on both stacks: no
+technician's booked minutes in a day past the minutes they work, whatever mix of timed
+bookings and drop-offs fills it.
+
+The garage is the demo garage with technicians added through its setup document, a
+[drop_off] window of 08:00-09:30 with collection from 16:30, and a drop-off service (a full
+service left for the day: 240 labour minutes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from tests.support.api import booking_body
+from tests.support.stack import ADMIN_TOKEN, Stack
+from tests.support.technicians import LONDON, OIL, _apply, add_technicians
+
+LABOUR = 240
+
+
+async def add_drop_off_service(url: str, labour_minutes: int = LABOUR) -> int:
+    """The drop-off service and window, through the document; the new service's id."""
+
+    async def change(document: dict[str, Any], _conn: AsyncConnection) -> None:
+        document["drop_off"] = {"window": "08:00-09:30", "collect_from": "16:30"}
+        document["services"].append(
+            {
+                "key": "full-service-left",
+                "name": "Full service (left for the day)",
+                "minutes": 60,
+                "price_pence": 19900,
+                "labour_minutes": labour_minutes,
+                "mode": "drop_off",
+            }
+        )
+
+    await _apply(url, change)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT id FROM services WHERE key = 'full-service-left'")
+            )
+            assert found is not None
+            return int(found)
+    finally:
+        await engine.dispose()
+
+
+def a_day() -> date:
+    """A working day (Monday to Saturday) at least two days off: its window has not opened."""
+    day = date.today() + timedelta(days=2)
+    while day.weekday() == 6:
+        day += timedelta(days=1)
+    return day
+
+
+def drop_off(service_id: int, day: date, i: int = 0) -> dict[str, Any]:
+    body = booking_body(
+        1,
+        service_id,
+        customer={"name": f"Customer {i}", "email": f"customer{i}@example.com"},
+        vehicle={"registration": f"DR{i % 100:02d} OPS"},
+    )
+    del body["slot_id"]
+    body["day"] = day.isoformat()
+    return body
+
+
+async def day_counts(url: str, day: date) -> dict[int, tuple[int, int, int]]:
+    """Per technician: (minutes booked by the counter, minutes its live bookings took,
+    minutes working) on `day`."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT d.technician_id, d.minutes_booked, d.minutes_working,"
+                        " (SELECT coalesce(sum(b.technician_minutes), 0) FROM bookings b"
+                        "  WHERE b.technician_id = d.technician_id AND b.status <> 'cancelled'"
+                        "  AND b.starts_at >= :start AND b.starts_at < :end)"
+                        " FROM technician_days d WHERE d.day = :day"
+                    ),
+                    {
+                        "day": day,
+                        "start": _local_midnight(day),
+                        "end": _local_midnight(day + timedelta(days=1)),
+                    },
+                )
+            ).all()
+            return {r[0]: (int(r[1]), int(r[3]), int(r[2])) for r in rows}
+    finally:
+        await engine.dispose()
+
+
+async def working(url: str, minutes: int) -> None:
+    """Every technician day counts `minutes` working minutes (the counter under test)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE technician_days SET minutes_working = :m"), {"m": minutes}
+            )
+    finally:
+        await engine.dispose()
+
+
+def _local_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=LONDON)
+
+
+def at(day: date, hour: int, minute: int = 0) -> str:
+    return datetime.combine(day, time(hour, minute), tzinfo=LONDON).isoformat()
+
+
+async def hours_of(api: httpx.AsyncClient, day: date) -> list[dict[str, Any]]:
+    """The first bay's free slots on `day`, soonest first."""
+    listed = (
+        await api.get("/api/slots", params={"available": "true", "date": day.isoformat()})
+    ).json()
+    return sorted(
+        (s for s in listed if s["bay_id"] == listed[0]["bay_id"]), key=lambda s: s["starts_at"]
+    )
+
+
+async def test_a_drop_off_day_is_offered_booked_and_given_back(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+
+    offered = (await api.get("/api/availability", params={"service_id": service})).json()
+    assert {
+        "day": day.isoformat(),
+        "drop_off_from": at(day, 8),
+        "drop_off_until": at(day, 9, 30),
+        "collect_from": at(day, 16, 30),
+    } in offered
+    one_day = await api.get(
+        "/api/availability", params={"service_id": service, "date": day.isoformat()}
+    )
+    assert [d["day"] for d in one_day.json()] == [day.isoformat()]
+
+    booked = await api.post("/api/bookings", json=drop_off(service, day))
+    assert booked.status_code == 201, booked.text
+    shown = booked.json()
+    assert shown["slot_id"] is None
+    assert shown["slot_ids"] == []
+    assert shown["bay_id"] is None
+    assert shown["technician_id"] == ids["Sam"]
+    assert shown["starts_at"] == at(day, 8)  # the window opens
+    assert shown["ends_at"] == at(day, 16, 30)  # collection
+    assert (await day_counts(stack.database_url, day))[ids["Sam"]][:2] == (LABOUR, LABOUR)
+    token = {"Authorization": f"Bearer {shown['cancel_token']}"}
+    assert (await api.get(f"/api/bookings/{shown['id']}", headers=token)).json() == {
+        k: v for k, v in shown.items() if k != "cancel_token"
+    }
+
+    cancelled = await api.post(f"/api/bookings/{shown['id']}/cancel", headers=token)
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await day_counts(stack.database_url, day))[ids["Sam"]][:2] == (0, 0)
+
+
+async def test_a_technicians_day_takes_no_more_than_they_work(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """Sam works 540 minutes: two 240-minute drop-offs fit, a third does not, and the 60
+    minutes left take one timed oil change, not two."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    for i in range(2):
+        made = await api.post("/api/bookings", json=drop_off(service, day, i))
+        assert made.status_code == 201, made.text
+    third = await api.post("/api/bookings", json=drop_off(service, day, 2))
+    assert third.status_code == 409, third.text
+    assert third.json()["error"]["code"] == "slot_unavailable"
+    listed = (await api.get("/api/availability", params={"service_id": service})).json()
+    assert day.isoformat() not in [d["day"] for d in listed]
+
+    hours = await hours_of(api, day)
+    oil = await api.post("/api/bookings", json=_timed(hours[0]["id"], 3))
+    assert oil.status_code == 201, oil.text
+    second_oil = await api.post("/api/bookings", json=_timed(hours[1]["id"], 4))
+    assert second_oil.status_code == 409, second_oil.text  # a free bay, a full technician
+    assert (await day_counts(stack.database_url, day))[ids["Sam"]] == (540, 540, 540)
+
+
+def _timed(slot_id: int, i: int) -> dict[str, Any]:
+    return booking_body(
+        slot_id,
+        OIL,
+        customer={"name": f"Customer {i}", "email": f"customer{i}@example.com"},
+        vehicle={"registration": f"TM{i:02d} OPS"},
+    )
+
+
+async def test_many_drop_offs_at_once_fill_the_day_exactly(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """Two technicians with room for one drop-off each; 40 requests at once: exactly two
+    booked, one per technician, and each counter equals its bookings' minutes."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Ali", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    await working(stack.database_url, 300)
+    day = a_day()
+    answers = await asyncio.gather(
+        *(api.post("/api/bookings", json=drop_off(service, day, i)) for i in range(40))
+    )
+    assert Counter(a.status_code for a in answers) == {201: 2, 409: 38}
+    winners = sorted(a.json()["technician_id"] for a in answers if a.status_code == 201)
+    assert winners == sorted(ids.values())
+    counts = await day_counts(stack.database_url, day)
+    assert {counts[t] for t in ids.values()} == {(LABOUR, LABOUR, 300)}
+
+
+async def test_a_drop_off_is_booked_by_day_and_a_timed_service_by_time(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    slot = (await hours_of(api, day))[0]
+    by_time = await api.post("/api/bookings", json=booking_body(slot["id"], service))
+    assert by_time.status_code == 422, by_time.text
+    by_day = await api.post("/api/bookings", json=drop_off(OIL, day))
+    assert by_day.status_code == 422, by_day.text
+    both = {**drop_off(service, day), "slot_id": slot["id"]}
+    assert (await api.post("/api/bookings", json=both)).status_code == 422
+    no_date = await api.get("/api/availability", params={"service_id": OIL})
+    assert no_date.status_code == 422, no_date.text
+
+
+async def test_staff_place_a_drop_off_on_another_technician(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Ali", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    await working(stack.database_url, 300)
+    day = a_day()
+    first = (await api.post("/api/bookings", json=drop_off(service, day, 1))).json()
+    other = ids["Ali"] if first["technician_id"] == ids["Sam"] else ids["Sam"]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    moved = await api.post(
+        f"/api/admin/bookings/{first['id']}/reassign",
+        json={"technician_id": other},
+        headers=admin,
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["technician_id"] == other
+    assert moved.json()["bay_id"] is None
+    counts = await day_counts(stack.database_url, day)
+    assert counts[other] == (LABOUR, LABOUR, 300)
+    assert counts[first["technician_id"]] == (0, 0, 300)
+    # The other is now full: a second drop-off goes to the first, and a move onto the full
+    # one is refused, leaving the booking where it was.
+    second = (await api.post("/api/bookings", json=drop_off(service, day, 2))).json()
+    assert second["technician_id"] == first["technician_id"]
+    refused = await api.post(
+        f"/api/admin/bookings/{second['id']}/reassign",
+        json={"technician_id": other},
+        headers=admin,
+    )
+    assert refused.status_code == 409, refused.text
+    assert await day_counts(stack.database_url, day) == counts | {
+        first["technician_id"]: (LABOUR, LABOUR, 300)
+    }
