@@ -3,10 +3,15 @@
 With JavaScript, `static/book.js` holds a time and books through the JSON API (`/api/holds`,
 `/api/bookings`), with a live countdown. Without it, the same buttons post to `/book/hold` and
 `/book` (`web.no_script`), which call the same functions (`create_hold`, `book`): the page works
-either way."""
+either way.
+
+A drop-off service (issue 15) has no time step and no hold: the customer picks a day, shown
+with its drop-off window and collection time, and the details form below it posts to `/book`
+with that day, script or not."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,7 +21,16 @@ from starlette.responses import Response
 from garagebook.deps import DatabaseDep, SettingsDep
 from garagebook.schema import services, slots
 from garagebook.timeutil import utcnow
-from garagebook.web.choices import Day, Time, day_choices, day_label, iso_day, times_of
+from garagebook.web.choices import (
+    Day,
+    DropOffDay,
+    Time,
+    day_choices,
+    day_label,
+    drop_off_choices,
+    iso_day,
+    times_of,
+)
 from garagebook.web.pages import render
 
 router = APIRouter(include_in_schema=False)
@@ -58,7 +72,12 @@ async def booking_page(
         chosen = next((s for s in service_rows if s.id == service_id), None)
         days: list[Day] = []
         times: list[Time] = []
-        if chosen is not None:
+        drop_off_days: list[DropOffDay] = []
+        if chosen is not None and chosen.mode == "drop_off":
+            drop_off_days = await drop_off_choices(conn, settings, chosen.id, now)
+            if not any(d.day == day for d in drop_off_days):
+                day = None
+        elif chosen is not None:
             if slot_id is not None:
                 slot_start = await conn.scalar(
                     select(slots.c.starts_at).where(slots.c.id == slot_id)
@@ -80,6 +99,9 @@ async def booking_page(
         "day": day,
         "day_label": day_label(day, settings) if day else "",
         "times": times,
+        "drop_off_days": drop_off_days,
+        "drop_off_day": next((d for d in drop_off_days if d.day == day), None),
+        "idempotency_key": secrets.token_hex(16),
         "suggested": suggested,
         "link_taken": slot_id is not None and day is not None and suggested is None,
         "hold_ttl_seconds": settings.hold_ttl_seconds,

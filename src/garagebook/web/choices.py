@@ -1,19 +1,23 @@
 """The days and times a customer can choose: the next days for a service, each bookable or not,
 and one button per free start time. The booking page (`web.booking_page`) offers them, and so
-does the manage page's "Move to another time" (`web.manage`)."""
+does the manage page's "Move to another time" (`web.manage`). A drop-off service is chosen by
+day alone (`drop_off_choices`): its window and collection time, never a time to hold."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.closures.service import closed_slots
 from garagebook.config import Settings
+from garagebook.garage.rules import notice_minutes
 from garagebook.slots.service import list_slots, local_day_bounds
-from garagebook.web.pages import long_date
+from garagebook.technicians.drop_offs import Window, drop_off_days
+from garagebook.web.pages import local_time, long_date
 
 BOOKING_DAYS = 14
 
@@ -32,6 +36,40 @@ class Time:
     slot_id: int
     label: str
     starts_at: str
+
+
+@dataclass(frozen=True)
+class DropOffDay:
+    day: date
+    label: str  # "Thu 3 Dec"
+    times: str  # "drop off 08:00–09:30, collect from 16:30"
+
+
+def drop_off_times(window: Window, zone: ZoneInfo) -> str:
+    """A drop-off day's times as the pages say them, in the garage's local time."""
+    return (
+        f"drop off {local_time(window.drop_off_from, zone)}–"
+        f"{local_time(window.drop_off_until, zone)}, "
+        f"collect from {local_time(window.collect_from, zone)}"
+    )
+
+
+async def drop_off_choices(
+    conn: AsyncConnection, settings: Settings, service_id: int, now: datetime
+) -> list[DropOffDay]:
+    """The next BOOKING_DAYS days a drop-off of `service_id` can be booked online, as
+    `GET /api/availability` lists them: only days offered (a full or closed day is left out,
+    there is no waitlist for a day)."""
+    zone = settings.timezone
+    today = now.astimezone(zone).date()
+    earliest = now + timedelta(minutes=await notice_minutes(conn))
+    windows = await drop_off_days(
+        conn, service_id, today, today + timedelta(days=BOOKING_DAYS - 1), earliest
+    )
+    return [
+        DropOffDay(w.day, f"{w.day:%a} {w.day.day} {w.day:%b}", drop_off_times(w, zone))
+        for w in windows
+    ]
 
 
 def iso_day(value: str | None) -> date | None:

@@ -1,11 +1,15 @@
 """The booking journey without JavaScript: the booking page's time buttons post to
 `/book/hold`, which holds the time and shows the details form, and that form posts to `/book`.
 They call the same functions as the JSON API behind `static/book.js` (`create_hold`, `book`),
-with the same validation and errors: the page works either way."""
+with the same validation and errors: the page works either way.
+
+A drop-off (issue 15) has no hold: the booking page's details form posts its `day` to `/book`,
+and a refusal shows the same details page with that day."""
 
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,8 +36,11 @@ from garagebook.errors import (
     http_status,
     page_message,
 )
+from garagebook.garage.apply import current_document
 from garagebook.schema import services, slots
+from garagebook.technicians.drop_offs import window
 from garagebook.timeutil import utcnow
+from garagebook.web.choices import day_label, drop_off_times, iso_day
 from garagebook.web.forms import checked_form, form_int, form_text
 from garagebook.web.pages import error_page, long_date, render
 
@@ -60,16 +67,26 @@ async def _details_page(
 ) -> Response:
     zone = settings.timezone
     slot_id, service_id = form_values["slot_id"], form_values["service_id"]
-    plan = await plans.get(db, slot_id, service_id)
+    day: date | None = form_values.get("day")
     async with db.read() as conn:
         service = (await conn.execute(select(services).where(services.c.id == service_id))).first()
-    local = plan.start.starts_at.astimezone(zone)
+        document = await current_document(conn) if day is not None else None
+    if day is not None:
+        when = day_label(day, settings)
+        if service is not None and service.mode == "drop_off" and document and document.drop_off:
+            when += f": {drop_off_times(window(document, day), zone)}"
+        back = f"/?service={service_id}"
+    else:
+        plan = await plans.get(db, slot_id, service_id)
+        local = plan.start.starts_at.astimezone(zone)
+        when = f"{long_date(local, zone)} at {local:%H:%M}"
+        back = f"/?service={service_id}&date={local.date().isoformat()}"
     context = {
         "held": bool(form_values.get("hold_token")),
         "service": service,
         "service_name": service.name if service else "",
-        "when": f"{long_date(local, zone)} at {local:%H:%M}",
-        "back": f"/?service={service_id}&date={local.date().isoformat()}",
+        "when": when,
+        "back": back,
         "idempotency_key": secrets.token_hex(16),
         "message": None,
         "values": {},
@@ -130,8 +147,10 @@ async def book_without_script(
     form = await checked_form(request, settings, "booking")
     if isinstance(form, Response):
         return form
+    day = iso_day(form_text(form, "day"))  # a drop-off's: booked by day, with no slot
     try:
-        slot_id, service_id = form_int(form, "slot_id"), form_int(form, "service_id")
+        service_id = form_int(form, "service_id")
+        slot_id = None if day is not None else form_int(form, "slot_id")
     except ValueError:
         return RedirectResponse("/", 303)
     values = {name: form_text(form, name) for name in _FIELD_OF.values()}
@@ -139,6 +158,7 @@ async def book_without_script(
     hold_token = form_text(form, "hold_token") or None
     page_values: dict[str, Any] = {
         "slot_id": slot_id,
+        "day": day,
         "service_id": service_id,
         "hold_token": hold_token or "",
         "until": form_text(form, "held_until")[:5],
@@ -148,7 +168,7 @@ async def book_without_script(
     try:
         request_in = BookingIn.model_validate(
             {
-                "slot_id": slot_id,
+                **({"day": day} if day is not None else {"slot_id": slot_id}),
                 "service_id": service_id,
                 "hold_token": hold_token,
                 "customer": {
@@ -193,12 +213,18 @@ async def book_without_script(
         page_values.update(errors=errors, message=exc.message)
         return await _details_page(request, db, plans, settings, page_values, http_status(exc))
     except (SlotUnavailable, SlotInPast) as exc:
-        message = (
-            "Sorry, that time is no longer available: someone else booked it, or your hold ran "
-            "out and the time was taken. Your details are still below."
-            if isinstance(exc, SlotUnavailable)
-            else page_message(exc)
-        )
+        if day is not None:
+            message = (
+                f"Sorry, that day is no longer available. {exc.message} "
+                "Your details are still below."
+            )
+        elif isinstance(exc, SlotUnavailable):
+            message = (
+                "Sorry, that time is no longer available: someone else booked it, or your hold "
+                "ran out and the time was taken. Your details are still below."
+            )
+        else:
+            message = page_message(exc)
         page_values.update(hold_token="", message=message)
         return await _details_page(request, db, plans, settings, page_values, 409)
     except DomainError as exc:

@@ -6,6 +6,8 @@
   const root = document.getElementById("booking");
   const form = document.getElementById("details-form");
   if (!root || !form) return;
+  // A drop-off is booked by day: no time to hold, and its details form posts to /book.
+  if (root.dataset.mode === "drop_off") return;
 
   const serviceId = Number(root.dataset.serviceId);
   const day = root.dataset.date;
