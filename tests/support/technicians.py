@@ -5,6 +5,7 @@ minutes, no hours of their own). Bookings then take them through the real bookin
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -103,3 +104,57 @@ async def book(client: httpx.AsyncClient, slot_id: int, service_id: int = OIL, i
     response = await client.post("/api/bookings", json=body(slot_id, service_id, i))
     assert response.status_code == 201, response.text
     return response.json()
+
+
+# --- drop-offs (a car left for the day) -----------------------------------------------------
+
+LABOUR = 240
+
+
+async def add_drop_off_service(url: str, labour_minutes: int = LABOUR) -> int:
+    """The drop-off service and window, through the document; the new service's id."""
+
+    async def change(document: dict[str, Any], _conn: AsyncConnection) -> None:
+        document["drop_off"] = {"window": "08:00-09:30", "collect_from": "16:30"}
+        document["services"].append(
+            {
+                "key": "full-service-left",
+                "name": "Full service (left for the day)",
+                "minutes": 60,
+                "price_pence": 19900,
+                "labour_minutes": labour_minutes,
+                "mode": "drop_off",
+            }
+        )
+
+    await _apply(url, change)
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT id FROM services WHERE key = 'full-service-left'")
+            )
+            assert found is not None
+            return int(found)
+    finally:
+        await engine.dispose()
+
+
+def a_day() -> date:
+    """A working day (Monday to Saturday) at least two days off: its window has not opened."""
+    day = date.today() + timedelta(days=2)
+    while day.weekday() == 6:
+        day += timedelta(days=1)
+    return day
+
+
+def drop_off(service_id: int, day: date, i: int = 0) -> dict[str, Any]:
+    body = booking_body(
+        1,
+        service_id,
+        customer={"name": f"Customer {i}", "email": f"customer{i}@example.com"},
+        vehicle={"registration": f"DR{i % 100:02d} OPS"},
+    )
+    del body["slot_id"]
+    body["day"] = day.isoformat()
+    return body

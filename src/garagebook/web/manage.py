@@ -1,6 +1,8 @@
 """The booking's own page at `/manage/{cancel_token}` with its calendar entry, "Move to another
-time" and the cancel link. The address is the cancel token or a signed link from a mail
-(`manage_booking_id`); the page's MOT form posts to `web.vehicles`."""
+time" and the cancel link; a drop-off shows its day, when to bring the car and when to collect
+it, and no move (that is not built: the customer calls the garage). The address is the cancel
+token or a signed link from a mail (`manage_booking_id`); the page's MOT form posts to
+`web.vehicles`."""
 
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ from garagebook.errors import (
     SlotUnavailable,
     page_message,
 )
+from garagebook.garage.apply import current_document
 from garagebook.manage_links import booking_id_of as signed_booking_id
 from garagebook.manage_links import is_signed_link
 from garagebook.schema import bays, services
 from garagebook.schema import bookings as bookings_table
+from garagebook.technicians.drop_offs import window
 from garagebook.timeutil import utcnow
 from garagebook.web.choices import Day, Time, day_choices, day_label, iso_day, times_of
 from garagebook.web.forms import checked_form, form_int, form_text
@@ -70,6 +74,12 @@ async def _booking_by_token(db: DatabaseDep, settings: Settings, token: str) -> 
         sequence = await conn.scalar(
             select(bookings_table.c.sequence).where(bookings_table.c.id == booking_id)
         )
+        booking["drop_off_until"] = None
+        if booking["slot_id"] is None:  # a drop-off: its window closes as the setup says now
+            document = await current_document(conn)
+            if document.drop_off is not None:
+                day = datetime.fromisoformat(booking["starts_at"]).date()
+                booking["drop_off_until"] = window(document, day).drop_off_until
     booking["service_name"] = service.name if service else ""
     booking["price_pence"] = service.price_pence if service else 0
     booking["bay_name"] = bay_name or ""
@@ -81,11 +91,23 @@ def _view(booking: dict[str, Any], settings: Settings) -> dict[str, Any]:
     zone = settings.timezone
     starts = datetime.fromisoformat(booking["starts_at"])
     ends = datetime.fromisoformat(booking["ends_at"])
-    return {
+    view: dict[str, Any] = {
         "booking": booking,
         "date_label": long_date(starts, zone),
         "time_label": f"{local_time(starts, zone)}–{local_time(ends, zone)}",
+        "drop_off": None,
     }
+    if booking["slot_id"] is None:  # a drop-off: starts_at opens its window, ends_at collects
+        until = booking["drop_off_until"]
+        view["drop_off"] = {
+            "bring": local_time(starts, zone)
+            + (f"–{local_time(until, zone)}" if until is not None else ""),
+            "collect": local_time(ends, zone),
+        }
+        view["time_label"] = (
+            f"drop off from {local_time(starts, zone)}, collect from {local_time(ends, zone)}"
+        )
+    return view
 
 
 def not_found_page(request: Request, settings: Settings) -> Response:
@@ -115,7 +137,8 @@ async def _manage(
     (its own current slots count as free for it) and, for `move_day`, the free start times."""
     now = utcnow()
     starts = datetime.fromisoformat(booking["starts_at"])
-    movable = booking["status"] == "confirmed" and starts > now
+    # Moving a drop-off to another day is not built: the page says to call the garage.
+    movable = booking["status"] == "confirmed" and starts > now and booking["slot_id"] is not None
     days: list[Day] = []
     times: list[Time] = []
     if movable:

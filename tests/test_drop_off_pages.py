@@ -1,0 +1,145 @@
+"""Drop-offs on the pages (issue 15), on both stacks: the booking page offers a drop-off
+service by day (its window and collection time, no time step, no hold) and books it with the
+day, without JavaScript; the confirmation page says when to bring the car and when to collect
+it, offers no move and cancels as for a timed booking; the staff day view lists the day's
+drop-offs and places one on another qualified technician through `reassign`.
+
+The garage is the demo garage with technicians and the drop-off service of
+tests/support/technicians.py: window 08:00-09:30, collection from 16:30, 240 labour minutes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+import httpx
+
+from tests.support.stack import Stack
+from tests.support.technicians import OIL, a_day, add_drop_off_service, add_technicians
+from tests.test_technician_pages import section
+from tests.test_web_pages import csrf_of
+
+SQL = Callable[..., Awaitable[list[Any]]]
+TIMES = "drop off 08:00–09:30, collect from 16:30"
+
+
+def long_day(day: date) -> str:
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def details(page: httpx.Response, day: date, service: int, **typed: str) -> dict[str, str]:
+    """The details form of `page` filled in, as a browser without JavaScript posts it."""
+    return {
+        "csrf_token": csrf_of(page.text),
+        "service_id": str(service),
+        "day": day.isoformat(),
+        "idempotency_key": re.findall(r'name="idempotency_key" value="([0-9a-f]+)"', page.text)[0],
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "registration": "ab12cde",
+        **typed,
+    }
+
+
+async def book_by_page(api: httpx.AsyncClient, service: int, day: date) -> str:
+    """Book a drop-off through the booking page's form; its cancel token."""
+    page = await api.get("/", params={"service": service, "date": day.isoformat()})
+    answer = await api.post("/book", data=details(page, day, service))
+    assert answer.status_code == 303, answer.text
+    return str(answer.headers["location"]).rsplit("/", 1)[1]
+
+
+async def test_a_drop_off_is_booked_by_day_through_the_page_and_cancelled(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+
+    choose = await api.get("/", params={"service": service})
+
+    assert choose.status_code == 200
+    days = section(choose.text, "step-day")
+    link = f'href="/?service={service}&amp;date={day.isoformat()}#step-details"'
+    assert link in days
+    assert TIMES in days
+    assert 'id="step-time"' not in choose.text  # no time step
+    assert 'id="details-form"' not in choose.text  # not before a day is picked
+    page = await api.get("/", params={"service": service, "date": day.isoformat()})
+    assert page.status_code == 200
+    assert 'id="step-time"' not in page.text
+    assert 'action="/book/hold"' not in page.text  # no hold
+    assert 'data-mode="drop_off"' in page.text  # book.js stands aside
+    form = section(page.text, "details")
+    assert f'name="day" value="{day.isoformat()}"' in form
+    assert 'name="slot_id"' not in form
+    assert f"on {long_day(day)}: {TIMES}." in page.text
+
+    answer = await api.post("/book", data=details(page, day, service))
+
+    assert answer.status_code == 303, answer.text
+    token = str(answer.headers["location"]).rsplit("/", 1)[1]
+    rows = await sql(
+        "SELECT slot_id, technician_id, technician_minutes, vehicle_registration, status"
+        " FROM bookings"
+    )
+    assert [tuple(r) for r in rows] == [(None, ids["Sam"], 240, "AB12 CDE", "confirmed")]
+    confirmation = await api.get(f"/manage/{token}")
+    assert confirmation.status_code == 200
+    assert (
+        f"Bring your car in on {long_day(day)}, 08:00–09:30, and collect it from 16:30"
+        in confirmation.text
+    )
+    assert re.search(r'id="booking-drop-off">08:00–09:30<', confirmation.text)
+    assert re.search(r'id="booking-collect">16:30<', confirmation.text)
+    assert f'id="booking-date">{long_day(day)}<' in confirmation.text
+    assert "<dt>Bay</dt>" not in confirmation.text
+    assert 'id="move"' not in confirmation.text  # moving a drop-off is not built
+    assert "To change the day, please call the garage" in confirmation.text
+    ask = await api.get(f"/manage/{token}/cancel")
+    assert f"on {long_day(day)}, drop off from 08:00, collect from 16:30" in ask.text
+    cancelled = await api.post(f"/manage/{token}/cancel", data={"csrf_token": csrf_of(ask.text)})
+    assert cancelled.status_code == 303
+    assert await sql("SELECT status FROM bookings") == [("cancelled",)]
+    assert await sql("SELECT minutes_booked FROM technician_days WHERE day = :d", d=day) == [(0,)]
+    after = await api.get(f"/manage/{token}")
+    assert "This booking is cancelled" in after.text
+    assert "To change the day" not in after.text
+
+
+async def test_a_day_gone_meanwhile_shows_the_form_again_with_what_was_typed(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    page = await api.get("/", params={"service": service, "date": day.isoformat()})
+    first = await api.post("/book", data=details(page, day, service))
+    assert first.status_code == 303
+    # Sam's 9-hour day has 300 minutes left: a second 240-minute drop-off does not fit.
+    second_page = await api.get("/", params={"service": service, "date": day.isoformat()})
+    assert 'id="details-form"' in second_page.text  # still offered: 300 minutes left
+    await sql(
+        "UPDATE technician_days SET minutes_working = minutes_booked + 100 WHERE day = :d", d=day
+    )
+
+    refused = await api.post(
+        "/book", data=details(second_page, day, service, name="Grace Hopper", make="Ford")
+    )
+
+    assert refused.status_code == 409
+    assert "Sorry, that day is no longer available." in refused.text
+    assert 'value="Grace Hopper"' in refused.text
+    assert 'value="Ford"' in refused.text
+    assert f'name="day" value="{day.isoformat()}"' in refused.text
+    assert f'href="/?service={service}">Pick another day' in refused.text
+    assert len(await sql("SELECT id FROM bookings")) == 1
+    gone = await api.get("/", params={"service": service, "date": day.isoformat()})
+    assert 'id="details-form"' not in gone.text  # the day is no longer offered
+    assert f"date={day.isoformat()}" not in section(gone.text, "step-day")
+    # A day posted for a timed service is the form again with the server's words, not a 500.
+    timed = await api.post("/book", data=details(refused, day, OIL))
+    assert timed.status_code == 422
+    assert "That service is booked for a time" in timed.text
