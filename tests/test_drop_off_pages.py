@@ -15,7 +15,10 @@ from datetime import date
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
+from garagebook.jobs.messages import compose, load_booking
+from garagebook.timeutil import utcnow
 from tests.support.stack import Stack
 from tests.support.technicians import OIL, a_day, add_drop_off_service, add_technicians
 from tests.test_technician_pages import section
@@ -52,7 +55,7 @@ async def book_by_page(api: httpx.AsyncClient, service: int, day: date) -> str:
 
 
 async def test_a_drop_off_is_booked_by_day_through_the_page_and_cancelled(
-    stack: Stack, api: httpx.AsyncClient, sql: SQL
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient, sql: SQL
 ) -> None:
     ids = await add_technicians(stack.database_url, ("Sam", "general"))
     service = await add_drop_off_service(stack.database_url)
@@ -86,6 +89,16 @@ async def test_a_drop_off_is_booked_by_day_through_the_page_and_cancelled(
         " FROM bookings"
     )
     assert [tuple(r) for r in rows] == [(None, ids["Sam"], 240, "AB12 CDE", "confirmed")]
+    # Its mail, as the worker reads the booking: no bay, and the drop-off's times.
+    async with app.state.db.read() as conn:
+        mail = await load_booking(conn, (await sql("SELECT id FROM bookings"))[0][0])
+    assert mail is not None
+    assert (mail.drop_off, mail.bay) == (True, None)
+    text = compose(mail, "confirmed", app.state.settings, utcnow()).get_body(("plain",))
+    assert text is not None
+    assert f"When:       Drop off {long_day(day)} from 08:00; collect from 16:30" in str(
+        text.get_content()  # type: ignore[attr-defined]
+    )
     confirmation = await api.get(f"/manage/{token}")
     assert confirmation.status_code == 200
     assert (

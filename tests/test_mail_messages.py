@@ -376,3 +376,25 @@ def test_every_booking_mail_has_the_manage_button_and_the_garages_details(event:
         assert "12 Mill Lane, Kwikton KW1 2AB" in part
         assert "01632 960123" in part
         assert "Monday–Saturday 08:00–17:00" in part
+
+
+@pytest.mark.parametrize("event", ["confirmed", "reminder", "rescheduled", "cancelled"])
+def test_a_drop_off_mail_says_when_to_bring_the_car_and_when_to_collect_it(event: str) -> None:
+    """A drop-off has no bay, and its `ends_at` is collection time, not the end of a slot."""
+    opens = datetime(2026, 12, 3, 8, tzinfo=LONDON)
+    booking = BookingMail(
+        **{
+            **booking_at(opens).__dict__,
+            "bay": None,
+            "ends_at": datetime(2026, 12, 3, 16, 30, tzinfo=LONDON).astimezone(UTC),
+            "drop_off": True,
+        }
+    )
+    text, html = parts(compose(booking, event, settings(), NOW))
+    when = "Drop off Thursday 3 December 2026 from 08:00; collect from 16:30"
+    label = "Was:" if event == "cancelled" else "When:"
+    assert f"  {label:<12}{when}\n  Vehicle:    AB12 CDE\n\n" in text
+    assert f'<td style="padding:4px 0;">{when}</td>' in html
+    assert "Bay" not in text
+    assert "Bay" not in html
+    assert "08:00–16:30" not in text + html

@@ -60,8 +60,9 @@ class BookingMail:
     service: str
     bay: str | None  # None: a drop-off
     starts_at: datetime
-    ends_at: datetime
+    ends_at: datetime  # a drop-off's: when the car can be collected
     sequence: int  # how many times it was moved
+    drop_off: bool = False  # left for the day: starts_at opens the drop-off window
 
 
 async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | None:
@@ -79,6 +80,7 @@ async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | 
                 bookings.c.starts_at,
                 bookings.c.ends_at,
                 bookings.c.sequence,
+                bookings.c.slot_id,
             )
             .select_from(
                 bookings.join(services, services.c.id == bookings.c.service_id)
@@ -88,7 +90,11 @@ async def load_booking(conn: AsyncConnection, booking_id: str) -> BookingMail | 
             .where(bookings.c.id == booking_id)
         )
     ).first()
-    return BookingMail(**row._mapping) if row is not None else None
+    if row is None:
+        return None
+    values = dict(row._mapping)
+    drop_off = values.pop("slot_id") is None  # no slot: a drop-off
+    return BookingMail(**values, drop_off=drop_off)
 
 
 def message_id(reference: str, event: str, domain: str) -> str:
@@ -104,12 +110,20 @@ def local_times(starts_at: datetime, ends_at: datetime, zone: ZoneInfo) -> dict[
     """Wall-clock time at the garage, with the zone's name of the day (GMT or BST), so
     09:00 is 09:00 on either side of a clock change."""
     start, end = starts_at.astimezone(zone), ends_at.astimezone(zone)
-    return {
+    times = {
         "date": f"{start:%A} {start.day} {start:%B %Y}",
         "start_time": f"{start:%H:%M}",
         "end_time": f"{end:%H:%M}",
         "zone_name": start.tzname() or str(zone),
     }
+    when = "{date}, {start_time}–{end_time} ({zone_name})".format(**times)
+    return {**times, "when": when}
+
+
+def drop_off_when(starts_at: datetime, ends_at: datetime, zone: ZoneInfo) -> str:
+    """A drop-off's "When": the day its window opens, and collection (its `ends_at`)."""
+    times = local_times(starts_at, ends_at, zone)
+    return "Drop off {date} from {start_time}; collect from {end_time}".format(**times)
 
 
 def compose(booking: BookingMail, event: str, settings: Settings, now: datetime) -> EmailMessage:
@@ -183,10 +197,16 @@ def booking_context(booking: BookingMail, settings: Settings) -> dict[str, Any]:
         "reference": booking.reference,
         "service": booking.service,
         "bay": booking.bay,
+        "drop_off": booking.drop_off,
         "registration": booking.vehicle_registration,
         "public_url": base,
         "manage_url": manage_url(settings, booking.booking_id, booking.ends_at),
         **local_times(booking.starts_at, booking.ends_at, settings.timezone),
+        **(
+            {"when": drop_off_when(booking.starts_at, booking.ends_at, settings.timezone)}
+            if booking.drop_off
+            else {}
+        ),
     }
 
 
