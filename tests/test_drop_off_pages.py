@@ -20,8 +20,14 @@ from fastapi import FastAPI
 from garagebook.jobs.messages import compose, load_booking
 from garagebook.timeutil import utcnow
 from tests.support.stack import Stack
-from tests.support.technicians import OIL, a_day, add_drop_off_service, add_technicians
-from tests.test_technician_pages import section
+from tests.support.technicians import (
+    OIL,
+    a_day,
+    add_drop_off_service,
+    add_technicians,
+    drop_off,
+)
+from tests.test_technician_pages import section, signed_in
 from tests.test_web_pages import csrf_of
 
 SQL = Callable[..., Awaitable[list[Any]]]
@@ -156,3 +162,91 @@ async def test_a_day_gone_meanwhile_shows_the_form_again_with_what_was_typed(
     timed = await api.post("/book", data=details(refused, day, OIL))
     assert timed.status_code == 422
     assert "That service is booked for a time" in timed.text
+
+
+async def test_the_staff_day_lists_drop_offs_and_places_one_on_another_technician(
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Alex", "general"))
+    priya = (await add_technicians(stack.database_url, ("Priya", "mot_tester")))["Priya"]
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    made = await api.post("/api/bookings", json=drop_off(service, day, 7))
+    assert made.status_code == 201, made.text
+    booking = made.json()
+    first = booking["technician_id"]
+    other = next(name for name, tid in ids.items() if tid != first)
+    first_name = next(name for name, tid in ids.items() if tid == first)
+    await signed_in(app, api, "staff")
+
+    page = await api.get("/staff", params={"date": day.isoformat()})
+
+    assert page.status_code == 200
+    listed = section(page.text, "drop-off-list")
+    row = listed.split(f'data-drop-off="{booking["reference"]}"')[1]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert cells[:6] == [
+        booking["reference"],
+        "Full service (left for the day)",
+        "DR07 OPS",
+        "Customer 7",
+        first_name,
+        "4 h",
+    ]
+    choices = re.findall(r'<option value="(\d+)">([^<]+)</option>', cells[6])
+    assert choices == [(str(ids[other]), other)]  # not its own, not the MOT tester
+    assert f'action="/staff/bookings/{booking["id"]}/cancel"' in row
+    # 9 hours each; the drop-off's 4 are gone from one day.
+    assert re.search(r'data-skill="general"><td>general</td><td>14 h</td>', page.text)
+
+    placed = await api.post(
+        f"/staff/bookings/{booking['id']}/reassign",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "date": day.isoformat(),
+            "technician_id": str(ids[other]),
+        },
+    )
+
+    assert placed.status_code == 303
+    assert placed.headers["location"] == f"/staff?date={day.isoformat()}&done=placed"
+    assert await sql("SELECT technician_id FROM bookings") == [(ids[other],)]
+    after = await api.get(placed.headers["location"])
+    assert "Drop-off placed on the technician you picked" in after.text
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", section(after.text, "drop-off-list"), re.S)
+    assert cells[4] == other
+    minutes = await sql(
+        "SELECT technician_id, minutes_booked FROM technician_days WHERE day = :d ORDER BY 1",
+        d=day,
+    )
+    assert dict(minutes) == {ids[first_name]: 0, ids[other]: 240, priya: 0}
+    # Refused by the day's counter (the first has 100 minutes left): the page's words, unmoved.
+    await sql(
+        "UPDATE technician_days SET minutes_working = 100 WHERE technician_id = :t AND day = :d",
+        t=first,
+        d=day,
+    )
+    refused = await api.post(
+        f"/staff/bookings/{booking['id']}/reassign",
+        data={
+            "csrf_token": csrf_of(after.text),
+            "date": day.isoformat(),
+            "technician_id": str(first),
+        },
+    )
+    assert refused.status_code == 303
+    assert "&error=" in refused.headers["location"]
+    shown = await api.get(refused.headers["location"])
+    assert shown.status_code == 200
+    assert 'class="flash error" role="alert"' in shown.text
+    assert await sql("SELECT technician_id FROM bookings") == [(ids[other],)]
+
+    cancelled = await api.post(
+        f"/staff/bookings/{booking['id']}/cancel",
+        data={"csrf_token": csrf_of(shown.text), "date": day.isoformat()},
+    )
+
+    assert cancelled.headers["location"] == f"/staff?date={day.isoformat()}&done=cancelled"
+    gone = await api.get(cancelled.headers["location"])
+    assert 'id="drop-offs-none"' in gone.text
+    assert await sql("SELECT status FROM bookings") == [("cancelled",)]

@@ -70,6 +70,7 @@ _MESSAGES = {
     "completed": "Booking marked done. Pressed by mistake? Its Undo button takes it back.",
     "uncompleted": "Done taken back: the booking is open again.",
     "reassigned": "Booking reassigned: same time, the technician or bay you picked.",
+    "placed": "Drop-off placed on the technician you picked: same day.",
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7

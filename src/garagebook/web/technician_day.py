@@ -1,12 +1,15 @@
 """The technician side of the staff day (issue 15): each technician's bookings, the hours left
-per skill, and the bookings flagged for reassignment: the technician is absent that day,
+per skill, the bookings flagged for reassignment (the technician is absent that day,
 retired or lacks the service's skill, or the booking has none while the garage lists
-technicians. Shown by the day view (web/staff.py); the forms are in web/technicians.py."""
+technicians), and the day's drop-offs, which staff may place on another technician. Shown by
+the day view (web/staff.py); the forms are in web/technicians.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -42,6 +45,22 @@ class DayBooking:
 
 
 @dataclass
+class DayDropOff:
+    """A car left for the day: it takes `minutes` of its technician's day and no bay."""
+
+    id: str
+    reference: str
+    service: str
+    registration: str
+    customer: str
+    technician: str  # "" when it has none
+    minutes: int
+    why: str = ""  # why it needs placing elsewhere, as for a flagged booking
+    # The other technicians who may take it: active, qualified and not absent that day.
+    others: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
 class TechnicianColumn:
     id: int
     name: str
@@ -59,6 +78,7 @@ class TechnicianDay:
     flagged: list[DayBooking]
     # For the reassign forms: who and which bay may take each flagged booking.
     choices: dict[str, tuple[list[tuple[int, str]], list[tuple[int, str]]]]
+    drop_offs: list[DayDropOff] = field(default_factory=list)
 
 
 def hours_and_minutes(minutes: int) -> str:
@@ -159,14 +179,7 @@ async def load_technician_day(
             r.needs,
         )
         person = by_id.get(r.technician_id) if r.technician_id is not None else None
-        if person is None:
-            booking.why = "No technician: the garage lists technicians now."
-        elif not person.active:
-            booking.why = f"{person.name} is retired."
-        elif not can(person.skills, r.skill):
-            booking.why = f"{person.name} lacks the skill it needs ({r.skill})."
-        elif absent(person.id):
-            booking.why = f"{person.name} is absent that day."
+        booking.why = _why(person, r.skill, absent)
         if person is not None:
             columns[person.id].bookings.append(booking)
         if booking.why:
@@ -199,9 +212,62 @@ async def load_technician_day(
         )
         for b in flagged
     }
+    drop_offs = []
+    for d in await conn.execute(
+        select(
+            bookings.c.id,
+            bookings.c.reference,
+            bookings.c.vehicle_registration,
+            bookings.c.customer_name,
+            bookings.c.technician_id,
+            bookings.c.technician_minutes,
+            services.c.name.label("service"),
+            services.c.skill,
+        )
+        .join(services, services.c.id == bookings.c.service_id)
+        .where(
+            bookings.c.slot_id.is_(None),  # no slot: a drop-off
+            bookings.c.status == "confirmed",
+            bookings.c.starts_at >= start,
+            bookings.c.starts_at < end,
+        )
+        .order_by(bookings.c.reference)
+    ):
+        person = by_id.get(d.technician_id) if d.technician_id is not None else None
+        drop_offs.append(
+            DayDropOff(
+                d.id,
+                d.reference,
+                d.service,
+                d.vehicle_registration,
+                d.customer_name,
+                person.name if person is not None else "",
+                int(d.technician_minutes or 0),
+                _why(person, d.skill, absent),
+                [
+                    (p.id, p.name)
+                    for p in active
+                    if p.id != d.technician_id and can(p.skills, d.skill) and not absent(p.id)
+                ],
+            )
+        )
     return TechnicianDay(
         [columns[p.id] for p in people if p.active or columns[p.id].bookings],
         hours_left,
         flagged,
         choices,
+        drop_offs,
     )
+
+
+def _why(person: Any, skill: str, absent: Callable[[int], bool]) -> str:
+    """Why a booking needs another technician; "" when its own can take it."""
+    if person is None:
+        return "No technician: the garage lists technicians now."
+    if not person.active:
+        return f"{person.name} is retired."
+    if not can(person.skills, skill):
+        return f"{person.name} lacks the skill it needs ({skill})."
+    if absent(person.id):
+        return f"{person.name} is absent that day."
+    return ""

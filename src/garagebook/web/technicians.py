@@ -1,5 +1,6 @@
 """Technicians on the staff pages (issue 15): the reassign form of the day view's flagged
-bookings (web/technician_day.py loads them) and the absences page `/staff/absences`.
+bookings and drop-offs (web/technician_day.py loads them) and the absences page
+`/staff/absences`.
 
 Reassigning and absences go through the same functions as the admin API
 (technicians/reassign.py, technicians/absences.py), so a page can never book a technician
@@ -43,14 +44,15 @@ async def reassign_booking(
     reservations: ReservationsDep,
     settings: SettingsDep,
 ) -> Response:
-    """The day view's reassign form: a technician and/or a bay, then back to the day."""
+    """The day view's reassign form: a technician and/or a bay, then back to the day; the
+    drop-offs' form (a technician only) is the same."""
     user, form, day = await staff_action(request, settings)
     if user is None:
         return refused(request, settings)
     try:
         technician_id = _optional_id(form_text(form, "technician_id"))
         bay_id = _optional_id(form_text(form, "bay_id"))
-        await reassign(
+        moved = await reassign(
             db,
             reservations,
             settings,
@@ -60,7 +62,7 @@ async def reassign_booking(
         )
     except DomainError as exc:
         return back_to_day(day, error=page_key(exc))
-    return back_to_day(day, done="reassigned")
+    return back_to_day(day, done="placed" if moved["slot_id"] is None else "reassigned")
 
 
 @router.get("/absences")
