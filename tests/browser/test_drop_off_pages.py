@@ -1,0 +1,74 @@
+"""A drop-off in a real browser (issue 15): a customer books a car left for the day through the
+booking page (a day with its drop-off window and collection time, no time, no hold), and staff
+see it in the day view's Drop-offs section and place it on another technician."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import expect
+
+from tests.browser.conftest import (
+    Browsing,
+    assert_accessible,
+    confirm,
+    fill_details,
+    sign_in,
+)
+from tests.support.stack import Stack
+from tests.support.technicians import a_day, add_drop_off_service, add_technicians
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
+SERVICE = "Full service (left for the day)"
+TIMES = "drop off 08:00–09:30, collect from 16:30"
+
+
+async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technician(
+    browsing: Browsing, staff_user: str, stack: Stack
+) -> None:
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Alex", "general"))
+    await add_drop_off_service(stack.database_url)
+    day = a_day()  # at least two days ahead, not a Sunday: its window is far off
+    long_day = f"{day:%A} {day.day} {day:%B %Y}"
+
+    customer = await browsing.page()
+    await customer.goto("/")
+    await customer.get_by_role("link", name=re.compile(f"^{re.escape(SERVICE)}")).click()
+    pick = customer.locator(f'ul.days a[href*="date={day.isoformat()}"]')
+    await expect(pick).to_contain_text(TIMES)
+    await expect(customer.locator("#step-time")).to_have_count(0)  # a day, not a time
+    await pick.click()
+    await expect(customer.locator("#drop-off-what")).to_contain_text(f"{long_day}: {TIMES}")
+    await expect(customer.locator("#hold")).to_have_count(0)  # nothing is held
+    await assert_accessible(customer)
+    await fill_details(customer)
+    await confirm(customer)
+    await expect(customer.locator("#drop-off-when")).to_have_text(
+        f"Bring your car in on {long_day}, 08:00–09:30, and collect it from 16:30 (UK time)."
+    )
+    await expect(customer.locator("#booking-collect")).to_have_text("16:30")
+    await expect(customer.locator("#move")).to_have_count(0)
+    await expect(customer.locator("#drop-off-change")).to_contain_text("call the garage")
+    await assert_accessible(customer)
+    reference = await customer.locator("#reference").inner_text()
+
+    staff = await browsing.page()
+    await sign_in(staff)
+    await staff.wait_for_url(re.compile(r"/staff$"))
+    await staff.goto(f"/staff?date={day.isoformat()}")
+    row = staff.locator(f'#drop-off-list tr[data-drop-off="{reference}"]')
+    await expect(row).to_contain_text("Ada Lovelace")
+    await expect(row).to_contain_text("AB12 CDE")
+    await expect(row).to_contain_text("4 h")
+    first = (await row.locator("td.technician").inner_text()).strip()
+    assert first in ids
+    other = next(name for name in ids if name != first)
+    await assert_accessible(staff)
+
+    await row.get_by_label("Technician").select_option(label=other)
+    await row.get_by_role("button", name=re.compile("Place")).click()
+
+    await expect(staff.get_by_text("Drop-off placed")).to_be_visible()
+    await expect(row.locator("td.technician")).to_have_text(other)
+    await expect(row.get_by_label("Technician").locator("option")).to_have_text(["(pick)", first])
