@@ -144,6 +144,7 @@ async def test_a_drop_off_day_is_offered_booked_and_given_back(
         "drop_off_from": at(day, 8),
         "drop_off_until": at(day, 9, 30),
         "collect_from": at(day, 16, 30),
+        "free": 2,  # Sam's 540 minutes: two of 240
     } in offered
     one_day = await api.get(
         "/api/availability", params={"service_id": service, "date": day.isoformat()}
