@@ -275,3 +275,37 @@ async def test_staff_place_a_drop_off_on_another_technician(
     assert await day_counts(stack.database_url, day) == counts | {
         first["technician_id"]: (LABOUR, LABOUR, 300)
     }
+
+
+async def test_a_retried_drop_off_is_booked_once(stack: Stack, api: httpx.AsyncClient) -> None:
+    """The same Idempotency-Key and body, sent twice at once and once more after: one
+    booking, its minutes counted once, every answer the same booking."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Ali", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    key = {"Idempotency-Key": "drop-off-retry-1"}
+    body = drop_off(service, day, 7)
+    answers = await asyncio.gather(
+        *(api.post("/api/bookings", json=body, headers=key) for _ in range(2))
+    )
+    again = await api.post("/api/bookings", json=body, headers=key)
+    assert [a.status_code for a in (*answers, again)] == [201, 201, 201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in (*answers, again)}) == 1
+    counts = await day_counts(stack.database_url, day)
+    assert sorted(counts[t][:2] for t in ids.values()) == [(0, 0), (LABOUR, LABOUR)]
+
+
+async def test_a_drop_off_is_not_moved_to_a_time(stack: Stack, api: httpx.AsyncClient) -> None:
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    booked = (await api.post("/api/bookings", json=drop_off(service, day))).json()
+    slot = (await hours_of(api, day))[0]
+    token = {"Authorization": f"Bearer {booked['cancel_token']}"}
+    moved = await api.post(
+        f"/api/bookings/{booked['id']}/reschedule", json={"slot_id": slot["id"]}, headers=token
+    )
+    assert moved.status_code == 422, moved.text
+    kept = (await api.get(f"/api/bookings/{booked['id']}", headers=token)).json()
+    assert kept["status"] == "confirmed"
+    assert kept["starts_at"] == booked["starts_at"]
