@@ -396,3 +396,10 @@ async def test_a_drop_off_is_not_moved_to_a_time(stack: Stack, api: httpx.AsyncC
     kept = (await api.get(f"/api/bookings/{booked['id']}", headers=token)).json()
     assert kept["status"] == "confirmed"
     assert kept["starts_at"] == booked["starts_at"]
+
+
+async def test_a_drop_off_takes_no_hold_token(api: httpx.AsyncClient) -> None:
+    body = {**drop_off(1, a_day()), "hold_token": f"h_{'a' * 32}_7"}
+    refused = await api.post("/api/bookings", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "hold_token" in refused.text
