@@ -170,29 +170,17 @@ async def _by_time(
     201s expected; afterwards it must no longer be offered."""
     start = await _scarcest_start(api, service_id, used)
     used.add(int(datetime.fromisoformat(start["starts_at"]).timestamp()))
-    bodies = [
-        {**_booking(None, service_id, run_tag, number, i), "starts_at": start["starts_at"]}
-        for i in range(config.requests)
-    ]
-    targets = [
-        Target(config.urls[i % len(config.urls)], "/api/bookings", json.dumps(body).encode())
-        for i, body in enumerate(bodies)
-    ]
-    shown = {"id": "-", "bay_id": "any", "starts_at": start["starts_at"]}
-    iteration = Iteration(number, shown, await fire_together(targets, config.timeout))
-    iteration.units = int(start["free"])
-    day = start["starts_at"][:10]
-    try:
-        after = (
-            await api.get("/api/availability", params={"service_id": service_id, "date": day})
-        ).json()
-        iteration.slot_shows_taken = all(a["starts_at"] != start["starts_at"] for a in after)
-    except (httpx.HTTPError, ValueError, TypeError, KeyError):
-        iteration.slot_shows_taken = None
-    if config.cleanup:
-        iteration.cancelled = await _cancel(api, iteration.created)
-    judge(iteration, config.requests)
-    return iteration
+    return await _fire_units(
+        api,
+        config,
+        service_id,
+        run_tag,
+        number,
+        when={"starts_at": start["starts_at"]},
+        units=int(start["free"]),
+        shown={"id": "-", "bay_id": "any", "starts_at": start["starts_at"]},
+        gone=lambda after, _: all(a["starts_at"] != start["starts_at"] for a in after),
+    )
 
 
 async def _drop_off_day(
@@ -206,7 +194,7 @@ async def _drop_off_day(
     """One iteration by day: the offered drop-off day with the fewest places (from tomorrow:
     no window may open while the test runs), N bookings of it at once, exactly that many 201s
     expected; afterwards, if they filled it, it must no longer be offered."""
-    today = datetime.now(UTC).date()
+    today = datetime.now(UTC).date().isoformat()
     offered = (
         (await api.get("/api/availability", params={"service_id": service_id}))
         .raise_for_status()
@@ -215,33 +203,56 @@ async def _drop_off_day(
     days = [
         d
         for d in offered
-        if d["day"] > today.isoformat() and date.fromisoformat(d["day"]).toordinal() not in used
+        if d["day"] > today and date.fromisoformat(d["day"]).toordinal() not in used
     ]
     if not days:
         raise NoFreeSlot()
     chosen = min(days, key=lambda d: (d["free"], d["day"]))
     used.add(date.fromisoformat(chosen["day"]).toordinal())
+    return await _fire_units(
+        api,
+        config,
+        service_id,
+        run_tag,
+        number,
+        when={"day": chosen["day"]},
+        units=int(chosen["free"]),
+        shown={"id": "-", "bay_id": "none (drop-off)", "starts_at": chosen["day"]},
+        gone=lambda after, it: not after or len(it.created) < it.units,
+    )
+
+
+async def _fire_units(
+    api: httpx.AsyncClient,
+    config: Config,
+    service_id: int,
+    run_tag: str,
+    number: int,
+    *,
+    when: dict[str, str],
+    units: int,
+    shown: dict[str, Any],
+    gone: Callable[[list[dict[str, Any]], Iteration], bool],
+) -> Iteration:
+    """N bookings at once of one time or day (`when`: its `starts_at` or `day`) that has room
+    for `units`; then `gone` reads that day's availability: is it no longer offered?"""
     bodies = [
-        {**_booking(None, service_id, run_tag, number, i), "day": chosen["day"]}
-        for i in range(config.requests)
+        {**_booking(None, service_id, run_tag, number, i), **when} for i in range(config.requests)
     ]
     targets = [
         Target(config.urls[i % len(config.urls)], "/api/bookings", json.dumps(body).encode())
         for i, body in enumerate(bodies)
     ]
-    shown = {"id": "-", "bay_id": "none (drop-off)", "starts_at": chosen["day"]}
     iteration = Iteration(number, shown, await fire_together(targets, config.timeout))
-    iteration.units = int(chosen["free"])
-    if len(iteration.created) >= iteration.units:
-        try:
-            after = (
-                await api.get(
-                    "/api/availability", params={"service_id": service_id, "date": chosen["day"]}
-                )
-            ).json()
-            iteration.slot_shows_taken = not after
-        except (httpx.HTTPError, ValueError, TypeError, KeyError):
-            iteration.slot_shows_taken = None
+    iteration.units = units
+    day = (when.get("day") or when["starts_at"])[:10]
+    try:
+        after = (
+            await api.get("/api/availability", params={"service_id": service_id, "date": day})
+        ).json()
+        iteration.slot_shows_taken = gone(after, iteration)
+    except (httpx.HTTPError, ValueError, TypeError, KeyError):
+        iteration.slot_shows_taken = None
     if config.cleanup:
         iteration.cancelled = await _cancel(api, iteration.created)
     judge(iteration, config.requests)
