@@ -11,7 +11,7 @@ ADMIN_TOKEN ?= dev-admin-token
 MANAGE_LINK_SECRET ?= dev-manage-link-secret
 PYTEST_ARGS ?=
 
-.PHONY: run install install-test test test-concurrency bench worker chaos fuzz lint typecheck format audit clean
+.PHONY: run install install-test test test-at test-concurrency bench worker chaos fuzz lint typecheck format audit clean
 
 $(BIN)/garagebook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ worker: install
 test: install-test lint typecheck
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+## test-at: the whole suite with the clock at AT (libfaketime; PostgreSQL keeps its own), to
+## find tests that pass only at some times of day or week: make test-at AT="saturday 16:30"
+AT ?= saturday 16:30
+test-at: install-test
+	@command -v faketime >/dev/null || (apt-get update -qq && apt-get install -y -qq faketime)
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	faketime -m "$(AT)" $(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 ## test-concurrency: N simultaneous bookings of one slot against a running server (see README)
 test-concurrency: install

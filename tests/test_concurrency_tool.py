@@ -252,3 +252,25 @@ def test_by_time_aims_at_a_technicians_last_free_hour(
         assert len(iteration["booking_ids"]) == 1
         assert iteration["slot_shows_taken"] is True
         assert sum(iteration["rejected_by"].values()) == 199
+
+
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)
+def test_drop_off_fills_the_scarcest_day_exactly(stack: Stack, start_server: StartServer) -> None:
+    """A drop-off day has as many places as its technicians' minutes left allow: Sam alone
+    works 540 minutes, so two 240-minute drop-offs. 200 bookings of the day at once, against
+    two server processes on PostgreSQL + Redis, give exactly two 201s and 198 409s, and the
+    day is then no longer offered."""
+    from tests.support.technicians import add_drop_off_service, add_technicians
+
+    run_sync(lambda: add_technicians(stack.database_url, ("Sam", "general")))
+    run_sync(lambda: add_drop_off_service(stack.database_url))
+    server = start_server(stack.env(), workers=2)
+    run = run_tool("--api-url", server.url, "-n", "200", "-i", "2", "--drop-off", "--json")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    assert report["verdict"] == "PASS"
+    for iteration in report["iterations"]:
+        assert iteration["free"] == 2
+        assert len(iteration["booking_ids"]) == 2
+        assert iteration["slot_shows_taken"] is True
+        assert iteration["rejected_by"] == {"reservation": 0, "database": 198}

@@ -12,13 +12,20 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+import garagebook.bookings.service as service_module
+from garagebook.app import create_app
+from garagebook.bookings.sql import BOOK_POSTGRES
 from tests.support.api import booking_body
+from tests.support.control import database_without
 from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.support.technicians import (
     LABOUR,
@@ -29,6 +36,7 @@ from tests.support.technicians import (
     add_technicians,
     drop_off,
 )
+from tests.test_concurrency import dead_redis_url
 
 
 async def day_counts(url: str, day: date) -> dict[int, tuple[int, int, int]]:
@@ -101,6 +109,7 @@ async def test_a_drop_off_day_is_offered_booked_and_given_back(
         "drop_off_from": at(day, 8),
         "drop_off_until": at(day, 9, 30),
         "collect_from": at(day, 16, 30),
+        "free": 2,  # Sam's 540 minutes: two of 240
     } in offered
     one_day = await api.get(
         "/api/availability", params={"service_id": service, "date": day.isoformat()}
@@ -161,23 +170,102 @@ def _timed(slot_id: int, i: int) -> dict[str, Any]:
     )
 
 
-async def test_many_drop_offs_at_once_fill_the_day_exactly(
+async def _race(api: httpx.AsyncClient, service: int, day: date) -> Counter[int]:
+    answers = await asyncio.gather(
+        *(api.post("/api/bookings", json=drop_off(service, day, i)) for i in range(50))
+    )
+    return Counter(a.status_code for a in answers)
+
+
+async def test_fifty_drop_offs_race_for_eight_hours_and_exactly_eight_win(
     stack: Stack, api: httpx.AsyncClient
 ) -> None:
-    """Two technicians with room for one drop-off each; 40 requests at once: exactly two
-    booked, one per technician, and each counter equals its bookings' minutes."""
-    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Ali", "general"))
-    service = await add_drop_off_service(stack.database_url)
-    await working(stack.database_url, 300)
+    """One technician with 8 hours that day, 1-hour drop-off jobs, 50 at once: exactly 8
+    booked, and the counter equals their minutes."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url, labour_minutes=60)
+    await working(stack.database_url, 480)
     day = a_day()
-    answers = await asyncio.gather(
-        *(api.post("/api/bookings", json=drop_off(service, day, i)) for i in range(40))
+    assert await _race(api, service, day) == {201: 8, 409: 42}
+    assert (await day_counts(stack.database_url, day))[ids["Sam"]] == (480, 480, 480)
+
+
+async def test_control_without_the_days_guard_the_same_race_books_past_the_hours(
+    stack: Stack, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control of the race above: the same 50 against a database whose technician_days
+    has no CHECK, and a booking write whose counter UPDATE has no `booked + mine <= working`
+    (SQLite: technicians/claims.py; PostgreSQL: its line in bookings/sql.py). More than 8
+    get through and Sam's day is booked past his hours: so the guard is what held above."""
+    url = await database_without(stack, request, tmp_path)
+    await add_technicians(url, ("Sam", "general"))
+    service = await add_drop_off_service(url, labour_minutes=60)
+    await _without_the_check(url)
+    await working(url, 480)
+    guard = (
+        "      AND d.minutes_booked + CAST(:technician_minutes AS integer) <= d.minutes_working\n"
     )
-    assert Counter(a.status_code for a in answers) == {201: 2, 409: 38}
-    winners = sorted(a.json()["technician_id"] for a in answers if a.status_code == 201)
-    assert winners == sorted(ids.values())
-    counts = await day_counts(stack.database_url, day)
-    assert {counts[t] for t in ids.values()} == {(LABOUR, LABOUR, 300)}
+    assert guard in BOOK_POSTGRES
+    monkeypatch.setattr(service_module, "_BOOK_POSTGRES", text(BOOK_POSTGRES.replace(guard, "")))
+    monkeypatch.setattr(service_module, "claim_technician", _unguarded_claim)
+    app = create_app(stack.settings(database_url=url, redis_url=dead_redis_url()))
+    day = a_day()
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as client,
+    ):
+        outcome = await _race(client, service, day)
+    assert outcome[201] > 8, outcome
+    booked, taken, hours = next(iter((await day_counts(url, day)).values()))
+    assert booked == taken > hours == 480
+
+
+async def _unguarded_claim(
+    conn: AsyncConnection,
+    booking_id: str,
+    technician_id: int,
+    skill: str,
+    starts: Any,
+    day: date,
+    minutes: int,
+) -> None:
+    """technicians/claims.py's claim of a drop-off's minutes without its guard."""
+    await conn.execute(
+        text(
+            "UPDATE technician_days SET minutes_booked = minutes_booked + :m"
+            " WHERE technician_id = :t AND day = :d"
+        ),
+        {"m": minutes, "t": technician_id, "d": day},
+    )
+
+
+async def _without_the_check(url: str) -> None:
+    """technician_days without ck_technician_days_within_hours (SQLite: the table rebuilt)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text(
+                        "ALTER TABLE technician_days"
+                        " DROP CONSTRAINT ck_technician_days_within_hours"
+                    )
+                )
+                return
+            for statement in (
+                "CREATE TABLE days_copy (technician_id INTEGER NOT NULL, day DATE NOT NULL,"
+                " minutes_working INTEGER NOT NULL, minutes_booked INTEGER NOT NULL DEFAULT 0,"
+                " absent BOOLEAN NOT NULL DEFAULT 0, PRIMARY KEY (technician_id, day))",
+                "INSERT INTO days_copy SELECT technician_id, day, minutes_working,"
+                " minutes_booked, absent FROM technician_days",
+                "DROP TABLE technician_days",
+                "ALTER TABLE days_copy RENAME TO technician_days",
+            ):
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
 
 
 async def test_a_drop_off_is_booked_by_day_and_a_timed_service_by_time(
@@ -231,3 +319,44 @@ async def test_staff_place_a_drop_off_on_another_technician(
     assert await day_counts(stack.database_url, day) == counts | {
         first["technician_id"]: (LABOUR, LABOUR, 300)
     }
+
+
+async def test_a_retried_drop_off_is_booked_once(stack: Stack, api: httpx.AsyncClient) -> None:
+    """The same Idempotency-Key and body, sent twice at once and once more after: one
+    booking, its minutes counted once, every answer the same booking."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Ali", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    key = {"Idempotency-Key": "drop-off-retry-1"}
+    body = drop_off(service, day, 7)
+    answers = await asyncio.gather(
+        *(api.post("/api/bookings", json=body, headers=key) for _ in range(2))
+    )
+    again = await api.post("/api/bookings", json=body, headers=key)
+    assert [a.status_code for a in (*answers, again)] == [201, 201, 201], [a.text for a in answers]
+    assert len({a.json()["id"] for a in (*answers, again)}) == 1
+    counts = await day_counts(stack.database_url, day)
+    assert sorted(counts[t][:2] for t in ids.values()) == [(0, 0), (LABOUR, LABOUR)]
+
+
+async def test_a_drop_off_is_not_moved_to_a_time(stack: Stack, api: httpx.AsyncClient) -> None:
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    booked = (await api.post("/api/bookings", json=drop_off(service, day))).json()
+    slot = (await hours_of(api, day))[0]
+    token = {"Authorization": f"Bearer {booked['cancel_token']}"}
+    moved = await api.post(
+        f"/api/bookings/{booked['id']}/reschedule", json={"slot_id": slot["id"]}, headers=token
+    )
+    assert moved.status_code == 422, moved.text
+    kept = (await api.get(f"/api/bookings/{booked['id']}", headers=token)).json()
+    assert kept["status"] == "confirmed"
+    assert kept["starts_at"] == booked["starts_at"]
+
+
+async def test_a_drop_off_takes_no_hold_token(api: httpx.AsyncClient) -> None:
+    body = {**drop_off(1, a_day()), "hold_token": f"h_{'a' * 32}_7"}
+    refused = await api.post("/api/bookings", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "hold_token" in refused.text

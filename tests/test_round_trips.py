@@ -23,7 +23,7 @@ from sqlalchemy import event
 from garagebook.app import create_app
 from garagebook.config import Settings
 from garagebook.reservations import RedisReservations
-from tests.support.api import booking_body, free_slots
+from tests.support.api import booking_body, free_slots, free_slots_ahead
 from tests.support.stack import NO_BOOKING_CAPS, Stack
 
 
@@ -80,7 +80,7 @@ class ReservationCalls:
 
 
 async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: Stack) -> None:
-    first, slot = (await free_slots(api))[:2]
+    first, slot = (await free_slots_ahead(api))[:2]
     # Not counted: the first booking loads the scripts into Redis (NOSCRIPT, SCRIPT LOAD).
     assert (await api.post("/api/bookings", json=booking_body(first["id"]))).status_code == 201
     statements = record_statements(app)
@@ -89,9 +89,10 @@ async def test_booking_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: 
     created = await api.post("/api/bookings", json=booking_body(slot["id"]))
     assert created.status_code == 201
     # SQLite reads the setup's rules (garage/rules.py) in one more in-process SELECT, then
-    # writes booking, claims, customer, vehicle, outbox, webhook jobs (an INSERT … SELECT); the
-    # one PostgreSQL statement does all of it itself.
-    writes = ["WITH"] if stack.is_postgres else ["SELECT", *["INSERT"] * 6]
+    # writes booking, claims, customer, vehicle, outbox (the confirmation and, the slot being
+    # days ahead, the reminder), webhook jobs (an INSERT … SELECT); the one PostgreSQL
+    # statement does all of it itself.
+    writes = ["WITH"] if stack.is_postgres else ["SELECT", *["INSERT"] * 7]
     assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
     reservations.assert_round_trips(stack, ["reserve", "confirm"])
     await _rejected_without_a_statement(api, stack, slot, statements, reservations)
@@ -107,7 +108,7 @@ async def test_booking_round_trips_with_the_caps_on(stack: Stack) -> None:
             transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
         ) as api,
     ):
-        first, slot = (await free_slots(api))[:2]
+        first, slot = (await free_slots_ahead(api))[:2]
         # Not counted: the first booking loads the scripts into Redis (NOSCRIPT, SCRIPT LOAD).
         body = booking_body(first["id"])
         body["customer"] = {**body["customer"], "email": "first@example.com"}
@@ -116,7 +117,7 @@ async def test_booking_round_trips_with_the_caps_on(stack: Stack) -> None:
         reservations = ReservationCalls(app)
         created = await api.post("/api/bookings", json=booking_body(slot["id"]))
         assert created.status_code == 201
-        writes = ["WITH"] if stack.is_postgres else ["SELECT", "SELECT", *["INSERT"] * 6]
+        writes = ["WITH"] if stack.is_postgres else ["SELECT", "SELECT", *["INSERT"] * 7]
         assert [s for s in statements if s != "BEGIN"] == ["SELECT", *writes]
         reservations.assert_round_trips(stack, ["reserve", "confirm"])
         await _rejected_without_a_statement(api, stack, slot, statements, reservations)

@@ -1,10 +1,13 @@
-"""Random sequences of booking, moving and cancelling one-hour MOTs and oil changes on two bays
-with two technicians — Priya, the only MOT tester (who also does general work), and Sam
-(general) — against the real app on SQLite and on PostgreSQL + Redis, checked after every step
-against a model of issue 15's rules: a booking needs a free bay slot and a free qualified
-technician at its time; an oil change goes to Sam while he is free (Priya is kept for MOTs);
-no bay and no technician is ever in two live bookings at one time; each technician's day
-counts exactly the minutes of their live bookings."""
+"""Random sequences of booking, moving, reassigning and cancelling one-hour MOTs, oil changes
+and two-hour drop-offs on two bays with two technicians — Priya, the only MOT tester (who also
+does general work), and Sam (general), each working 4 hours that day — against the real app on
+SQLite and on PostgreSQL + Redis, checked after every step against a model of issue 15's
+rules: a timed booking needs a free bay slot and a free qualified technician at its time with
+an hour of their day left; an oil change or a drop-off goes to Sam while he can (Priya is kept
+for MOTs); a drop-off takes 120 minutes of a day and no bay; a reassignment moves a booking to
+another technician only where they could have taken it; no bay and no technician is ever in
+two live bookings at one time, and each technician's day counts exactly the minutes of their
+live bookings, never past their 4 hours."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Coroutine
+from datetime import date
 from typing import Any, TypeVar
 
 import httpx
@@ -25,12 +29,23 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
 from tests.support.stack import ADMIN_TOKEN, Stack, reset_database
-from tests.support.technicians import MOT, OIL, add_technicians, body
+from tests.support.technicians import (
+    MOT,
+    OIL,
+    add_drop_off_service,
+    add_technicians,
+    body,
+    drop_off,
+)
+from tests.test_drop_offs import working
 
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 HOURS = 4  # consecutive hours of one day in play
 BAYS = 2
-SKILLED = {MOT: ("Priya",), OIL: ("Sam", "Priya")}  # who may take it, in the server's order
+DROP = 0  # the model's name for the drop-off service
+SKILLED = {MOT: ("Priya",), OIL: ("Sam", "Priya"), DROP: ("Sam", "Priya")}  # in the server's order
+WORKING = 240  # each technician's minutes that day
+MINUTES = {MOT: 60, OIL: 60, DROP: 120}
 
 T = TypeVar("T")
 
@@ -48,6 +63,7 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                     stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general")
                 )
             )
+            self.drop_off = self.run(add_drop_off_service(stack.database_url, 120))
             prefix = f"gbtech:{uuid.uuid4().hex[:8]}:"
             self.app = create_app(stack.settings(redis_key_prefix=prefix))
 
@@ -73,7 +89,10 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 for s in day
                 if s["starts_at"] in hours and s["bay_id"] in bays
             }
-            # The model: live booking → (hour, bay, technician name, service).
+            self.day = date.fromisoformat(days[1])
+            self.run(working(stack.database_url, WORKING))
+            # The model: live booking → (hour, bay, technician name, service); a drop-off has
+            # hour and bay -1.
             self.live: dict[str, tuple[int, int, str, int]] = {}
             self.tokens: dict[str, str] = {}
             self.n = 0
@@ -90,10 +109,17 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
         def who(self, hour: int, bay: int, service: int, moving: str | None = None) -> str | None:
             """Who the model says takes it, or None when it must be refused."""
             others = {k: v for k, v in self.live.items() if k != moving}
-            if any(h == hour and b == bay for h, b, _, _ in others.values()):
-                return None
-            busy = {t for h, _, t, _ in others.values() if h == hour}
-            return next((t for t in SKILLED[service] if t not in busy), None)
+            if hour >= 0 and any(h == hour and b == bay for h, b, _, _ in others.values()):
+                return None  # the bay is taken (a drop-off takes none)
+            return next((t for t in SKILLED[service] if self.can(t, hour, service, moving)), None)
+
+        def can(self, name: str, hour: int, service: int, moving: str | None = None) -> bool:
+            """Whether `name` may take the booking (`moving` not counted): the skill, their
+            time free (a timed booking) and the minutes left in their day."""
+            others = [v for k, v in self.live.items() if k != moving]
+            busy = hour >= 0 and any(h == hour and t == name for h, _, t, _ in others)
+            used = sum(MINUTES[s] for _, _, t, s in others if t == name)
+            return name in SKILLED[service] and not busy and used + MINUTES[service] <= WORKING
 
         @rule(
             target=bookings,
@@ -115,6 +141,47 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.live[reply.json()["id"]] = (hour, bay, expected, service)
             self.tokens[reply.json()["id"]] = reply.json()["cancel_token"]
             return str(reply.json()["id"])
+
+        @rule(target=bookings)
+        def drop(self) -> str:
+            self.n += 1
+            expected = self.who(-1, -1, DROP)
+            reply = self.run(
+                self.api.post("/api/bookings", json=drop_off(self.drop_off, self.day, self.n))
+            )
+            if expected is None:
+                assert reply.status_code == 409, (reply.text, self.live)
+                return "none"
+            assert reply.status_code == 201, (reply.text, self.live)
+            assert reply.json()["technician_id"] == self.ids[expected]
+            self.live[reply.json()["id"]] = (-1, -1, expected, DROP)
+            self.tokens[reply.json()["id"]] = reply.json()["cancel_token"]
+            return str(reply.json()["id"])
+
+        @rule(booking=bookings, name=st.sampled_from(["Priya", "Sam"]))
+        def reassign(self, booking: str, name: str) -> None:
+            if booking == "none":
+                return
+            reply = self.run(
+                self.api.post(
+                    f"/api/admin/bookings/{booking}/reassign",
+                    json={"technician_id": self.ids[name]},
+                    headers=ADMIN_AUTH,
+                )
+            )
+            if booking not in self.live:
+                assert reply.status_code == 409, reply.text
+                return
+            hour, bay, now, service = self.live[booking]
+            if name == now:  # already theirs: nothing changes
+                assert reply.status_code == 200, reply.text
+                return
+            if not self.can(name, hour, service, moving=booking):
+                assert reply.status_code == 409, (reply.text, self.live)
+                return
+            assert reply.status_code == 200, (reply.text, self.live)
+            assert reply.json()["technician_id"] == self.ids[name]
+            self.live[booking] = (hour, bay, name, service)
 
         @rule(booking=bookings)
         def cancel(self, booking: str) -> None:
@@ -141,6 +208,9 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 assert reply.status_code == 409, reply.text
                 return
             service = self.live[booking][3]
+            if service == DROP:  # a drop-off is not moved to a time
+                assert reply.status_code == 422, reply.text
+                return
             expected = self.who(hour, bay, service, moving=booking)
             if expected is None:
                 assert reply.status_code == 409, (reply.text, self.live)
@@ -171,11 +241,11 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             held, minutes = self.run(claims())
             names = {tid: name for name, tid in self.ids.items()}
             assert sorted((b, names[t]) for b, t in held) == sorted(
-                (b, t) for b, (_, _, t, _) in self.live.items()
+                (b, t) for b, (_, _, t, s) in self.live.items() if s != DROP
             )
             for name, tid in self.ids.items():
-                mine = sum(1 for _, _, t, _ in self.live.values() if t == name)
-                assert minutes.get(tid, 0) == 60 * mine
+                mine = sum(MINUTES[s] for _, _, t, s in self.live.values() if t == name)
+                assert minutes.get(tid, 0) == mine <= WORKING
 
     return Technicians
 

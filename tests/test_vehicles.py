@@ -5,14 +5,16 @@ completed MOT under the UK's keep-your-renewal-date rule."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from garagebook.schema import bookings
 from garagebook.vehicles.mot import next_mot_expiry
 from tests.support.api import booking_body, free_slots, service_id_named
 from tests.support.stack import ADMIN_TOKEN, Stack
@@ -315,7 +317,16 @@ async def test_staff_pages_show_the_history_set_the_mot_and_mark_a_booking_done(
     )
     assert bad.headers["location"].endswith("?error=invalid")
 
-    day = booking["starts_at"][:10]
+    # The car came in an hour ago (a booking made earlier): only a booking whose day has come
+    # can be marked done, and the first free MOT may be days off (after 16:00, on a Saturday).
+    began = datetime.now(UTC) - timedelta(hours=1)
+    async with app.state.db.transaction() as conn:
+        await conn.execute(
+            update(bookings)
+            .where(bookings.c.id == booking["id"])
+            .values(starts_at=began, ends_at=began + timedelta(hours=1))
+        )
+    day = began.astimezone(ZONE).date().isoformat()
     done = await api.post(
         f"/staff/bookings/{booking['id']}/complete", data={"date": day, "csrf_token": token}
     )

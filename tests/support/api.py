@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,6 +41,19 @@ async def free_slots(
     slots: list[dict[str, Any]] = response.json()
     assert slots, "the demo garage has free slots"
     return slots
+
+
+async def free_slots_ahead(
+    client: httpx.AsyncClient, days: int = 2, service_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Free slots of the first open day at least `days` local days ahead: whatever the time of
+    day the test runs at, their bookings get a reminder job (more than 24 hours ahead) and
+    none of them starts while it runs."""
+    first = (date.today() + timedelta(days=days)).isoformat()
+    ahead = [s for s in await free_slots(client, service_id) if s["starts_at"][:10] >= first]
+    assert ahead, "the demo garage has free slots that far ahead"
+    day = ahead[0]["starts_at"][:10]
+    return [s for s in ahead if s["starts_at"][:10] == day]
 
 
 async def service_id_named(client: httpx.AsyncClient, name: str) -> int:

@@ -143,6 +143,8 @@ class BookingIn(_Strict):
             raise ValueError(
                 "give the time as slot_id or as starts_at, or a drop-off's day: one of them"
             )
+        if self.day is not None and self.hold_token is not None:
+            raise ValueError("a drop-off's day is not held: send it without hold_token")
         return self
 
 

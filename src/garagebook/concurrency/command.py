@@ -74,11 +74,21 @@ def concurrency_test(
             "per free unit",
         ),
     ] = False,
+    drop_off: Annotated[
+        bool,
+        typer.Option(
+            "--drop-off",
+            help="book the garage's drop-off service by day: aims at the day with the fewest "
+            "places left and expects one 201 per place (no technician's day past their hours)",
+        ),
+    ] = False,
 ) -> None:
     """Prove that one slot cannot be booked twice: N simultaneous bookings, exactly one 201
-    (with --by-time: exactly as many as the time had free)."""
+    (with --by-time: exactly as many as the time had free; with --drop-off, as the day had)."""
     urls = [u.strip().rstrip("/") for u in api_url.split(",") if u.strip()]
-    config = Config(urls, requests, iterations, admin_token or None, cleanup, timeout, by_time)
+    config = Config(
+        urls, requests, iterations, admin_token or None, cleanup, timeout, by_time, drop_off
+    )
     err = Console(stderr=True, highlight=False)
     echo = (lambda _line: None) if as_json_output else typer.echo
     progress = Progress(

@@ -120,9 +120,10 @@ def print_summary(echo: Echo, iterations: Sequence[Iteration], config: Config) -
     for line in _latency_lines(responses):
         echo(line)
     failed = [it for it in iterations if not it.passed]
-    if not failed and config.by_time:
+    if not failed and (config.by_time or config.drop_off):
+        unit = "day had places" if config.drop_off else "time had free"
         echo(
-            "\nPASS: every iteration had exactly as many 201s as its time had free "
+            f"\nPASS: every iteration had exactly as many 201s as its {unit} "
             f"({', '.join(str(it.units) for it in iterations)}), the rest 409s and no errors"
         )
         return

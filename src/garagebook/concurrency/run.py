@@ -8,7 +8,7 @@ import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -37,6 +37,9 @@ class Config:
     # Book by time (`starts_at`) instead of by slot: the server picks bay and technician, and
     # a time with `free` units (GET /api/availability) must give exactly that many 201s.
     by_time: bool = False
+    # Book a drop-off service by day: the day with the fewest places left must give exactly
+    # that many 201s (no technician's day past their hours).
+    drop_off: bool = False
 
 
 @dataclass
@@ -124,13 +127,14 @@ async def run(config: Config, on_iteration: Callable[[Iteration], None]) -> list
     used: set[int] = set()
     iterations = []
     async with httpx.AsyncClient(base_url=base, timeout=config.timeout) as api:
-        service_id = await _shortest_service(api)
+        service_id = await (_drop_off_service(api) if config.drop_off else _shortest_service(api))
         # Every request is its own customer and car, and so is every run: the server caps live
         # bookings per e-mail and per registration, which a repeated identity would reach.
         run_tag = secrets.token_hex(2).upper()
         for number in range(1, config.iterations + 1):
-            if config.by_time:
-                iterations.append(await _by_time(api, config, service_id, used, run_tag, number))
+            if config.by_time or config.drop_off:
+                shape = _drop_off_day if config.drop_off else _by_time
+                iterations.append(await shape(api, config, service_id, used, run_tag, number))
                 on_iteration(iterations[-1])
                 continue
             slot = await _fresh_slot(api, service_id, used, config.admin_token)
@@ -166,29 +170,101 @@ async def _by_time(
     201s expected; afterwards it must no longer be offered."""
     start = await _scarcest_start(api, service_id, used)
     used.add(int(datetime.fromisoformat(start["starts_at"]).timestamp()))
+    return await _fire_units(
+        api,
+        config,
+        service_id,
+        run_tag,
+        number,
+        when={"starts_at": start["starts_at"]},
+        units=int(start["free"]),
+        shown={"id": "-", "bay_id": "any", "starts_at": start["starts_at"]},
+        gone=lambda after, _: all(a["starts_at"] != start["starts_at"] for a in after),
+    )
+
+
+async def _drop_off_day(
+    api: httpx.AsyncClient,
+    config: Config,
+    service_id: int,
+    used: set[int],
+    run_tag: str,
+    number: int,
+) -> Iteration:
+    """One iteration by day: the offered drop-off day with the fewest places (from tomorrow:
+    no window may open while the test runs), N bookings of it at once, exactly that many 201s
+    expected; afterwards, if they filled it, it must no longer be offered."""
+    today = datetime.now(UTC).date().isoformat()
+    offered = (
+        (await api.get("/api/availability", params={"service_id": service_id}))
+        .raise_for_status()
+        .json()
+    )
+    days = [
+        d
+        for d in offered
+        if d["day"] > today and date.fromisoformat(d["day"]).toordinal() not in used
+    ]
+    if not days:
+        raise NoFreeSlot()
+    chosen = min(days, key=lambda d: (d["free"], d["day"]))
+    used.add(date.fromisoformat(chosen["day"]).toordinal())
+    return await _fire_units(
+        api,
+        config,
+        service_id,
+        run_tag,
+        number,
+        when={"day": chosen["day"]},
+        units=int(chosen["free"]),
+        shown={"id": "-", "bay_id": "none (drop-off)", "starts_at": chosen["day"]},
+        gone=lambda after, it: not after or len(it.created) < it.units,
+    )
+
+
+async def _fire_units(
+    api: httpx.AsyncClient,
+    config: Config,
+    service_id: int,
+    run_tag: str,
+    number: int,
+    *,
+    when: dict[str, str],
+    units: int,
+    shown: dict[str, Any],
+    gone: Callable[[list[dict[str, Any]], Iteration], bool],
+) -> Iteration:
+    """N bookings at once of one time or day (`when`: its `starts_at` or `day`) that has room
+    for `units`; then `gone` reads that day's availability: is it no longer offered?"""
     bodies = [
-        {**_booking(None, service_id, run_tag, number, i), "starts_at": start["starts_at"]}
-        for i in range(config.requests)
+        {**_booking(None, service_id, run_tag, number, i), **when} for i in range(config.requests)
     ]
     targets = [
         Target(config.urls[i % len(config.urls)], "/api/bookings", json.dumps(body).encode())
         for i, body in enumerate(bodies)
     ]
-    shown = {"id": "-", "bay_id": "any", "starts_at": start["starts_at"]}
     iteration = Iteration(number, shown, await fire_together(targets, config.timeout))
-    iteration.units = int(start["free"])
-    day = start["starts_at"][:10]
+    iteration.units = units
+    day = (when.get("day") or when["starts_at"])[:10]
     try:
         after = (
             await api.get("/api/availability", params={"service_id": service_id, "date": day})
         ).json()
-        iteration.slot_shows_taken = all(a["starts_at"] != start["starts_at"] for a in after)
+        iteration.slot_shows_taken = gone(after, iteration)
     except (httpx.HTTPError, ValueError, TypeError, KeyError):
         iteration.slot_shows_taken = None
     if config.cleanup:
         iteration.cancelled = await _cancel(api, iteration.created)
     judge(iteration, config.requests)
     return iteration
+
+
+async def _drop_off_service(api: httpx.AsyncClient) -> int:
+    services = (await api.get("/api/services")).raise_for_status().json()
+    found = [s for s in services if s.get("mode") == "drop_off"]
+    if not found:
+        raise NoFreeSlot()
+    return int(found[0]["id"])
 
 
 async def _scarcest_start(

@@ -122,8 +122,9 @@ async def get_availability(
 
     A drop-off service: the days (that `date`, or without it every day ahead) on which some
     qualified technician has its labour minutes left and the drop-off window has not opened:
-    `[{"day", "drop_off_from", "drop_off_until", "collect_from"}]`. Book one with
-    `{"service_id", "day", …}`: the server picks the technician."""
+    `[{"day", "drop_off_from", "drop_off_until", "collect_from", "free"}]`, `free` being how
+    many more the technicians' minutes left could take. Book one with `{"service_id", "day",
+    …}`: the server picks the technician."""
     now = utcnow()
     zone = settings.timezone
     async with db.read() as conn:
@@ -166,7 +167,7 @@ async def get_availability(
 
 async def _drop_off_days(
     conn: AsyncConnection, service_id: int, day: date | None, now: datetime, zone: ZoneInfo
-) -> list[dict[str, str]]:
+) -> list[dict[str, str | int]]:
     today = now.astimezone(zone).date()
     first, last = (day, day) if day is not None else (today, today + LISTING_HORIZON)
     earliest = now + timedelta(minutes=await notice_minutes(conn))
@@ -176,6 +177,7 @@ async def _drop_off_days(
             "drop_off_from": to_local_iso(w.drop_off_from, zone),
             "drop_off_until": to_local_iso(w.drop_off_until, zone),
             "collect_from": to_local_iso(w.collect_from, zone),
+            "free": w.free,
         }
         for w in await drop_off_days(conn, service_id, first, last, earliest)
     ]

@@ -16,7 +16,7 @@ notice); staff may book one until collection time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -59,12 +59,14 @@ class DropOffPlan:
 
 @dataclass(frozen=True)
 class Window:
-    """A drop-off day as offered: when to bring the car and when to collect it (UTC)."""
+    """A drop-off day as offered: when to bring the car and when to collect it (UTC), and
+    how many more such drop-offs its technicians' minutes left could take."""
 
     day: date
     drop_off_from: datetime
     drop_off_until: datetime
     collect_from: datetime
+    free: int = 0
 
 
 def window(document: GarageDocument, day: date) -> Window:
@@ -167,10 +169,11 @@ async def drop_off_days(
         return []
     document = await current_document(conn)
     ids = await able(conn, service.skill) or []
-    left = await minutes_left(conn, ids, first, last)
     minutes = labour(service)
-    open_days = sorted({day for (_, day), free in left.items() if free >= minutes})
-    offered = [window(document, day) for day in open_days]
+    places: dict[date, int] = {}
+    for (_, day), free in (await minutes_left(conn, ids, first, last)).items():
+        places[day] = places.get(day, 0) + free // minutes
+    offered = [replace(window(document, day), free=n) for day, n in sorted(places.items()) if n]
     return [w for w in offered if w.drop_off_from >= earliest]
 
 

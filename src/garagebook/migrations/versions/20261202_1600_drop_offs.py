@@ -27,11 +27,7 @@ depends_on: str | Sequence[str] | None = None
 _NOT_CANCELLED = sa.text("status <> 'cancelled'")
 
 
-def upgrade() -> None:
-    op.drop_index("uq_bookings_slot_id_not_cancelled", table_name="bookings")
-    with op.batch_alter_table("bookings") as batch:
-        batch.alter_column("slot_id", existing_type=sa.Integer, nullable=True)
-        batch.add_column(sa.Column("technician_minutes", sa.Integer))
+def _index_slot_ids() -> None:
     op.create_index(
         "uq_bookings_slot_id_not_cancelled",
         "bookings",
@@ -40,6 +36,14 @@ def upgrade() -> None:
         sqlite_where=_NOT_CANCELLED,
         postgresql_where=_NOT_CANCELLED,
     )
+
+
+def upgrade() -> None:
+    op.drop_index("uq_bookings_slot_id_not_cancelled", table_name="bookings")
+    with op.batch_alter_table("bookings") as batch:
+        batch.alter_column("slot_id", existing_type=sa.Integer, nullable=True)
+        batch.add_column(sa.Column("technician_minutes", sa.Integer))
+    _index_slot_ids()
 
 
 def downgrade() -> None:
@@ -51,11 +55,4 @@ def downgrade() -> None:
     with op.batch_alter_table("bookings") as batch:
         batch.drop_column("technician_minutes")
         batch.alter_column("slot_id", existing_type=sa.Integer, nullable=False)
-    op.create_index(
-        "uq_bookings_slot_id_not_cancelled",
-        "bookings",
-        ["slot_id"],
-        unique=True,
-        sqlite_where=_NOT_CANCELLED,
-        postgresql_where=_NOT_CANCELLED,
-    )
+    _index_slot_ids()
