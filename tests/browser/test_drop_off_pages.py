@@ -15,6 +15,7 @@ from tests.browser.conftest import (
     assert_accessible,
     confirm,
     fill_details,
+    screenshot,
     sign_in,
 )
 from tests.support.stack import Stack
@@ -45,6 +46,7 @@ async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technic
     await expect(customer.locator("#hold")).to_have_count(0)  # nothing is held
     if script:  # axe runs as a script
         await assert_accessible(customer)
+        await screenshot(customer, "drop-off-day-desktop")
     await fill_details(customer)
     await confirm(customer)
     await expect(customer.locator("#drop-off-when")).to_have_text(
@@ -69,6 +71,8 @@ async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technic
     assert first in ids
     other = next(name for name in ids if name != first)
     await assert_accessible(staff)
+    if script:
+        await screenshot(staff, "day-drop-offs")
 
     await row.get_by_label("Technician").select_option(label=other)
     await row.get_by_role("button", name=re.compile("Place")).click()
