@@ -191,3 +191,70 @@ async def test_a_hold_used_for_another_time_ends_too(api: httpx.AsyncClient) -> 
     body = booking_body(second["id"], hold_token=token)
     assert (await api.post("/api/bookings", json=body)).status_code == 201
     assert (await api.post("/api/bookings", json=booking_body(first["id"]))).status_code == 201
+
+
+# --- holds that keep a technician (issue 15) --------------------------------------------------
+
+
+async def test_a_hold_keeps_the_technician_too(stack: Stack, api: httpx.AsyncClient) -> None:
+    """Priya is the only MOT tester: a customer holding an MOT on bay 1 keeps her as well, so
+    a stranger's MOT at that time on bay 2 is turned away while the hold lasts (without it,
+    the holder would lose her between picking the time and confirming); an oil change on bay 3
+    still goes to Sam; the holder books with Priya, and the hold ends with the booking."""
+    from tests.support.technicians import MOT, OIL, add_technicians, body
+    from tests.test_technician_bookings import a_time
+
+    ids = await add_technicians(
+        stack.database_url, ("Priya", "mot_tester,general"), ("Sam", "general")
+    )
+    bay1, bay2, bay3 = await a_time(api)
+    held = await hold(api, bay1["id"], MOT)
+    assert held.status_code == 201, held.text
+    token = held.json()["hold_token"]
+    assert token.endswith(f".t{ids['Priya']}")
+
+    stranger = await api.post("/api/bookings", json=body(bay2["id"], MOT, 2))
+    assert stranger.status_code == 409, stranger.text
+    assert stranger.json()["error"]["rejected_by"] == "reservation"
+    assert (await hold(api, bay2["id"], MOT)).status_code == 409
+    oil = await api.post("/api/bookings", json=body(bay3["id"], OIL, 3))
+    assert oil.status_code == 201, oil.text
+    assert oil.json()["technician_id"] == ids["Sam"]
+
+    mine = await api.post("/api/bookings", json={**body(bay1["id"], MOT, 1), "hold_token": token})
+    assert mine.status_code == 201, mine.text
+    assert mine.json()["technician_id"] == ids["Priya"]
+    late = await api.post("/api/bookings", json=body(bay2["id"], MOT, 4))
+    assert late.status_code == 409  # Priya is booked now: the database says so
+
+
+async def test_releasing_a_hold_frees_its_technician_at_once(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    from tests.support.technicians import MOT, add_technicians, body
+    from tests.test_technician_bookings import a_time
+
+    ids = await add_technicians(stack.database_url, ("Priya", "mot_tester,general"))
+    bay1, bay2, _ = await a_time(api)
+    token = (await hold(api, bay1["id"], MOT)).json()["hold_token"]
+    assert (await api.delete(f"/api/holds/{token}")).status_code == 204
+    other = await api.post("/api/bookings", json=body(bay2["id"], MOT, 2))
+    assert other.status_code == 201, other.text
+    assert other.json()["technician_id"] == ids["Priya"]
+
+
+async def test_holds_take_the_next_free_technician_until_none_is_left(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """Two general technicians, three bays: two oil-change holds at one time keep one each,
+    the third is turned away though its bay is free."""
+    from tests.support.technicians import OIL, add_technicians
+    from tests.test_technician_bookings import a_time
+
+    ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Ali", "general"))
+    bays = await a_time(api)
+    first, second, third = [await hold(api, bay["id"], OIL) for bay in bays]
+    assert (first.status_code, second.status_code) == (201, 201), second.text
+    kept = {int(r.json()["hold_token"].rsplit(".t", 1)[1]) for r in (first, second)}
+    assert kept == set(ids.values())
+    assert third.status_code == 409, third.text

@@ -8,12 +8,18 @@ and the database's unique indexes still decide when the booking is made.
 The token names its slots (`h_<32 random chars>_<slot>-<slot>`), so releasing it needs no
 lookup table; the random part makes it unguessable, and the keys hold the whole token, so a
 token edited to name other slots matches nothing.
+
+Where the garage lists technicians, a hold keeps one too (issue 15): the first qualified
+technician whose times are free in the reservation layer and in the database, their keys
+taken with the bay's under the same token, which then ends `.t<technician id>`. The booking
+that carries it tries that technician first (bookings/service.py).
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,9 +30,10 @@ from garagebook.config import Settings
 from garagebook.db import Database
 from garagebook.errors import DomainError, ServiceDoesNotFit, SlotInPast, SlotUnavailable
 from garagebook.garage.rules import StalePlan, read_rules, refuse
-from garagebook.reservations import Outcome, ReservationStore
-from garagebook.schema import booking_slots
-from garagebook.slots.service import PlanCache
+from garagebook.reservations import Key, Outcome, ReservationStore, technician_key
+from garagebook.schema import booking_slots, slots
+from garagebook.slots.service import Plan, PlanCache
+from garagebook.technicians.claims import technician_free
 from garagebook.timeutil import utcnow
 
 _RANDOM_CHARS = 32
@@ -40,16 +47,31 @@ class Hold:
     slot_ids: tuple[int, ...]
 
 
-def new_hold_token(slot_ids: tuple[int, ...]) -> str:
+def new_hold_token(slot_ids: tuple[int, ...], technician_id: int | None = None) -> str:
     random_part = secrets.token_urlsafe(24)  # 32 characters
-    return f"h_{random_part}_{'-'.join(str(s) for s in slot_ids)}"
+    technician = "" if technician_id is None else f".t{technician_id}"
+    return f"h_{random_part}_{'-'.join(str(s) for s in slot_ids)}{technician}"
 
 
 def slots_of(token: str) -> tuple[int, ...]:
     """The slot ids a well-formed token names; () for anything else."""
     if not _HOLD_TOKEN.fullmatch(token):
         return ()
-    return tuple(int(part) for part in token[3 + _RANDOM_CHARS :].split("-"))
+    named = token[3 + _RANDOM_CHARS :].split(".t")[0]
+    return tuple(int(part) for part in named.split("-"))
+
+
+def technician_of(token: str) -> int | None:
+    """The technician a well-formed token keeps, if it keeps one."""
+    if not _HOLD_TOKEN.fullmatch(token) or ".t" not in token[3 + _RANDOM_CHARS :]:
+        return None
+    return int(token.rsplit(".t", 1)[1])
+
+
+def technician_keys_of(token: str, starts: Sequence[datetime]) -> list[Key]:
+    """The reservation keys a token keeps of its technician at `starts` (its slots' starts)."""
+    technician = technician_of(token)
+    return [] if technician is None else [technician_key(technician, s) for s in starts]
 
 
 async def create_hold(
@@ -66,12 +88,49 @@ async def create_hold(
         raise SlotInPast(slot_id=slot_id)
     if not plan.fits:
         raise ServiceDoesNotFit()
-    token = new_hold_token(plan.slot_ids)
-    outcome = await reservations.reserve(plan.slot_ids, token, settings.hold_ttl_seconds * 1000)
-    if outcome is Outcome.CONFLICT:
+    choices = plan.technicians.choices if plan.technicians.needed else (None,)
+    if not choices:
+        raise SlotUnavailable("database", "No technician who can do it works at that time.")
+    conflicts = 0
+    for choice in choices:
+        technician = None if choice is None else choice.technician_id
+        token = new_hold_token(plan.slot_ids, technician)
+        keys = [*plan.slot_ids, *(choice.keys if choice is not None else ())]
+        outcome = await reservations.reserve(keys, token, settings.hold_ttl_seconds * 1000)
+        if outcome is Outcome.CONFLICT:
+            conflicts += 1
+            continue  # the bay or this technician: the next technician, if any
+        try:
+            free = await _free_in_database(db, plan, service_id, technician, now, settings)
+        except (DomainError, StalePlan) as refused:
+            await reservations.release(keys, token)
+            if isinstance(refused, StalePlan):
+                plans.forget(slot_id, service_id)
+                raise SlotUnavailable(
+                    "database", "That service just changed; please try again."
+                ) from None
+            raise
+        if not free:  # this technician is booked then (their keys had expired): the next
+            await reservations.release(keys, token)
+            continue
+        return Hold(token, now + timedelta(seconds=settings.hold_ttl_seconds), plan.slot_ids)
+    if conflicts == len(choices):
         raise SlotUnavailable("reservation", "Someone else is booking that time right now.")
-    # The keys of a booking made minutes ago may have expired: the database knows. So does
-    # it know the setup's rules now (garage/rules.py): a hold is for customers, notice applies.
+    raise SlotUnavailable("database", "No technician who can do it is free then.")
+
+
+async def _free_in_database(
+    db: Database,
+    plan: Plan,
+    service_id: int,
+    technician: int | None,
+    now: datetime,
+    settings: Settings,
+) -> bool:
+    """The keys of a booking made minutes ago may have expired: the database knows. So does
+    it know the setup's rules now (garage/rules.py): a hold is for customers, notice applies.
+    Raises the rules' refusal (or SlotUnavailable: the bay's slots are booked); False when only
+    the technician is taken."""
     async with db.read() as conn:
         booked = await conn.scalar(
             select(booking_slots.c.slot_id)
@@ -79,30 +138,37 @@ async def create_hold(
             .limit(1)
         )
         rules = await read_rules(conn, service_id, plan.slot_ids)
-    try:
-        if booked is not None:
-            raise SlotUnavailable("database")
-        refuse(
-            rules,
-            plan_minutes=int(plan.duration.total_seconds() // 60),
-            starts_at=plan.start.starts_at,
-            now=now,
-            online=True,
-            claimed=len(plan.slot_ids),
+        day = plan.starts_at.astimezone(settings.timezone).date()
+        free = technician is None or await technician_free(
+            conn, technician, plan.starts, day, plan.technician_minutes
         )
-    except (DomainError, StalePlan) as refused:
-        await reservations.release(plan.slot_ids, token)
-        if isinstance(refused, StalePlan):
-            plans.forget(slot_id, service_id)
-            raise SlotUnavailable(
-                "database", "That service just changed; please try again."
-            ) from None
-        raise
-    return Hold(token, now + timedelta(seconds=settings.hold_ttl_seconds), plan.slot_ids)
+    if booked is not None:
+        raise SlotUnavailable("database")
+    refuse(
+        rules,
+        plan_minutes=plan.minutes,
+        starts_at=plan.starts_at,
+        now=now,
+        online=True,
+        claimed=len(plan.slot_ids),
+    )
+    return free
 
 
-async def release_hold(reservations: ReservationStore, token: str) -> None:
-    """Let the held slots go at once (compare-and-delete: only keys still holding `token`)."""
+async def release_hold(db: Database, reservations: ReservationStore, token: str) -> None:
+    """Let the held slots (and technician) go at once (compare-and-delete: only keys still
+    holding `token`). A technician's keys are named by the slots' starts, read here."""
     slot_ids = slots_of(token)
-    if slot_ids:
-        await reservations.release(slot_ids, token)
+    if not slot_ids:
+        return
+    starts: Sequence[datetime] = ()
+    if technician_of(token) is not None:
+        async with db.read() as conn:
+            starts = (
+                await conn.scalars(
+                    select(slots.c.starts_at)
+                    .where(slots.c.id.in_(slot_ids))
+                    .order_by(slots.c.starts_at)
+                )
+            ).all()
+    await reservations.release([*slot_ids, *technician_keys_of(token, starts)], token)

@@ -174,8 +174,8 @@ async def create_hold(
 
 
 @holds_router.delete("/{hold_token}", status_code=204)
-async def release_hold(hold_token: str, reservations: ReservationsDep) -> Response:
-    await holds.release_hold(reservations, hold_token)
+async def release_hold(hold_token: str, db: DatabaseDep, reservations: ReservationsDep) -> Response:
+    await holds.release_hold(db, reservations, hold_token)
     return Response(status_code=204)
 
 

@@ -87,8 +87,8 @@ def _lowercase_email(value: str) -> str:
     return value.lower()
 
 
-# h_<random>_<slot ids>: see bookings/holds.py.
-HOLD_TOKEN_PATTERN = r"^h_[A-Za-z0-9_-]{32}_[0-9]{1,10}(-[0-9]{1,10}){0,31}$"  # noqa: S105 (a pattern)
+# h_<random>_<slot ids>[.t<technician id>]: see bookings/holds.py.
+HOLD_TOKEN_PATTERN = r"^h_[A-Za-z0-9_-]{32}_[0-9]{1,10}(-[0-9]{1,10}){0,31}(\.t[0-9]{1,10})?$"  # noqa: S105
 OneLine = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_one_line)
 ]

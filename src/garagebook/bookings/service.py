@@ -38,7 +38,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings import idempotency
-from garagebook.bookings.holds import slots_of
+from garagebook.bookings.holds import slots_of, technician_keys_of, technician_of
 from garagebook.bookings.reminders import reminder_at
 from garagebook.bookings.schemas import BookingIn, CustomerIn
 from garagebook.bookings.sql import BOOK_POSTGRES
@@ -224,6 +224,9 @@ async def _book(
 
     now = utcnow()
     attempts = await _attempts(db, plans, settings, request, now, staff=staff)
+    held = technician_of(request.hold_token or "")
+    if held is not None:  # the hold keeps this technician: theirs first (a stable sort)
+        attempts.sort(key=lambda a: a.technician is None or a.technician.technician_id != held)
     # Layer 1. The key's value is the request's token, and a key holding our own token counts
     # as free: so a hold's keys are accepted for its holder, and a retry with the same
     # Idempotency-Key and body (same token) passes its own first attempt's keys and goes on to
@@ -329,7 +332,9 @@ async def _commit(
                 await within(conn, row["id"])
         # Committed: its keys now turn others away fast for the whole TTL. The hold ends with
         # the booking: slots it held that were not booked go free, in the same round trip.
-        others = [s for s in slots_of(request.hold_token or "") if s not in plan.slot_ids]
+        hold = request.hold_token or ""
+        others: list[Key] = [s for s in slots_of(hold) if s not in plan.slot_ids]
+        others += [k for k in technician_keys_of(hold, plan.starts) if k not in attempt.keys]
         if attempt.keys or others:
             await reservations.confirm(
                 attempt.keys, token, settings.reservation_ttl_seconds * 1000, release=others
