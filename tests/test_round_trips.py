@@ -225,3 +225,25 @@ async def test_a_booking_that_takes_a_technician_costs_no_more_round_trips(
     if stack.is_postgres:
         assert [s for s in statements if s != "BEGIN"] == [*plan, *writes]
     reservations.assert_round_trips(stack, ["reserve", "confirm"])
+
+
+async def test_drop_off_round_trips(app: FastAPI, api: httpx.AsyncClient, stack: Stack) -> None:
+    """A drop-off (issue 15) plans from the database each time — the service, the setup
+    document (its window), the qualified technicians, their minutes left that day, the setup's
+    version: five reads, not cached — then books in the same one statement as a timed booking
+    on PostgreSQL (SQLite: its in-process inserts and the day's guarded UPDATE). The
+    reservation layer takes no part: no Redis call at all."""
+    from tests.support.technicians import a_day, add_drop_off_service, add_technicians, drop_off
+
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    statements = record_statements(app)
+    reservations = ReservationCalls(app)
+    created = await api.post("/api/bookings", json=drop_off(service, a_day()))
+    assert created.status_code == 201, created.text
+    plan = ["SELECT"] * 5
+    if stack.is_postgres:
+        assert [s for s in statements if s != "BEGIN"] == [*plan, "WITH"]
+    else:
+        assert [s for s in statements if s != "BEGIN"][: len(plan)] == plan
+    reservations.assert_round_trips(stack, [])
