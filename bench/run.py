@@ -17,6 +17,8 @@ Ceilings, same tools, same machine, same run:
   postgres         pgbench running the booking path's own SQL (garagebook.bookings.sql)
 """
 
+# ruff: noqa: S603, S607  (a measurement tool: it starts wrk, pgbench and psql)
+
 from __future__ import annotations
 
 import argparse
@@ -210,9 +212,21 @@ def start_garagebook(workers: int, redis_url: str, prefix: str) -> Process:
 def start_ceiling(workers: int) -> Process:
     port = free_port()
     args = [
-        sys.executable, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-        "--log-level", "warning", "--no-access-log",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.ceiling_app:app",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
     ]
     return Process(args, {**os.environ, "PYTHONPATH": str(ROOT)}, port)
 
@@ -220,7 +234,9 @@ def start_ceiling(workers: int) -> Process:
 # --- load -------------------------------------------------------------------------------------
 
 
-def wrk(url: str, first_slot: int, slot_count: int, connections: int, seconds: int) -> dict[str, Any]:
+def wrk(
+    url: str, first_slot: int, slot_count: int, connections: int, seconds: int
+) -> dict[str, Any]:
     threads = 2
     env = {
         **os.environ,
@@ -229,11 +245,23 @@ def wrk(url: str, first_slot: int, slot_count: int, connections: int, seconds: i
         "BENCH_THREADS": str(threads),
     }
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-         "-s", str(LUA), url],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    line = next(l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON "))
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON "))
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     seconds_run = raw["duration_us"] / 1e6
     latency = {k: v / 1000 for k, v in raw["latency_us"].items()}
@@ -288,9 +316,27 @@ def _p99(values: list[float]) -> float | None:
 
 def redis_ceiling() -> float:
     done = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-c", "50", "-n", "300000",
-         "--csv", "SET", f"gbbench:{uuid.uuid4().hex}", "token", "NX", "PX", "300000"],
-        capture_output=True, text=True, check=True,
+        [
+            "redis-benchmark",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "6379",
+            "-c",
+            "50",
+            "-n",
+            "300000",
+            "--csv",
+            "SET",
+            f"gbbench:{uuid.uuid4().hex}",
+            "token",
+            "NX",
+            "PX",
+            "300000",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     row = done.stdout.strip().splitlines()[-1]
     return float(row.split(",")[1].strip('"'))
@@ -318,10 +364,10 @@ def pgbench_script() -> str:
         ":ends_at": "CAST('2031-01-06 09:00:00+00' AS timestamptz)",
         ":created_at": "now()",
         ":cancel_token_hash": "md5(CAST(:n AS text))",
-        ":payload": "'{\"booking_id\": \"pgbench\"}'",
+        ":payload": '\'{"booking_id": "pgbench"}\'',
         ":reminder_at": "CAST('2031-01-05 08:00:00+00' AS timestamptz)",
         # Used only for each enabled webhook subscription (none in the bench's database).
-        ":webhook_tail": "'\"event_id\":\"pgbench\"}'",
+        ":webhook_tail": '\'"event_id":"pgbench"}\'',
         ":idempotency_key": "NULL",
         ":request_hash": "NULL",
         ":response_body": "NULL",
@@ -362,11 +408,33 @@ def pgbench_ceiling(first_slot: int, clients: int, seconds: int) -> dict[str, An
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(pgbench_script())
     try:
-        run_sql(f"DROP SEQUENCE IF EXISTS bench_slot_seq; CREATE SEQUENCE bench_slot_seq START {first_slot}")
+        run_sql(
+            "DROP SEQUENCE IF EXISTS bench_slot_seq;"
+            f" CREATE SEQUENCE bench_slot_seq START {first_slot}"
+        )
         done = subprocess.run(
-            ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
-             "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, DATABASE],
-            capture_output=True, text=True, check=True,
+            [
+                "pgbench",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-f",
+                script.name,
+                DATABASE,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
     finally:
         os.unlink(script.name)
@@ -379,13 +447,16 @@ def pgbench_ceiling(first_slot: int, clients: int, seconds: int) -> dict[str, An
 def run_sql(sql: str) -> str:
     return subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAq", "-d", DATABASE, "-c", sql],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
 
 def book_one(url: str, slot_id: int) -> None:
     body = {
-        "slot_id": slot_id, "service_id": 1,
+        "slot_id": slot_id,
+        "service_id": 1,
         "customer": {"name": "Taken", "email": "taken@example.com"},
         "vehicle": {"registration": "TA1 00001"},
     }
@@ -405,8 +476,12 @@ def report(results: dict[str, Any]) -> list[str]:
         ("reservation rejection (Redis on)", s["reservation"], http, "HTTP ceiling"),
         ("database rejection (Redis down)", s["database"], http, "HTTP ceiling"),
         ("successful bookings", s["bookings"], pg, "pgbench ceiling"),
-        ("bookings taking a technician (auto-assigned)", s["bookings_technician"], pg,
-         "pgbench ceiling"),
+        (
+            "bookings taking a technician (auto-assigned)",
+            s["bookings_technician"],
+            pg,
+            "pgbench ceiling",
+        ),
     ]
     lines = [
         f"garagebook bench — {results['date']} — {results['machine']['cores']} cores,"
@@ -417,19 +492,27 @@ def report(results: dict[str, Any]) -> list[str]:
     for name, figures, ceiling, what in rows:
         ratio = f"{figures['rps'] / ceiling:6.0%} of the {what}" if ceiling else ""
         lat = figures["latency_ms"]
-        lines.append(f"{name:<52}{figures['rps']:>9.0f}{lat['50']:>9.1f}{lat['99']:>9.1f}   {ratio}")
+        lines.append(
+            f"{name:<52}{figures['rps']:>9.0f}{lat['50']:>9.1f}{lat['99']:>9.1f}   {ratio}"
+        )
     lines.append("")
     lines.append(f"{'light load (8 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for key, name in (("reservation_light", "reservation rejection"),
-                      ("database_light", "database rejection"),
-                      ("bookings_light", "successful bookings"),
-                      ("bookings_technician_light", "bookings taking a technician")):
+    for key, name in (
+        ("reservation_light", "reservation rejection"),
+        ("database_light", "database rejection"),
+        ("bookings_light", "successful bookings"),
+        ("bookings_technician_light", "bookings taking a technician"),
+    ):
         f = s[key]
-        lines.append(f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}")
+        lines.append(
+            f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}"
+        )
     lines.append("")
-    lines.append(f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
-                 f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
-                 f" statement + COMMIT, -M prepared)")
+    lines.append(
+        f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
+        f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
+        f" statement + COMMIT, -M prepared)"
+    )
     lines.append("")
     lines.append("contested: 1,000 simultaneous requests on one slot")
     for i, run in enumerate(s["contested"]["runs"], 1):
@@ -457,8 +540,10 @@ def targets(results: dict[str, Any]) -> list[str]:
         ("bookings p99 < 100 ms", s["bookings"]["latency_ms"]["99"] < 100),
         (
             "contested: one 201, 999 409s, no errors, every run",
-            all(r["created"] == 1 and r["conflicts"] == 999 and r["errors"] == 0
-                for r in s["contested"]["runs"]),
+            all(
+                r["created"] == 1 and r["conflicts"] == 999 and r["errors"] == 0
+                for r in s["contested"]["runs"]
+            ),
         ),
         (
             # Issue 19: a burst must not trip the breaker on its own queue (Redis is fine).
@@ -483,12 +568,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("successful bookings", results["scenarios"]["bookings"]),
     ]
     for name, figures in series:
-        points = sorted((float(p), v) for p, v in figures["latency_ms"].items() if p not in ("max", "mean"))
-        ax.plot([p for p, _ in points], [v for _, v in points], marker="o", label=f"{name} ({figures['rps']:,.0f}/s)")
+        points = sorted(
+            (float(p), v) for p, v in figures["latency_ms"].items() if p not in ("max", "mean")
+        )
+        ax.plot(
+            [p for p, _ in points],
+            [v for _, v in points],
+            marker="o",
+            label=f"{name} ({figures['rps']:,.0f}/s)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(f"garagebook latency at 50 connections — {results['date']}, {results['machine']['cores']} cores")
+    cores = results["machine"]["cores"]
+    ax.set_title(f"garagebook latency at 50 connections — {results['date']}, {cores} cores")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -499,7 +592,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10, help="per sustained-load scenario")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repetitions", type=int, default=5, help="contested runs")
@@ -532,9 +627,15 @@ def main() -> None:
         scenarios["reservation"] = wrk(server.url, taken, 1, 50, args.seconds)
         scenarios["reservation_light"] = wrk(server.url, taken, 1, 8, max(3, args.seconds // 2))
         log("successful bookings …")
-        scenarios["bookings"] = wrk(server.url, pools["success"], SUCCESS_POOL // 2, 50, args.seconds)
+        scenarios["bookings"] = wrk(
+            server.url, pools["success"], SUCCESS_POOL // 2, 50, args.seconds
+        )
         scenarios["bookings_light"] = wrk(
-            server.url, pools["success"] + SUCCESS_POOL // 2, SUCCESS_POOL // 2, 8, max(3, args.seconds // 2)
+            server.url,
+            pools["success"] + SUCCESS_POOL // 2,
+            SUCCESS_POOL // 2,
+            8,
+            max(3, args.seconds // 2),
         )
     finally:
         server.stop()
@@ -553,7 +654,9 @@ def main() -> None:
     server = start_garagebook(args.workers, REDIS_URL, prefix)
     try:
         half = TECHNICIAN_POOL // 2
-        scenarios["bookings_technician"] = wrk(server.url, pools["technician"], half, 50, args.seconds)
+        scenarios["bookings_technician"] = wrk(
+            server.url, pools["technician"], half, 50, args.seconds
+        )
         scenarios["bookings_technician_light"] = wrk(
             server.url, pools["technician"] + half, half, 8, max(3, args.seconds // 2)
         )
