@@ -1,11 +1,20 @@
--- wrk script for garagebook's POST /api/bookings.
--- BENCH_SLOT_FIRST / BENCH_SLOT_COUNT: request k goes to slot FIRST + (k mod COUNT), spread
--- over threads without overlap (COUNT=1: every request hits one, already booked, slot).
+-- wrk script for garagebook's POST /api/bookings and GET /api/availability.
+-- BENCH_MODE: "slot" (default): request k books slot BENCH_SLOT_FIRST + (k mod BENCH_SLOT_COUNT),
+-- spread over threads without overlap (COUNT=1: every request hits one, already booked, slot);
+-- "day": request k books a drop-off on day k mod BENCH_DAY_COUNT after BENCH_DAY_FIRST (Unix
+-- seconds of its UTC midnight); "availability": request k asks for that day's availability.
 -- BENCH_THREADS must equal wrk's -t. done() prints one line "BENCH_JSON {...}".
+local mode = os.getenv("BENCH_MODE") or "slot"
 local first = tonumber(os.getenv("BENCH_SLOT_FIRST") or "1")
 local count = tonumber(os.getenv("BENCH_SLOT_COUNT") or "1")
 local service = tonumber(os.getenv("BENCH_SERVICE_ID") or "1")
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
+local day_first = tonumber(os.getenv("BENCH_DAY_FIRST") or "0")
+local day_count = tonumber(os.getenv("BENCH_DAY_COUNT") or "1")
+local days = {}
+for i = 0, day_count - 1 do
+  days[i] = os.date("!%Y-%m-%d", day_first + i * 86400)
+end
 local threads = {}
 
 function setup(thread)
@@ -23,12 +32,23 @@ end
 function request()
   local k = index + sent * nthreads
   sent = sent + 1
+  if mode == "availability" then
+    return wrk.format("GET", string.format(
+      "/api/availability?service_id=%d&date=%s", service, days[k % day_count]))
+  end
+  -- A customer and a car per request: the server caps live bookings per e-mail/registration.
+  local what
+  if mode == "day" then
+    what = string.format('"day":"%s"', days[k % day_count])
+  else
+    what = string.format('"slot_id":%d', first + (k % count))
+  end
   local body = string.format(
-    '{"slot_id":%d,"service_id":%d,' ..
+    '{%s,"service_id":%d,' ..
     '"customer":{"name":"Bench Customer","email":"bench-%d-%d@example.com","phone":"+44 7700 900123"},' ..
     '"vehicle":{"registration":"BT%d %05d","make":"Ford","model":"Focus"},' ..
     '"notes":"rattle from the front left"}',
-    first + (k % count), service, index, sent, index, sent % 100000)
+    what, service, index, sent, index, sent % 100000)
   return wrk.format("POST", "/api/bookings", {["Content-Type"] = "application/json"}, body)
 end
 

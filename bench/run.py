@@ -1,6 +1,6 @@
 """`make bench`: garagebook's booking path measured against this machine's own ceilings, in
-one run, on PostgreSQL + Redis. Prints absolute figures and ratios, writes
-bench/results/latest.json (+ a timestamped copy) and bench/results/latency.png.
+one run, on PostgreSQL + Redis (database garagebook_bench). Prints absolute figures and
+ratios, writes bench/results/latest.json (+ a timestamped copy) and bench/results/latency.png.
 
 Scenarios (wrk with bench/booking.lua, 50 connections unless said otherwise):
   contested        1,000 simultaneous requests on one slot, 5 times (garagebook's own
@@ -10,12 +10,23 @@ Scenarios (wrk with bench/booking.lua, 50 connections unless said otherwise):
   bookings         a fresh free slot per request: 201s
   bookings_technician  the same with 8 technicians in the garage: each booking also takes
                    one (auto-assigned), its slots and its day's minutes (issue 15)
+  availability     the garage of issue 15 (garagebook_bench made afresh after the above):
+                   60 days × 6 bays × 8 technicians open 08-18, 65 % of the slots booked
+                   with technician claims (bulk SQL); GET /api/availability for a one-hour
+                   service, one day per request spread over the 60; 8 and 50 connections,
+                   and the same on the garage before the fill (availability_empty)
+  drop_offs        POST /api/bookings {"service_id", "day", …} of a 60-minute drop-off,
+                   spread over 200 further technician days (80 places each), a customer
+                   and car per request; 201s/s, then SQL: no technician day past its hours
 Ceilings, same tools, same machine, same run:
   http             a bare endpoint of the same framework and server that parses the same
                    body and answers 409 (bench/ceiling_app.py)
   redis            redis-benchmark: SET key value NX PX 300000
   postgres         pgbench running the booking path's own SQL (garagebook.bookings.sql)
 """
+
+# ruff: noqa: S603, S607, S608  (a measurement tool: it starts wrk, pgbench and psql, and builds
+# its SQL from its own constants)
 
 from __future__ import annotations
 
@@ -32,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +55,7 @@ from garagebook.bookings.sql import BOOK_POSTGRES
 from garagebook.cli import migrate_database
 from garagebook.concurrency.fire import Target, fire_together
 from garagebook.concurrency.report import latency_stats
+from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -57,6 +69,18 @@ PGBENCH_POOL = 250_000
 MISC_POOL = 100
 TECHNICIAN_POOL = 60_000  # slots booked with a technician (issue 15)
 TECHNICIANS = 8  # general technicians working every hour of the bench's calendar
+# The issue's garage (availability, drop-offs), garagebook_bench made afresh after the
+# scenarios above: GARAGE_DAYS days of GARAGE_BAYS bays and the TECHNICIANS, open OPENS-CLOSES
+# local time every day, FILL of the bay slots booked; DROP_OFF_DAYS technician days after them.
+ZONE = "Europe/London"
+GARAGE_START = date(2031, 1, 6)
+GARAGE_DAYS = 60
+GARAGE_BAYS = 6
+OPENS, CLOSES = 8, 18
+FILL = 0.65
+DROP_OFF_DAYS = 200  # 8 technicians × 10 h ÷ 1 h: 80 places a day, 16,000 in all
+DROP_OFF_MINUTES = 60
+MOT_SERVICE, DROP_OFF_SERVICE = 1, 2
 
 
 def log(message: str) -> None:
@@ -78,9 +102,8 @@ def require_tools() -> None:
 # --- the database -------------------------------------------------------------------------
 
 
-async def prepare_database() -> dict[str, int]:
-    """A fresh database, migrated, with the demo services and one contiguous block of slot ids
-    per use: misc (contested + taken slots), successful bookings, pgbench."""
+async def fresh_database() -> str:
+    """The bench's own database, dropped, created and migrated; its URL."""
     admin = create_async_engine(f"{PG_BASE}/postgres", isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
@@ -88,6 +111,13 @@ async def prepare_database() -> dict[str, int]:
     await admin.dispose()
     url = f"{PG_BASE}/{DATABASE}"
     await asyncio.to_thread(migrate_database, url)
+    return url
+
+
+async def prepare_database() -> dict[str, int]:
+    """A fresh database, migrated, with the demo services and one contiguous block of slot ids
+    per use: misc (contested + taken slots), successful bookings, pgbench."""
+    url = await fresh_database()
     total = MISC_POOL + SUCCESS_POOL + PGBENCH_POOL + TECHNICIAN_POOL
     bays, hours = 200, -(-total // 200)
     engine = create_async_engine(url)
@@ -159,6 +189,224 @@ async def add_technicians() -> None:
     await engine.dispose()
 
 
+# --- the issue's garage (availability, drop-offs) ------------------------------------------
+
+
+def garage_document() -> GarageDocument:
+    """What the garage's setup says, stored as is (no apply: the bench lays its calendar
+    itself, in 2031): the drop-off service needs the [drop_off] window from it."""
+    return parse_json(
+        {
+            "garage": {"name": "garagebook bench garage", "timezone": ZONE, "book_ahead_days": 366},
+            "hours": {day: [f"{OPENS:02d}:00-{CLOSES:02d}:00"] for day in WEEKDAYS},
+            "services": [
+                {"key": "mot", "name": "MOT", "minutes": 60, "price_pence": 5485},
+                {
+                    "key": "full-service-left",
+                    "name": "Full service (left for the day)",
+                    "minutes": 60,
+                    "price_pence": 19900,
+                    "labour_minutes": DROP_OFF_MINUTES,
+                    "mode": "drop_off",
+                },
+            ],
+            "bays": [{"name": f"Bay {n}"} for n in range(1, GARAGE_BAYS + 1)],
+            "technicians": [
+                {"name": f"Technician {n}", "skills": ["general"]}
+                for n in range(1, TECHNICIANS + 1)
+            ],
+            "drop_off": {"window": "08:00-09:30", "collect_from": "16:30"},
+        }
+    )
+
+
+async def prepare_garage() -> None:
+    """A fresh database holding the garage issue 15 describes: GARAGE_BAYS bays and
+    TECHNICIANS technicians with hourly slots OPENS-CLOSES every day for GARAGE_DAYS days,
+    nothing booked yet; then DROP_OFF_DAYS more technician days (no slots: a drop-off takes
+    none), so the drop-off run does not run out of places. Service 1 (MOT_SERVICE) is a
+    one-hour MOT, service 2 (DROP_OFF_SERVICE) a drop-off of DROP_OFF_MINUTES."""
+    url = await fresh_database()
+    hours = {"first": GARAGE_START, "days": GARAGE_DAYS, "opens": OPENS, "closes": CLOSES}
+    local_hours = (
+        "SELECT ((CAST(:first AS date) + d) + make_interval(hours => h))"
+        f" AT TIME ZONE '{ZONE}' AS at"
+        " FROM generate_series(0, :days - 1) d CROSS JOIN generate_series(:opens, :closes - 1) h"
+    )
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO services"
+                " (key, name, duration_minutes, price_pence, labour_minutes, mode) VALUES"
+                " ('mot', 'MOT', 60, 5485, NULL, 'timed'),"
+                " ('full-service-left', 'Full service (left for the day)', 60, 19900, :m,"
+                "  'drop_off')"
+            ),
+            {"m": DROP_OFF_MINUTES},
+        )
+        await conn.execute(
+            text("INSERT INTO bays (name) SELECT 'Bay ' || n FROM generate_series(1, :n) n"),
+            {"n": GARAGE_BAYS},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO technicians (name, skills)"
+                " SELECT 'Technician ' || n, 'general' FROM generate_series(1, :n) n"
+            ),
+            {"n": TECHNICIANS},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO slots (bay_id, starts_at, ends_at)"
+                " SELECT b.id, t.at, t.at + interval '1 hour'"
+                f" FROM bays b, ({local_hours}) t"
+            ),
+            hours,
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO technician_slots (technician_id, starts_at, ends_at)"
+                " SELECT p.id, t.at, t.at + interval '1 hour'"
+                f" FROM technicians p, ({local_hours}) t"
+            ),
+            hours,
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO technician_days (technician_id, day, minutes_working)"
+                " SELECT p.id, CAST(:first AS date) + d, :minutes"
+                " FROM technicians p, generate_series(0, :days - 1) d"
+            ),
+            {
+                "first": GARAGE_START,
+                "days": GARAGE_DAYS + DROP_OFF_DAYS,
+                "minutes": (CLOSES - OPENS) * 60,
+            },
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO garage (id, document, version, slot_minutes, min_notice_minutes,"
+                " updated_at) VALUES (1, :document, 1, 60, 0, now())"
+            ),
+            {"document": garage_document().canonical()},
+        )
+        await conn.execute(text("ANALYZE"))
+    await engine.dispose()
+
+
+async def fill_garage(share: float) -> dict[str, Any]:
+    """Book about `share` of the garage's bay slots, each with a technician's slot and its
+    day's minutes, as the booking statement would (claims, counters), in a few bulk
+    statements: the technician is spread by position so no two bookings share one."""
+    engine = create_async_engine(f"{PG_BASE}/{DATABASE}")
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT setseed(0.15)"))  # the same fill every run
+        await conn.execute(
+            text(
+                "INSERT INTO customers (email, name, updated_at)"
+                " VALUES ('fill@example.com', 'Fill', now())"
+            )
+        )
+        await conn.execute(
+            text("INSERT INTO vehicles (registration, updated_at) VALUES ('FI11 BEN', now())")
+        )
+        await conn.execute(
+            text(
+                "CREATE TEMP TABLE fill ON COMMIT DROP AS"
+                " SELECT s.id AS slot_id, s.starts_at, s.ends_at,"
+                "  row_number() OVER (PARTITION BY s.starts_at ORDER BY s.bay_id) AS k,"
+                "  dense_rank() OVER (ORDER BY s.starts_at) AS hour_n"
+                " FROM slots s WHERE random() < :share"
+            ),
+            {"share": share},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO bookings (id, reference, slot_id, service_id, customer_email,"
+                " customer_name, vehicle_registration, status, starts_at, ends_at, created_at,"
+                " price_pence, technician_id, technician_minutes)"
+                " SELECT 'fill' || f.slot_id, 'F' || f.slot_id, f.slot_id, 1,"
+                "  'fill@example.com', 'Fill', 'FI11 BEN', 'confirmed', f.starts_at, f.ends_at,"
+                "  now(), 5485, p.id, 60"
+                " FROM fill f JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n"
+                "  FROM technicians) p ON p.n = (f.k - 1 + f.hour_n) % :technicians + 1"
+            ),
+            {"technicians": TECHNICIANS},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO booking_slots (booking_id, slot_id, active)"
+                " SELECT id, slot_id, true FROM bookings WHERE id LIKE 'fill%'"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO technician_claims (booking_id, technician_slot_id, active)"
+                " SELECT b.id, t.id, true FROM bookings b JOIN technician_slots t"
+                "  ON t.technician_id = b.technician_id AND t.starts_at = b.starts_at"
+                " WHERE b.id LIKE 'fill%'"
+            )
+        )
+        await conn.execute(
+            text(
+                "UPDATE technician_days d SET minutes_booked = c.minutes FROM"
+                f" (SELECT technician_id, CAST(starts_at AT TIME ZONE '{ZONE}' AS date) AS day,"
+                "  sum(technician_minutes) AS minutes FROM bookings WHERE id LIKE 'fill%'"
+                "  GROUP BY 1, 2) c"
+                " WHERE d.technician_id = c.technician_id AND d.day = c.day"
+            )
+        )
+        booked, slot_count, claims = (
+            await conn.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM bookings), (SELECT count(*) FROM slots),"
+                    " (SELECT count(*) FROM technician_claims)"
+                )
+            )
+        ).one()
+        await conn.execute(text("ANALYZE"))
+    await engine.dispose()
+    assert booked == claims, "every fill booking claims its technician's slot"
+    return {
+        "days": GARAGE_DAYS,
+        "bays": GARAGE_BAYS,
+        "technicians": TECHNICIANS,
+        "slots": int(slot_count),
+        "booked": int(booked),
+        "share": booked / slot_count,
+    }
+
+
+def technician_day_check() -> dict[str, int]:
+    """After the drop-offs: technician days past their hours (by the counter, and by the
+    live bookings themselves), and counters that differ from their live bookings' minutes.
+    Any of them non-zero means the bench booked past a technician's day."""
+    row = run_sql(
+        "WITH booked AS (SELECT technician_id,"
+        f" CAST(starts_at AT TIME ZONE '{ZONE}' AS date) AS day,"
+        " sum(technician_minutes) AS minutes FROM bookings"
+        " WHERE status <> 'cancelled' AND technician_id IS NOT NULL GROUP BY 1, 2)"
+        " SELECT count(*) FILTER (WHERE d.minutes_booked > d.minutes_working),"
+        " count(*) FILTER (WHERE coalesce(b.minutes, 0) > d.minutes_working),"
+        " count(*) FILTER (WHERE d.minutes_booked <> coalesce(b.minutes, 0)),"
+        " (SELECT count(*) FROM bookings WHERE slot_id IS NULL AND status <> 'cancelled')"
+        " FROM technician_days d LEFT JOIN booked b USING (technician_id, day)"
+    ).strip()
+    over_counter, over_bookings, mismatched, drop_offs = (int(v) for v in row.split("|"))
+    return {
+        "days_over_hours_by_counter": over_counter,
+        "days_over_hours_by_bookings": over_bookings,
+        "counters_not_matching_bookings": mismatched,
+        "drop_offs_booked": drop_offs,
+    }
+
+
+def day_epoch(day: date) -> int:
+    """The Unix seconds of `day`'s UTC midnight: the Lua script counts days from it."""
+    return int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp())
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -210,9 +458,21 @@ def start_garagebook(workers: int, redis_url: str, prefix: str) -> Process:
 def start_ceiling(workers: int) -> Process:
     port = free_port()
     args = [
-        sys.executable, "-m", "uvicorn", "bench.ceiling_app:app", "--port", str(port),
-        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-        "--log-level", "warning", "--no-access-log",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.ceiling_app:app",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
     ]
     return Process(args, {**os.environ, "PYTHONPATH": str(ROOT)}, port)
 
@@ -220,20 +480,41 @@ def start_ceiling(workers: int) -> Process:
 # --- load -------------------------------------------------------------------------------------
 
 
-def wrk(url: str, first_slot: int, slot_count: int, connections: int, seconds: int) -> dict[str, Any]:
+def wrk(
+    url: str,
+    first_slot: int,
+    slot_count: int,
+    connections: int,
+    seconds: int,
+    **lua: str,
+) -> dict[str, Any]:
+    """wrk with bench/booking.lua; `lua` sets its other BENCH_* variables (mode=, days=…)."""
     threads = 2
     env = {
         **os.environ,
         "BENCH_SLOT_FIRST": str(first_slot),
         "BENCH_SLOT_COUNT": str(slot_count),
         "BENCH_THREADS": str(threads),
+        **{f"BENCH_{name.upper()}": value for name, value in lua.items()},
     }
     done = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-         "-s", str(LUA), url],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    line = next(l for l in done.stdout.splitlines() if l.startswith("BENCH_JSON "))
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON "))
     raw = json.loads(line.removeprefix("BENCH_JSON "))
     seconds_run = raw["duration_us"] / 1e6
     latency = {k: v / 1000 for k, v in raw["latency_us"].items()}
@@ -288,9 +569,27 @@ def _p99(values: list[float]) -> float | None:
 
 def redis_ceiling() -> float:
     done = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-c", "50", "-n", "300000",
-         "--csv", "SET", f"gbbench:{uuid.uuid4().hex}", "token", "NX", "PX", "300000"],
-        capture_output=True, text=True, check=True,
+        [
+            "redis-benchmark",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "6379",
+            "-c",
+            "50",
+            "-n",
+            "300000",
+            "--csv",
+            "SET",
+            f"gbbench:{uuid.uuid4().hex}",
+            "token",
+            "NX",
+            "PX",
+            "300000",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     row = done.stdout.strip().splitlines()[-1]
     return float(row.split(",")[1].strip('"'))
@@ -318,10 +617,10 @@ def pgbench_script() -> str:
         ":ends_at": "CAST('2031-01-06 09:00:00+00' AS timestamptz)",
         ":created_at": "now()",
         ":cancel_token_hash": "md5(CAST(:n AS text))",
-        ":payload": "'{\"booking_id\": \"pgbench\"}'",
+        ":payload": '\'{"booking_id": "pgbench"}\'',
         ":reminder_at": "CAST('2031-01-05 08:00:00+00' AS timestamptz)",
         # Used only for each enabled webhook subscription (none in the bench's database).
-        ":webhook_tail": "'\"event_id\":\"pgbench\"}'",
+        ":webhook_tail": '\'"event_id":"pgbench"}\'',
         ":idempotency_key": "NULL",
         ":request_hash": "NULL",
         ":response_body": "NULL",
@@ -362,11 +661,33 @@ def pgbench_ceiling(first_slot: int, clients: int, seconds: int) -> dict[str, An
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
         script.write(pgbench_script())
     try:
-        run_sql(f"DROP SEQUENCE IF EXISTS bench_slot_seq; CREATE SEQUENCE bench_slot_seq START {first_slot}")
+        run_sql(
+            "DROP SEQUENCE IF EXISTS bench_slot_seq;"
+            f" CREATE SEQUENCE bench_slot_seq START {first_slot}"
+        )
         done = subprocess.run(
-            ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
-             "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, DATABASE],
-            capture_output=True, text=True, check=True,
+            [
+                "pgbench",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-f",
+                script.name,
+                DATABASE,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
     finally:
         os.unlink(script.name)
@@ -379,18 +700,71 @@ def pgbench_ceiling(first_slot: int, clients: int, seconds: int) -> dict[str, An
 def run_sql(sql: str) -> str:
     return subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAq", "-d", DATABASE, "-c", sql],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
 
 def book_one(url: str, slot_id: int) -> None:
     body = {
-        "slot_id": slot_id, "service_id": 1,
+        "slot_id": slot_id,
+        "service_id": 1,
         "customer": {"name": "Taken", "email": "taken@example.com"},
         "vehicle": {"registration": "TA1 00001"},
     }
     response = httpx.post(f"{url}/api/bookings", json=body, timeout=10)
     assert response.status_code == 201, response.text
+
+
+def garage_scenarios(workers: int, seconds: int, prefix: str) -> dict[str, Any]:
+    """Availability of the issue's garage, empty and then filled, at 8 and 50 connections;
+    then drop-off bookings at 50 on the days after it, checked in SQL afterwards."""
+    light = max(3, seconds // 2)
+    days = {"day_first": str(day_epoch(GARAGE_START)), "day_count": str(GARAGE_DAYS)}
+    ask = {"mode": "availability", "service_id": str(MOT_SERVICE), **days}
+    found: dict[str, Any] = {}
+    asyncio.run(prepare_garage())
+    server = start_garagebook(workers, REDIS_URL, prefix)
+    try:
+        log("availability, empty garage …")
+        found["availability_empty_light"] = wrk(server.url, 0, 1, 8, light, **ask)
+        found["availability_empty"] = wrk(server.url, 0, 1, 50, light, **ask)
+        log(f"filling {FILL:.0%} of the garage's slots …")
+        garage = asyncio.run(fill_garage(FILL))
+        garage["sample"] = availability_sample(server.url, GARAGE_START + timedelta(days=10))
+        log("availability, filled garage …")
+        found["availability_light"] = wrk(server.url, 0, 1, 8, seconds, **ask)
+        found["availability"] = {**wrk(server.url, 0, 1, 50, seconds, **ask), "garage": garage}
+        log("drop-off bookings …")
+        first = GARAGE_START + timedelta(days=GARAGE_DAYS)
+        found["drop_offs"] = wrk(
+            server.url,
+            0,
+            1,
+            50,
+            seconds,
+            mode="day",
+            service_id=str(DROP_OFF_SERVICE),
+            day_first=str(day_epoch(first)),
+            day_count=str(DROP_OFF_DAYS),
+        )
+        found["drop_offs"]["check"] = technician_day_check()
+    finally:
+        server.stop()
+    return found
+
+
+def availability_sample(url: str, day: date) -> dict[str, int]:
+    """One filled day's availability, to show what the run asks for: starts offered, places."""
+    response = httpx.get(
+        f"{url}/api/availability",
+        params={"service_id": MOT_SERVICE, "date": day.isoformat()},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    starts = response.json()
+    return {"starts": len(starts), "places": sum(s["free"] for s in starts)}
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -405,8 +779,20 @@ def report(results: dict[str, Any]) -> list[str]:
         ("reservation rejection (Redis on)", s["reservation"], http, "HTTP ceiling"),
         ("database rejection (Redis down)", s["database"], http, "HTTP ceiling"),
         ("successful bookings", s["bookings"], pg, "pgbench ceiling"),
-        ("bookings taking a technician (auto-assigned)", s["bookings_technician"], pg,
-         "pgbench ceiling"),
+        (
+            "bookings taking a technician (auto-assigned)",
+            s["bookings_technician"],
+            pg,
+            "pgbench ceiling",
+        ),
+        (
+            "availability, filled garage (60 d, 6 bays, 8 techs)",
+            s["availability"],
+            s["availability_empty"]["rps"],
+            "empty garage",
+        ),
+        ("availability, empty garage", s["availability_empty"], None, None),
+        ("drop-off bookings (201s)", s["drop_offs"], pg, "pgbench ceiling"),
     ]
     lines = [
         f"garagebook bench — {results['date']} — {results['machine']['cores']} cores,"
@@ -415,21 +801,55 @@ def report(results: dict[str, Any]) -> list[str]:
         f"{'scenario (50 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}   ratio",
     ]
     for name, figures, ceiling, what in rows:
-        ratio = f"{figures['rps'] / ceiling:6.0%} of the {what}" if ceiling else ""
+        rate = created_rate(figures) if figures is s["drop_offs"] else figures["rps"]
+        ratio = f"{rate / ceiling:6.0%} of the {what}" if ceiling else ""
         lat = figures["latency_ms"]
-        lines.append(f"{name:<52}{figures['rps']:>9.0f}{lat['50']:>9.1f}{lat['99']:>9.1f}   {ratio}")
+        lines.append(f"{name:<52}{rate:>9.0f}{lat['50']:>9.1f}{lat['99']:>9.1f}   {ratio}")
     lines.append("")
     lines.append(f"{'light load (8 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for key, name in (("reservation_light", "reservation rejection"),
-                      ("database_light", "database rejection"),
-                      ("bookings_light", "successful bookings"),
-                      ("bookings_technician_light", "bookings taking a technician")):
+    for key, name in (
+        ("reservation_light", "reservation rejection"),
+        ("database_light", "database rejection"),
+        ("bookings_light", "successful bookings"),
+        ("bookings_technician_light", "bookings taking a technician"),
+        ("availability_light", "availability, filled garage"),
+        ("availability_empty_light", "availability, empty garage"),
+    ):
         f = s[key]
-        lines.append(f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}")
+        lines.append(
+            f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}"
+        )
     lines.append("")
-    lines.append(f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
-                 f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
-                 f" statement + COMMIT, -M prepared)")
+    garage, sample = s["availability"]["garage"], s["availability"]["garage"]["sample"]
+    lines.append(
+        f"availability garage: {garage['days']} days × {garage['bays']} bays ×"
+        f" {garage['technicians']} technicians, {garage['booked']:,} of {garage['slots']:,}"
+        f" slots booked ({garage['share']:.0%})"
+    )
+    lines.append(
+        f"  a sample day offers {sample['starts']} starts, {sample['places']} places;"
+        f" non-200 answers: filled {not_ok(s['availability'], 200)},"
+        f" empty {not_ok(s['availability_empty'], 200)}"
+    )
+    check, drops = s["drop_offs"]["check"], s["drop_offs"]
+    lines.append(
+        f"drop-offs: {drops['statuses'].get('201', 0):,} × 201 over {DROP_OFF_DAYS} days,"
+        f" {not_ok(drops, 201)} other answers; {check['drop_offs_booked']:,} in the database"
+        " (wrk stops counting before the last answers)"
+    )
+    lines.append(
+        f"  technician days past their hours: {check['days_over_hours_by_counter']} by the"
+        f" counter, {check['days_over_hours_by_bookings']} by the bookings; counters not equal"
+        f" to their bookings: {check['counters_not_matching_bookings']}"
+    )
+    if not double_booking_free(check):
+        lines.append("!!! DOUBLE BOOKING: the drop-off run booked past a technician's hours !!!")
+    lines.append("")
+    lines.append(
+        f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
+        f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
+        f" statement + COMMIT, -M prepared)"
+    )
     lines.append("")
     lines.append("contested: 1,000 simultaneous requests on one slot")
     for i, run in enumerate(s["contested"]["runs"], 1):
@@ -445,6 +865,25 @@ def report(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def created_rate(figures: dict[str, Any]) -> float:
+    """201s per second (wrk's rate counts every answer)."""
+    return float(figures["statuses"].get("201", 0)) * figures["rps"] / max(1, figures["requests"])
+
+
+def not_ok(figures: dict[str, Any], status: int) -> int:
+    """Answers other than `status`, and socket errors."""
+    errors = sum(figures["socket_errors"].values())
+    return figures["requests"] - figures["statuses"].get(str(status), 0) + errors
+
+
+def double_booking_free(check: dict[str, int]) -> bool:
+    return (
+        check["days_over_hours_by_counter"] == 0
+        and check["days_over_hours_by_bookings"] == 0
+        and check["counters_not_matching_bookings"] == 0
+    )
+
+
 def targets(results: dict[str, Any]) -> list[str]:
     c, s = results["ceilings"], results["scenarios"]
     http, pg = c["http"]["rps"], c["postgres"]["tps"]
@@ -457,8 +896,19 @@ def targets(results: dict[str, Any]) -> list[str]:
         ("bookings p99 < 100 ms", s["bookings"]["latency_ms"]["99"] < 100),
         (
             "contested: one 201, 999 409s, no errors, every run",
-            all(r["created"] == 1 and r["conflicts"] == 999 and r["errors"] == 0
-                for r in s["contested"]["runs"]),
+            all(
+                r["created"] == 1 and r["conflicts"] == 999 and r["errors"] == 0
+                for r in s["contested"]["runs"]
+            ),
+        ),
+        # Issue 15: one day's availability of the garage in single-digit milliseconds.
+        (
+            "availability p99 < 10 ms at 8 connections (filled garage)",
+            s["availability_light"]["latency_ms"]["99"] < 10,
+        ),
+        (
+            "drop-offs: no technician day past its hours, counters equal their bookings",
+            double_booking_free(s["drop_offs"]["check"]),
         ),
         (
             # Issue 19: a burst must not trip the breaker on its own queue (Redis is fine).
@@ -481,14 +931,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ("reservation rejection", results["scenarios"]["reservation"]),
         ("database rejection", results["scenarios"]["database"]),
         ("successful bookings", results["scenarios"]["bookings"]),
+        ("availability, filled garage", results["scenarios"]["availability"]),
+        ("drop-off bookings", results["scenarios"]["drop_offs"]),
     ]
     for name, figures in series:
-        points = sorted((float(p), v) for p, v in figures["latency_ms"].items() if p not in ("max", "mean"))
-        ax.plot([p for p, _ in points], [v for _, v in points], marker="o", label=f"{name} ({figures['rps']:,.0f}/s)")
+        points = sorted(
+            (float(p), v) for p, v in figures["latency_ms"].items() if p not in ("max", "mean")
+        )
+        ax.plot(
+            [p for p, _ in points],
+            [v for _, v in points],
+            marker="o",
+            label=f"{name} ({figures['rps']:,.0f}/s)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(f"garagebook latency at 50 connections — {results['date']}, {results['machine']['cores']} cores")
+    cores = results["machine"]["cores"]
+    ax.set_title(f"garagebook latency at 50 connections — {results['date']}, {cores} cores")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -499,7 +959,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10, help="per sustained-load scenario")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repetitions", type=int, default=5, help="contested runs")
@@ -532,9 +994,15 @@ def main() -> None:
         scenarios["reservation"] = wrk(server.url, taken, 1, 50, args.seconds)
         scenarios["reservation_light"] = wrk(server.url, taken, 1, 8, max(3, args.seconds // 2))
         log("successful bookings …")
-        scenarios["bookings"] = wrk(server.url, pools["success"], SUCCESS_POOL // 2, 50, args.seconds)
+        scenarios["bookings"] = wrk(
+            server.url, pools["success"], SUCCESS_POOL // 2, 50, args.seconds
+        )
         scenarios["bookings_light"] = wrk(
-            server.url, pools["success"] + SUCCESS_POOL // 2, SUCCESS_POOL // 2, 8, max(3, args.seconds // 2)
+            server.url,
+            pools["success"] + SUCCESS_POOL // 2,
+            SUCCESS_POOL // 2,
+            8,
+            max(3, args.seconds // 2),
         )
     finally:
         server.stop()
@@ -553,7 +1021,9 @@ def main() -> None:
     server = start_garagebook(args.workers, REDIS_URL, prefix)
     try:
         half = TECHNICIAN_POOL // 2
-        scenarios["bookings_technician"] = wrk(server.url, pools["technician"], half, 50, args.seconds)
+        scenarios["bookings_technician"] = wrk(
+            server.url, pools["technician"], half, 50, args.seconds
+        )
         scenarios["bookings_technician_light"] = wrk(
             server.url, pools["technician"] + half, half, 8, max(3, args.seconds // 2)
         )
@@ -564,6 +1034,9 @@ def main() -> None:
     ceilings["redis_set_nx_px"] = redis_ceiling()
     pool_clients = args.workers * int(os.environ.get("DATABASE_POOL_SIZE", "10"))
     ceilings["postgres"] = pgbench_ceiling(pools["pgbench"], pool_clients, args.seconds)
+
+    log("the issue's garage: availability and drop-offs …")
+    scenarios.update(garage_scenarios(args.workers, args.seconds, prefix))
 
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
