@@ -21,7 +21,6 @@ from garagebook.http import error_responses, json_body, json_response, parse_jso
 from garagebook.schema import services
 from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
 from garagebook.technicians.drop_offs import drop_off_days
-from garagebook.technicians.free import free_starts
 from garagebook.timeutil import to_local_iso, utcnow
 
 router = APIRouter(prefix="/api", tags=["slots"])
@@ -143,22 +142,21 @@ async def get_availability(
         listed = await list_slots(
             conn, start=start, end=end, now=now, zone=zone, service_id=service_id
         )
-        service = (
+        minutes: int = (
             await conn.execute(
-                select(services.c.duration_minutes, services.c.skill).where(
-                    services.c.id == service_id
-                )
+                select(services.c.duration_minutes).where(services.c.id == service_id)
             )
-        ).one()  # list_slots refused an unknown service
-        length = timedelta(minutes=service.duration_minutes)
-        staffed = await free_starts(conn, service.skill, start, end, length, zone)
+        ).scalar_one()  # list_slots refused an unknown service
+    length = timedelta(minutes=minutes)
     bays = Counter(a.slot.starts_at for a in listed if a.available)
+    # The technicians free at each start, as list_slots found them (None: none needed).
+    staffed = {a.slot.starts_at: a.technicians_free for a in listed}
     return json_response(
         [
             {
                 "starts_at": to_local_iso(s, zone),
                 "ends_at": to_local_iso(s + length, zone),
-                "free": bays[s] if staffed is None else min(bays[s], staffed.get(s, 0)),
+                "free": bays[s] if staffed[s] is None else min(bays[s], staffed[s] or 0),
             }
             for s in sorted(bays)
         ]

@@ -264,6 +264,9 @@ async def slots_starting(conn: AsyncConnection, starts_at: datetime, service_id:
 class Availability:
     slot: Slot
     available: bool
+    # How many qualified technicians are free for the service from this start; None where the
+    # garage lists none (or no service was given). Availability's `free` reads it.
+    technicians_free: int | None = None
 
 
 async def list_slots(
@@ -354,7 +357,14 @@ async def list_slots(
         covered = cover(slot, following, duration, zone)
         return bool(covered) and not taken.intersection(covered)
 
-    return [Availability(slot, available(slot)) for slot in listed]
+    return [
+        Availability(
+            slot,
+            available(slot),
+            None if staffed is None else staffed.get(slot.starts_at, 0),
+        )
+        for slot in listed
+    ]
 
 
 def local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
