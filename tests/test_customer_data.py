@@ -123,7 +123,15 @@ async def tables_holding(sql: SQL, stack: Stack, needle: str) -> list[str]:
 
 
 def files_holding(folder: Path, needle: str) -> list[str]:
-    return [p.name for p in folder.iterdir() if needle.lower().encode() in p.read_bytes().lower()]
+    """The mail files holding `needle`. The drop folder writes a mail as `.<name>.tmp` and
+    renames it when whole (or an erasure deletes one): a file gone between listing and
+    reading means the folder changed under us, so it is listed again."""
+    wanted = needle.lower().encode()
+    while True:
+        try:
+            return [p.name for p in folder.iterdir() if wanted in p.read_bytes().lower()]
+        except FileNotFoundError:
+            continue
 
 
 class Lines(logging.Handler):
