@@ -74,7 +74,12 @@ from garagebook.slots.service import Plan, PlanCache, local_day_bounds, slots_st
 from garagebook.technicians.claims import TechnicianChoice, TechnicianTaken
 from garagebook.technicians.claims import claim as claim_technician
 from garagebook.technicians.claims import release as release_technician
-from garagebook.technicians.drop_offs import DropOffPlan, plan_drop_off, refuse_unbookable
+from garagebook.technicians.drop_offs import (
+    DropOffPlan,
+    minutes_left,
+    plan_drop_off,
+    refuse_unbookable,
+)
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.webhooks.events import (
     BOOKING_CANCELLED as HOOK_CANCELLED,
@@ -275,6 +280,10 @@ async def _book(
                 for a in attempts[index + 1 :]
                 if a.technician is None or a.technician.technician_id != taken.technician_id
             ]
+            if isinstance(attempt.plan, DropOffPlan) and attempts:
+                # Refused for minutes: read who still has them before another transaction,
+                # so a burst on a full day costs each loser one write, not one per technician.
+                attempts = await _still_free(db, attempts, attempt.plan)
         except SlotUnavailable as exc:
             if exc.data.get("rejected_by") != "database" or request.slot_id is not None:
                 raise
@@ -285,6 +294,20 @@ async def _book(
     if technician_refused:
         raise SlotUnavailable("database", "No technician who can do it is free then.")
     raise SlotUnavailable("database")
+
+
+async def _still_free(db: Database, attempts: list[_Attempt], plan: DropOffPlan) -> list[_Attempt]:
+    """The drop-off attempts whose technician has the plan's minutes left now (a read: the
+    write still decides)."""
+    ids = [a.technician.technician_id for a in attempts if a.technician is not None]
+    async with db.read() as conn:
+        left = await minutes_left(conn, ids, plan.day, plan.day)
+    return [
+        a
+        for a in attempts
+        if a.technician is not None
+        and left.get((a.technician.technician_id, plan.day), 0) >= plan.technician_minutes
+    ]
 
 
 async def _commit(
