@@ -33,7 +33,7 @@ from garagebook.garage.rules import StalePlan, read_rules, refuse
 from garagebook.reservations import Key, Outcome, ReservationStore, technician_key
 from garagebook.schema import booking_slots, slots
 from garagebook.slots.service import Plan, PlanCache
-from garagebook.technicians.claims import technician_free
+from garagebook.technicians.free import technician_free
 from garagebook.timeutil import utcnow
 
 _RANDOM_CHARS = 32

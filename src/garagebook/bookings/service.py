@@ -74,12 +74,8 @@ from garagebook.slots.service import Plan, PlanCache, local_day_bounds, slots_st
 from garagebook.technicians.claims import TechnicianChoice, TechnicianTaken
 from garagebook.technicians.claims import claim as claim_technician
 from garagebook.technicians.claims import release as release_technician
-from garagebook.technicians.drop_offs import (
-    DropOffPlan,
-    minutes_left,
-    plan_drop_off,
-    refuse_unbookable,
-)
+from garagebook.technicians.drop_offs import DropOffPlan, plan_drop_off, refuse_unbookable
+from garagebook.technicians.free import minutes_left
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.webhooks.events import (
     BOOKING_CANCELLED as HOOK_CANCELLED,

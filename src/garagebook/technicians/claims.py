@@ -100,37 +100,6 @@ async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime
     )
 
 
-async def technician_free(
-    conn: AsyncConnection, technician_id: int, starts: Sequence[datetime], day: date, minutes: int
-) -> bool:
-    """Whether the database has `technician_id` free now: open, unclaimed slots at every one of
-    `starts`, and `minutes` left of their `day`, not absent. A read, for a hold: only the
-    booking's write decides."""
-    free_slots = await conn.scalar(
-        select(func.count())
-        .select_from(technician_slots)
-        .where(
-            technician_slots.c.technician_id == technician_id,
-            technician_slots.c.starts_at.in_(list(starts)),
-            technician_slots.c.open,
-            ~select(technician_claims.c.id)
-            .where(
-                technician_claims.c.technician_slot_id == technician_slots.c.id,
-                technician_claims.c.active,
-            )
-            .exists(),
-        )
-    )
-    left = await conn.scalar(
-        select(technician_days.c.minutes_working - technician_days.c.minutes_booked).where(
-            technician_days.c.technician_id == technician_id,
-            technician_days.c.day == day,
-            ~technician_days.c.absent,
-        )
-    )
-    return free_slots == len(starts) and left is not None and left >= minutes
-
-
 class TechnicianTaken(Exception):
     """The database refused this technician (a slot taken or closed, the day full or absent,
     the skill gone): the booking rolls back, and the next qualified technician may be tried."""

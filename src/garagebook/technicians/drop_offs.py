@@ -28,8 +28,9 @@ from garagebook.errors import InvalidRequest, ServiceNotFound, SlotUnavailable
 from garagebook.garage.apply import current_document
 from garagebook.garage.document import GarageDocument
 from garagebook.reservations import Key
-from garagebook.schema import garage, services, technician_days
+from garagebook.schema import garage, services
 from garagebook.technicians.claims import able
+from garagebook.technicians.free import minutes_left
 
 
 @dataclass(frozen=True)
@@ -136,27 +137,6 @@ async def plan_drop_off(conn: AsyncConnection, service_id: int, day: date) -> Dr
         garage_version=await conn.scalar(select(garage.c.version).where(garage.c.id == 1)),
         technician_ids=tuple(tid for tid in ids if left.get((tid, day), 0) >= minutes),
     )
-
-
-async def minutes_left(
-    conn: AsyncConnection, technician_ids: list[int], first: date, last: date
-) -> dict[tuple[int, date], int]:
-    """Each (technician, day)'s minutes not yet booked, for days they are not absent."""
-    if not technician_ids:
-        return {}
-    rows = await conn.execute(
-        select(
-            technician_days.c.technician_id,
-            technician_days.c.day,
-            technician_days.c.minutes_working - technician_days.c.minutes_booked,
-        ).where(
-            technician_days.c.technician_id.in_(technician_ids),
-            technician_days.c.day >= first,
-            technician_days.c.day <= last,
-            ~technician_days.c.absent,
-        )
-    )
-    return {(tid, day): int(left) for tid, day, left in rows}
 
 
 async def drop_off_days(

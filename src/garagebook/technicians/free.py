@@ -4,10 +4,11 @@ bay. A read, like the rest of availability: the booking's statement still decide
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.schema import technician_claims, technician_days, technician_slots
@@ -58,22 +59,7 @@ async def free_starts(
     ).all()
     first_day = start.astimezone(zone).date()
     last_day = (end + duration).astimezone(zone).date()
-    days = {
-        (row.technician_id, row.day): row.minutes_working - row.minutes_booked
-        for row in await conn.execute(
-            select(
-                technician_days.c.technician_id,
-                technician_days.c.day,
-                technician_days.c.minutes_working,
-                technician_days.c.minutes_booked,
-            ).where(
-                technician_days.c.technician_id.in_(ids),
-                technician_days.c.day >= first_day,
-                technician_days.c.day <= last_day,
-                ~technician_days.c.absent,
-            )
-        )
-    }
+    days = await minutes_left(conn, ids, first_day, last_day)
     free: dict[int, dict[datetime, datetime]] = defaultdict(dict)  # technician: start → end
     for row in rows:
         if row.open and not row.taken:
@@ -93,3 +79,49 @@ async def free_starts(
             if reached - begins >= duration:
                 found[begins] += 1
     return dict(found)
+
+
+async def minutes_left(
+    conn: AsyncConnection, technician_ids: list[int], first: date, last: date
+) -> dict[tuple[int, date], int]:
+    """Each (technician, day)'s minutes not yet booked, for days they are not absent."""
+    if not technician_ids:
+        return {}
+    rows = await conn.execute(
+        select(
+            technician_days.c.technician_id,
+            technician_days.c.day,
+            technician_days.c.minutes_working - technician_days.c.minutes_booked,
+        ).where(
+            technician_days.c.technician_id.in_(technician_ids),
+            technician_days.c.day >= first,
+            technician_days.c.day <= last,
+            ~technician_days.c.absent,
+        )
+    )
+    return {(tid, day): int(left) for tid, day, left in rows}
+
+
+async def technician_free(
+    conn: AsyncConnection, technician_id: int, starts: Sequence[datetime], day: date, minutes: int
+) -> bool:
+    """Whether the database has `technician_id` free now: open, unclaimed slots at every one of
+    `starts`, and `minutes` left of their `day`, not absent. A read, for a hold: only the
+    booking's write decides."""
+    free_slots = await conn.scalar(
+        select(func.count())
+        .select_from(technician_slots)
+        .where(
+            technician_slots.c.technician_id == technician_id,
+            technician_slots.c.starts_at.in_(list(starts)),
+            technician_slots.c.open,
+            ~select(technician_claims.c.id)
+            .where(
+                technician_claims.c.technician_slot_id == technician_slots.c.id,
+                technician_claims.c.active,
+            )
+            .exists(),
+        )
+    )
+    left = (await minutes_left(conn, [technician_id], day, day)).get((technician_id, day))
+    return free_slots == len(starts) and left is not None and left >= minutes
