@@ -33,6 +33,7 @@ from garagebook.logs import configure_logging
 from garagebook.ops import router as ops_router
 from garagebook.ratelimit import RateLimiter
 from garagebook.reservations import create_reservations
+from garagebook.slots.cache import AvailabilityCache
 from garagebook.slots.routes import SlotIn
 from garagebook.slots.routes import router as slots_router
 from garagebook.slots.service import PlanCache
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(create_engine(settings))
         app.state.reservations = create_reservations(settings)
         app.state.plans = PlanCache(settings.timezone)
+        app.state.availability = AvailabilityCache(settings.timezone)
         app.state.rate_limiter = RateLimiter(settings, app.state.reservations)
         # The embedded default delivers its own mail; production runs `garagebook worker`.
         worker = (

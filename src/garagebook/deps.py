@@ -15,6 +15,7 @@ from garagebook.db import Database
 from garagebook.errors import AdminNotConfigured, Forbidden, NotAuthenticated
 from garagebook.ratelimit import Action, RateLimiter
 from garagebook.reservations import ReservationStore
+from garagebook.slots.cache import AvailabilityCache
 from garagebook.slots.service import PlanCache
 
 
@@ -33,6 +34,11 @@ async def _plans(request: Request) -> PlanCache:
     return plans
 
 
+async def _availability(request: Request) -> AvailabilityCache:
+    cache: AvailabilityCache = request.app.state.availability
+    return cache
+
+
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -42,6 +48,7 @@ DatabaseDep = Annotated[Database, Depends(_db)]
 ReservationsDep = Annotated[ReservationStore, Depends(_reservations)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PlansDep = Annotated[PlanCache, Depends(_plans)]
+AvailabilityDep = Annotated[AvailabilityCache, Depends(_availability)]
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:

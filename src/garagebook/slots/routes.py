@@ -13,13 +13,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from garagebook.deps import AdminDep, DatabaseDep, SettingsDep
+from garagebook.deps import AdminDep, AvailabilityDep, DatabaseDep, SettingsDep
 from garagebook.errors import InvalidRequest
 from garagebook.fields import Id, IsoDate
 from garagebook.garage.rules import notice_minutes
 from garagebook.http import error_responses, json_body, json_response, parse_json
 from garagebook.schema import services
-from garagebook.slots.service import Slot, create_slot, list_slots, local_day_bounds
+from garagebook.slots.cache import AvailabilityCache
+from garagebook.slots.service import (
+    Availability,
+    Slot,
+    create_slot,
+    local_day_bounds,
+    slots_listing,
+)
 from garagebook.technicians.drop_offs import drop_off_days
 from garagebook.timeutil import to_local_iso, utcnow
 
@@ -54,6 +61,7 @@ async def list_services(db: DatabaseDep) -> Response:
 async def get_slots(
     db: DatabaseDep,
     settings: SettingsDep,
+    cache: AvailabilityDep,
     day: Annotated[IsoDate | None, Query(alias="date")] = None,
     available: bool | None = None,
     service_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
@@ -65,12 +73,43 @@ async def get_slots(
     zone = settings.timezone
     start, end = local_day_bounds(day, zone) if day else (now, now + LISTING_HORIZON)
     async with db.read() as conn:
-        listed = await list_slots(
-            conn, start=start, end=end, now=now, zone=zone, service_id=service_id
-        )
+        if service_id is None:
+            listed = await slots_listing(
+                conn, start=start, end=end, now=now, available=available, limit=limit
+            )
+        elif day is not None:
+            listed = (await cache.days(conn, service_id, day, 1, now))[day]
+        else:
+            listed = await _ahead(conn, cache, service_id, now, zone, available, limit)
     if available is not None:
         listed = [a for a in listed if a.available == available]
     return json_response([slot_json(a.slot, a.available, zone) for a in listed[:limit]])
+
+
+async def _ahead(
+    conn: AsyncConnection,
+    cache: AvailabilityCache,
+    service_id: int,
+    now: datetime,
+    zone: ZoneInfo,
+    available: bool | None,
+    limit: int,
+) -> list[Availability]:
+    """A service's slots from now to LISTING_HORIZON, a week at a time until `limit` of them
+    pass the `available` filter: the soonest free times cost what it takes to reach them."""
+    end = now + LISTING_HORIZON
+    day, last = now.astimezone(zone).date(), end.astimezone(zone).date()
+    listed: list[Availability] = []
+    while day <= last and len(listed) < limit:
+        count = min(7, (last - day).days + 1)
+        for found in (await cache.days(conn, service_id, day, count, now)).values():
+            listed.extend(
+                a
+                for a in found
+                if now <= a.slot.starts_at < end and available in (None, a.available)
+            )
+        day += timedelta(days=count)
+    return listed
 
 
 class SlotIn(BaseModel):
@@ -109,6 +148,7 @@ async def create_admin_slot(request: Request, db: DatabaseDep, settings: Setting
 async def get_availability(
     db: DatabaseDep,
     settings: SettingsDep,
+    cache: AvailabilityDep,
     service_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
     day: Annotated[IsoDate | None, Query(alias="date")] = None,
 ) -> Response:
@@ -137,16 +177,13 @@ async def get_availability(
             "Give the day as date=YYYY-MM-DD.",
             fields=[{"field": "date", "problem": "a timed service's times are listed by day"}],
         )
-    start, end = local_day_bounds(day, zone)
     async with db.read() as conn:
-        listed = await list_slots(
-            conn, start=start, end=end, now=now, zone=zone, service_id=service_id
-        )
+        listed = (await cache.days(conn, service_id, day, 1, now))[day]
         minutes: int = (
             await conn.execute(
                 select(services.c.duration_minutes).where(services.c.id == service_id)
             )
-        ).scalar_one()  # list_slots refused an unknown service
+        ).scalar_one()  # the cache refused an unknown service
     length = timedelta(minutes=minutes)
     bays = Counter(a.slot.starts_at for a in listed if a.available)
     # The technicians free at each start, as list_slots found them (None: none needed).

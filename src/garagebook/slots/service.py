@@ -274,7 +274,7 @@ async def list_slots(
     *,
     start: datetime,
     end: datetime,
-    now: datetime,
+    now: datetime | None,
     zone: ZoneInfo,
     service_id: int | None,
     own_slots: Collection[int] = (),
@@ -288,7 +288,8 @@ async def list_slots(
     it). Where the garage lists technicians, a service's start also needs a qualified one free
     for its whole time (technicians/free.py). (A read: the booking's statement still decides.)
     `own_slots` count as free: a booking being moved may overlap its own current time (and
-    `own_booking`'s technician claims). `online` false: staff, no notice."""
+    `own_booking`'s technician claims). `online` false: staff, no notice. `now` None: no start
+    is too soon (the availability cache keeps what does not change with the clock)."""
     duration: timedelta | None = None
     needs: str | None = None
     staffed: dict[datetime, int] | None = None  # start → free technicians; None: none needed
@@ -306,7 +307,9 @@ async def list_slots(
         staffed = await free_starts(
             conn, service.skill, start, end, duration, zone, own_booking=own_booking
         )
-    not_before = now + timedelta(minutes=await notice_minutes(conn)) if online else now
+    not_before = now
+    if now is not None and online:
+        not_before = now + timedelta(minutes=await notice_minutes(conn))
     capable = {
         r.id
         for r in await conn.execute(select(bays.c.id, bays.c.capabilities).where(bays.c.active))
@@ -346,7 +349,8 @@ async def list_slots(
     position = {slot.id: i for bay_slots in by_bay.values() for i, slot in enumerate(bay_slots)}
 
     def available(slot: Slot) -> bool:
-        if slot.starts_at <= not_before or slot.id in taken or slot.bay_id not in capable:
+        too_soon = not_before is not None and slot.starts_at <= not_before
+        if too_soon or slot.id in taken or slot.bay_id not in capable:
             return False
         if duration is None:
             return True
@@ -364,6 +368,46 @@ async def list_slots(
             None if staffed is None else staffed.get(slot.starts_at, 0),
         )
         for slot in listed
+    ]
+
+
+async def slots_listing(
+    conn: AsyncConnection,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    available: bool | None,
+    limit: int,
+) -> list[Availability]:
+    """`list_slots` without a service, as `GET /api/slots` lists them: the first `limit` slots
+    starting in [start, end), soonest first, only `available` ones (or only unavailable ones,
+    or all with None). Without a service a slot's availability is its own row (open, unclaimed,
+    past the notice, on an active bay), so the database filters and stops at `limit`: what it
+    reads grows with how far ahead the free times are, not with the calendar's length."""
+    taken = booking_slots.c.slot_id.is_not(None)
+    free = and_(
+        slots.c.open,
+        ~taken,
+        slots.c.starts_at > now + timedelta(minutes=await notice_minutes(conn)),
+        bays.c.active,
+    )
+    query = (
+        select(slots.c.id, slots.c.bay_id, slots.c.starts_at, slots.c.ends_at, free.label("free"))
+        .select_from(
+            slots.join(bays, bays.c.id == slots.c.bay_id).outerjoin(
+                booking_slots, and_(booking_slots.c.slot_id == slots.c.id, booking_slots.c.active)
+            )
+        )
+        .where(slots.c.starts_at >= start, slots.c.starts_at < end, slots.c.open | taken)
+        .order_by(slots.c.starts_at, slots.c.bay_id)
+        .limit(limit)
+    )
+    if available is not None:
+        query = query.where(free if available else ~free)
+    return [
+        Availability(Slot(r.id, r.bay_id, r.starts_at, r.ends_at), bool(r.free))
+        for r in await conn.execute(query)
     ]
 
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 from starlette.responses import Response
 
-from garagebook.deps import DatabaseDep, SettingsDep
+from garagebook.deps import AvailabilityDep, DatabaseDep, SettingsDep
 from garagebook.schema import services, slots
 from garagebook.timeutil import utcnow
 from garagebook.web.choices import (
@@ -49,6 +49,7 @@ async def booking_page(
     request: Request,
     db: DatabaseDep,
     settings: SettingsDep,
+    cache: AvailabilityDep,
     service: str | None = None,
     date_value: Annotated[str | None, Query(alias="date")] = None,
     day_value: Annotated[str | None, Query(alias="day")] = None,
@@ -86,9 +87,9 @@ async def booking_page(
                     slot_id = None
                 else:
                     day = slot_start.astimezone(settings.timezone).date()
-            days, listed = await day_choices(conn, settings, chosen.id, now)
+            days, listed = await day_choices(conn, settings, chosen.id, now, cache=cache)
             if day is not None and any(d.day == day for d in days):
-                times = times_of(listed, day, settings, prefer=slot_id)
+                times = times_of(listed.get(day, []), settings, prefer=slot_id)
             else:
                 day = None
     suggested = next((t for t in times if t.slot_id == slot_id), None)

@@ -5,9 +5,9 @@ day alone (`drop_off_choices`): its window and collection time, never a time to 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from garagebook.closures.service import closed_slots
 from garagebook.config import Settings
 from garagebook.garage.rules import notice_minutes
-from garagebook.slots.service import list_slots, local_day_bounds
+from garagebook.slots.cache import AvailabilityCache
+from garagebook.slots.service import Availability, list_slots, local_day_bounds
 from garagebook.technicians.drop_offs import Window, drop_off_days
 from garagebook.web.pages import local_time, long_date
 
@@ -89,46 +90,50 @@ async def day_choices(
     own_slots: list[int] | None = None,
     current_start: datetime | None = None,
     own_booking: str | None = None,
-) -> tuple[list[Day], list[Any]]:
-    """The next BOOKING_DAYS days for a service, each bookable or not, and the listed slots.
-    When moving a booking, its own slots count as free and its current start is no choice."""
+    cache: AvailabilityCache | None = None,
+) -> tuple[list[Day], dict[date, list[Availability]]]:
+    """The next BOOKING_DAYS days for a service, each bookable or not, and each day's listed
+    slots. When moving a booking, its own slots count as free and its current start is no
+    choice. `cache`: what every customer sees, kept by the availability cache (not a move)."""
     zone = settings.timezone
     today = now.astimezone(zone).date()
     start, _ = local_day_bounds(today, zone)
     _, end = local_day_bounds(today + timedelta(days=BOOKING_DAYS - 1), zone)
-    listed = await list_slots(
-        conn,
-        start=start,
-        end=end,
-        now=now,
-        zone=zone,
-        service_id=service_id,
-        own_slots=own_slots or (),
-        own_booking=own_booking,
-    )
-    listed = [a for a in listed if a.slot.starts_at != current_start]
+    if cache is not None and not own_slots and own_booking is None and current_start is None:
+        by_day = await cache.days(conn, service_id, today, BOOKING_DAYS, now)
+    else:
+        listed = await list_slots(
+            conn,
+            start=start,
+            end=end,
+            now=now,
+            zone=zone,
+            service_id=service_id,
+            own_slots=own_slots or (),
+            own_booking=own_booking,
+        )
+        by_day = defaultdict(list)
+        for a in listed:
+            if a.slot.starts_at != current_start:
+                by_day[a.slot.starts_at.astimezone(zone).date()].append(a)
     # Slots staff closed (closures): a day with nothing else is closed, not full, and has no
     # waitlist.
     closed = await closed_slots(conn, start, end)
-    open_days = {a.slot.starts_at.astimezone(zone).date() for a in listed if a.available}
-    future: set[date] = set()  # days with a future time the garage has not closed
-    for a in listed:
-        if a.slot.starts_at > now and a.slot.id not in closed:
-            future.add(a.slot.starts_at.astimezone(zone).date())
-    any_slots = {a.slot.starts_at.astimezone(zone).date() for a in listed}
     days = []
     for offset in range(BOOKING_DAYS):
         d = today + timedelta(days=offset)
         label = f"{d:%a} {d.day} {d:%b}"
-        if d in open_days:
+        listed = by_day.get(d, [])
+        if any(a.available for a in listed):
             days.append(Day(d, label, True))
-        elif d in future:  # open, with times, none free for this service: full
+        elif any(a.slot.starts_at > now and a.slot.id not in closed for a in listed):
+            # open, with times the garage has not closed, none free for this service: full
             days.append(Day(d, label, False, full=True, why="Full"))
-        elif d == today and d in any_slots:
+        elif d == today and listed:
             days.append(Day(d, label, False, why="No times left"))
         else:  # no opening hours that day, or every time closed by staff
             days.append(Day(d, label, False, why="Closed"))
-    return days, listed
+    return days, by_day
 
 
 def day_label(day: date, settings: Settings) -> str:
@@ -138,16 +143,15 @@ def day_label(day: date, settings: Settings) -> str:
 
 
 def times_of(
-    listed: list[Any], day: date, settings: Settings, prefer: int | None = None
+    listed: list[Availability], settings: Settings, prefer: int | None = None
 ) -> list[Time]:
-    """One button per start time: the first bay free then (customers do not choose bays),
-    or the `prefer`red slot when it is free (the one a deep link named)."""
+    """One button per start time of a day's `listed` slots: the first bay free then (customers
+    do not choose bays), or the `prefer`red slot when it is free (the one a deep link named)."""
     zone = settings.timezone
     seen: dict[datetime, Time] = {}
     for a in listed:
-        local = a.slot.starts_at.astimezone(zone)
-        if not a.available or local.date() != day:
+        if not a.available or (a.slot.starts_at in seen and a.slot.id != prefer):
             continue
-        if a.slot.starts_at not in seen or a.slot.id == prefer:
-            seen[a.slot.starts_at] = Time(a.slot.id, local.strftime("%H:%M"), local.isoformat())
+        local = a.slot.starts_at.astimezone(zone)
+        seen[a.slot.starts_at] = Time(a.slot.id, local.strftime("%H:%M"), local.isoformat())
     return [seen[k] for k in sorted(seen)]

@@ -153,7 +153,7 @@ async def _manage(
                 own_booking=booking["id"],
             )
         if move_day is not None and any(d.day == move_day for d in days):
-            times = times_of(listed, move_day, settings)
+            times = times_of(listed.get(move_day, []), settings)
         else:
             move_day = None
     context = {
