@@ -57,7 +57,8 @@ WITH service AS (
 )
 SELECT d.i, bay.slots, bay.claims, staff.slots, staff.claims, staff_days.days,
     (SELECT h FROM setup) AS setup,
-    (SELECT duration_minutes FROM service) AS duration_minutes
+    (SELECT duration_minutes FROM service) AS duration_minutes,
+    (SELECT min_notice_minutes FROM garage WHERE id = 1) AS notice_minutes
 FROM day d
 CROSS JOIN LATERAL (
     SELECT coalesce(sum(hashtextextended(s.ctid::text, s.xmin::text::bigint)), 0) AS slots,
@@ -97,7 +98,7 @@ class AvailabilityCache:
     Only what every customer sees is kept: staff views and a booking being moved (its own
     slots count as free) call `list_slots` themselves."""
 
-    def __init__(self, zone: ZoneInfo, size: int = 4_000) -> None:
+    def __init__(self, zone: ZoneInfo, size: int = 2_000) -> None:
         self._zone = zone
         self._size = size
         self._days: OrderedDict[tuple[int, date], _Day] = OrderedDict()
@@ -110,14 +111,16 @@ class AvailabilityCache:
         wanted = [first + timedelta(days=n) for n in range(count)]
         if conn.dialect.name != "postgresql":
             found = await self._compute(conn, service_id, wanted)
+            notice = await notice_minutes(conn)
         else:
-            found = await self._cached(conn, service_id, wanted)
-        not_before = now + timedelta(minutes=await notice_minutes(conn))
+            found, notice = await self._cached(conn, service_id, wanted)
+        not_before = now + timedelta(minutes=notice)
         return {day: _at(found[day], not_before) for day in wanted}
 
     async def _cached(
         self, conn: AsyncConnection, service_id: int, wanted: list[date]
-    ) -> dict[date, list[Availability]]:
+    ) -> tuple[dict[date, list[Availability]], int]:
+        """The days, from the cache where their fingerprint still holds; and the notice."""
         bounds = [local_day_bounds(day, self._zone) for day in wanted]
         rows = (
             await conn.execute(
@@ -133,7 +136,8 @@ class AvailabilityCache:
         ).all()
         if rows[0].duration_minutes is None:
             raise ServiceNotFound(service_id=service_id)
-        prints = {wanted[row.i]: tuple(row)[1:] for row in rows}
+        # Each day's per-table sums (the columns between the day's index and the service's).
+        prints = {wanted[row.i]: tuple(row)[1:7] for row in rows}
         found: dict[date, list[Availability]] = {}
         missing = []
         for day in wanted:
@@ -151,7 +155,7 @@ class AvailabilityCache:
             while len(self._days) > self._size:
                 self._days.popitem(last=False)
             found.update(computed)
-        return found
+        return found, int(rows[0].notice_minutes or 0)
 
     async def _compute(
         self, conn: AsyncConnection, service_id: int, days: list[date]

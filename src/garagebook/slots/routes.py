@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from garagebook.deps import AdminDep, AvailabilityDep, DatabaseDep, SettingsDep
-from garagebook.errors import InvalidRequest
+from garagebook.errors import InvalidRequest, ServiceNotFound
 from garagebook.fields import Id, IsoDate
 from garagebook.garage.rules import notice_minutes
 from garagebook.http import error_responses, json_body, json_response, parse_json
@@ -167,24 +167,24 @@ async def get_availability(
     now = utcnow()
     zone = settings.timezone
     async with db.read() as conn:
-        mode = await conn.scalar(
-            select(services.c.mode).where(services.c.id == service_id, services.c.active)
-        )
-        if mode == "drop_off":
-            return json_response(await _drop_off_days(conn, service_id, day, now, zone))
-    if day is None:
-        raise InvalidRequest(
-            "Give the day as date=YYYY-MM-DD.",
-            fields=[{"field": "date", "problem": "a timed service's times are listed by day"}],
-        )
-    async with db.read() as conn:
-        listed = (await cache.days(conn, service_id, day, 1, now))[day]
-        minutes: int = (
+        service = (
             await conn.execute(
-                select(services.c.duration_minutes).where(services.c.id == service_id)
+                select(services.c.mode, services.c.duration_minutes).where(
+                    services.c.id == service_id, services.c.active
+                )
             )
-        ).scalar_one()  # the cache refused an unknown service
-    length = timedelta(minutes=minutes)
+        ).first()
+        if service is None:
+            raise ServiceNotFound(service_id=service_id)
+        if service.mode == "drop_off":
+            return json_response(await _drop_off_days(conn, service_id, day, now, zone))
+        if day is None:
+            raise InvalidRequest(
+                "Give the day as date=YYYY-MM-DD.",
+                fields=[{"field": "date", "problem": "a timed service's times are listed by day"}],
+            )
+        listed = (await cache.days(conn, service_id, day, 1, now))[day]
+    length = timedelta(minutes=service.duration_minutes)
     bays = Counter(a.slot.starts_at for a in listed if a.available)
     # The technicians free at each start, as list_slots found them (None: none needed).
     staffed = {a.slot.starts_at: a.technicians_free for a in listed}
