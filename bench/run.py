@@ -809,6 +809,13 @@ async def build_calendar_garages() -> dict[str, dict[str, Any]]:
             history_days=int(shape["history_days"]),
         )
         built[name]["database"] = CALENDAR_DATABASES[name]
+        if built[name]["apply_added"] or built[name]["closed"]:
+            # Still a correct garage (the apply had the last word), but no longer the one the
+            # bench laid: garagebook's calendar changed, bench/calendar_garage.py should follow.
+            log(
+                f"calendar: the apply added {built[name]['apply_added']} and closed"
+                f" {built[name]['closed']} of the slots the bench laid ({name} garage)"
+            )
     return built
 
 
