@@ -5,8 +5,10 @@
 
 The setup is the real example document (examples/technicians-garage.toml) applied through
 garagebook's own apply path, dated from the real now, so "the next free times" start today.
-Only the bookings (and a past calendar) are laid in bulk SQL, as the booking statement would
-leave them: thousands of HTTP bookings would take minutes and measure nothing of interest.
+The calendar's rows (times from garagebook's calendar functions, checked by the apply) and the
+bookings are laid in bulk SQL, the bookings as the booking statement would leave them:
+thousands of HTTP bookings would take minutes and measure nothing of interest. The year-long
+garage takes 12-15 s on this (2-core, shared) machine.
 """
 
 # ruff: noqa: S608  (its SQL is built from its own constants; every value is a bound parameter)
