@@ -958,7 +958,8 @@ def calendar_report(calendar: dict[str, Any]) -> list[str]:
         )
     lines.append(
         f"  service {calendar['service']['key']!r}, days {calendar['days'][0]} …"
-        f" {calendar['days'][-1]} ({len(calendar['days'])} open days)"
+        f" {calendar['days'][-1]} ({len(calendar['days'])} open days); "
+        + "; ".join(f"{name}: {what}" for name, what in CALENDAR_REQUESTS.items())
     )
     return lines
 
