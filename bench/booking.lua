@@ -1,8 +1,12 @@
--- wrk script for garagebook's POST /api/bookings and GET /api/availability.
+-- wrk script for garagebook's POST /api/bookings, GET /api/availability and the calendar reads.
 -- BENCH_MODE: "slot" (default): request k books slot BENCH_SLOT_FIRST + (k mod BENCH_SLOT_COUNT),
 -- spread over threads without overlap (COUNT=1: every request hits one, already booked, slot);
 -- "day": request k books a drop-off on day k mod BENCH_DAY_COUNT after BENCH_DAY_FIRST (Unix
 -- seconds of its UTC midnight); "availability": request k asks for that day's availability.
+-- The calendar modes (issue 17) read their days from BENCH_DAYS, local dates "YYYY-MM-DD,…" (the
+-- days the garage is open): "day_slots": request k asks for day k's free starts of service
+-- BENCH_SERVICE_ID; "next_free": the next 50 free times; "booking_page": the booking page of
+-- service BENCH_SERVICE_ID on day k.
 -- BENCH_THREADS must equal wrk's -t. done() prints one line "BENCH_JSON {...}".
 local mode = os.getenv("BENCH_MODE") or "slot"
 local first = tonumber(os.getenv("BENCH_SLOT_FIRST") or "1")
@@ -14,6 +18,10 @@ local day_count = tonumber(os.getenv("BENCH_DAY_COUNT") or "1")
 local days = {}
 for i = 0, day_count - 1 do
   days[i] = os.date("!%Y-%m-%d", day_first + i * 86400)
+end
+local listed = {}
+for d in string.gmatch(os.getenv("BENCH_DAYS") or "", "[^,]+") do
+  table.insert(listed, d)
 end
 local threads = {}
 
@@ -32,6 +40,14 @@ end
 function request()
   local k = index + sent * nthreads
   sent = sent + 1
+  if mode == "day_slots" then
+    return wrk.format("GET", string.format(
+      "/api/slots?date=%s&service_id=%d&available=true", listed[k % #listed + 1], service))
+  elseif mode == "next_free" then
+    return wrk.format("GET", "/api/slots?available=true&limit=50")
+  elseif mode == "booking_page" then
+    return wrk.format("GET", string.format("/?service=%d&day=%s", service, listed[k % #listed + 1]))
+  end
   if mode == "availability" then
     return wrk.format("GET", string.format(
       "/api/availability?service_id=%d&date=%s", service, days[k % day_count]))

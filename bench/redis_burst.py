@@ -53,7 +53,7 @@ class Probe:
             started = time.perf_counter()
             try:
                 if isinstance(self, BlockingConnectionPool):
-                    return await blocking_get(self, *args, **kwargs)
+                    return await blocking_get(self, *args, **kwargs)  # type: ignore[no-untyped-call]
                 return await get_connection(self, *args, **kwargs)
             finally:
                 probe.pool_wait.append(time.perf_counter() - started)
@@ -85,15 +85,15 @@ class Probe:
         async def timed_connect(self: Connection) -> None:
             started = time.perf_counter()
             try:
-                await connect(self)
+                await connect(self)  # type: ignore[no-untyped-call]
             finally:
                 probe.connect.append(time.perf_counter() - started)
 
         RedisReservations._failed = counted_failure  # type: ignore[method-assign]
-        Connection.connect = timed_connect  # type: ignore[method-assign]
+        Connection.connect = timed_connect  # type: ignore[method-assign,assignment]
         BlockingConnectionPool.get_connection = timed_get  # type: ignore[method-assign]
-        ConnectionPool.get_connection = timed_get  # type: ignore[method-assign]
-        Connection._read_response_from_parser = timed_read  # type: ignore[method-assign]
+        ConnectionPool.get_connection = timed_get  # type: ignore[method-assign,assignment]
+        Connection._read_response_from_parser = timed_read  # type: ignore[method-assign,assignment]
 
 
 def quantiles(values: list[float]) -> str:
@@ -122,11 +122,11 @@ async def one_round(url: str, calls: int, timeout_ms: int, probe: Probe) -> Coun
         async def timed_acquire() -> bool:
             started = time.perf_counter()
             try:
-                return await acquire()
+                return bool(await acquire())
             finally:
                 probe.queue_wait.append(time.perf_counter() - started)
 
-        admit.acquire = timed_acquire  # type: ignore[method-assign]
+        admit.acquire = timed_acquire
     lag: list[float] = []
     stop = asyncio.Event()
     lag_task = asyncio.create_task(loop_lag(lag, stop))

@@ -18,6 +18,16 @@ Scenarios (wrk with bench/booking.lua, 50 connections unless said otherwise):
   drop_offs        POST /api/bookings {"service_id", "day", …} of a 60-minute drop-off,
                    spread over 200 further technician days (80 places each), a customer
                    and car per request; 201s/s, then SQL: no technician day past its hours
+  calendar         issue 17: examples/technicians-garage.toml applied from today in two
+                   databases, each with its own server (--workers): "empty" (14 days ahead,
+                   nothing booked) and "year" (365 days ahead, 365 days of history, 70 % of
+                   the slots booked in bulk SQL, bench/calendar_garage.py); day_slots (GET
+                   /api/slots?date&service_id&available=true, the longest timed service),
+                   next_free (GET /api/slots?available=true&limit=50) and booking_page (GET
+                   /?service&day) over the garage's open days of the next 14, at 8 and 50
+                   connections on both garages, interleaved; year ÷ empty req/s.
+                   `--only calendar` runs these alone (calendar-latest.json/.txt), `--keep`
+                   leaves their two databases (garagebook_bench_empty, garagebook_bench_year)
 Ceilings, same tools, same machine, same run:
   http             a bare endpoint of the same framework and server that parses the same
                    body and answers 409 (bench/ceiling_app.py)
@@ -43,6 +53,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,8 +62,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bench import calendar_garage
+from bench.calendar_garage import fresh_database
 from garagebook.bookings.sql import BOOK_POSTGRES
-from garagebook.cli import migrate_database
 from garagebook.concurrency.fire import Target, fire_together
 from garagebook.concurrency.report import latency_stats
 from garagebook.garage.document import WEEKDAYS, GarageDocument, parse_json
@@ -93,8 +105,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def require_tools() -> None:
-    missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if not shutil.which(tool)]
+def require_tools(tools: tuple[str, ...] = ("wrk", "redis-benchmark", "pgbench")) -> None:
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
         sys.exit(f"bench needs {', '.join(missing)}: `make bench` installs them (apt-get).")
 
@@ -102,22 +114,10 @@ def require_tools() -> None:
 # --- the database -------------------------------------------------------------------------
 
 
-async def fresh_database() -> str:
-    """The bench's own database, dropped, created and migrated; its URL."""
-    admin = create_async_engine(f"{PG_BASE}/postgres", isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
-        await conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    await admin.dispose()
-    url = f"{PG_BASE}/{DATABASE}"
-    await asyncio.to_thread(migrate_database, url)
-    return url
-
-
 async def prepare_database() -> dict[str, int]:
     """A fresh database, migrated, with the demo services and one contiguous block of slot ids
     per use: misc (contested + taken slots), successful bookings, pgbench."""
-    url = await fresh_database()
+    url = await fresh_database(DATABASE)
     total = MISC_POOL + SUCCESS_POOL + PGBENCH_POOL + TECHNICIAN_POOL
     bays, hours = 200, -(-total // 200)
     engine = create_async_engine(url)
@@ -226,7 +226,7 @@ async def prepare_garage() -> None:
     nothing booked yet; then DROP_OFF_DAYS more technician days (no slots: a drop-off takes
     none), so the drop-off run does not run out of places. Service 1 (MOT_SERVICE) is a
     one-hour MOT, service 2 (DROP_OFF_SERVICE) a drop-off of DROP_OFF_MINUTES."""
-    url = await fresh_database()
+    url = await fresh_database(DATABASE)
     hours = {"first": GARAGE_START, "days": GARAGE_DAYS, "opens": OPENS, "closes": CLOSES}
     local_hours = (
         "SELECT ((CAST(:first AS date) + d) + make_interval(hours => h))"
@@ -441,11 +441,13 @@ class Process:
         self.log.close()
 
 
-def start_garagebook(workers: int, redis_url: str, prefix: str) -> Process:
+def start_garagebook(
+    workers: int, redis_url: str, prefix: str, database_url: str = f"{PG_BASE}/{DATABASE}"
+) -> Process:
     port = free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": f"{PG_BASE}/{DATABASE}",
+        "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": prefix,
         "LOG_LEVEL": "WARNING",
@@ -642,7 +644,7 @@ def pgbench_script() -> str:
     }
     sql = BOOK_POSTGRES
     for name in sorted(values, key=len, reverse=True):  # :slot_ids before :slot_id
-        sql = re.sub(re.escape(name) + r"\b", lambda _m, v=values[name]: v, sql)
+        sql = re.sub(re.escape(name) + r"\b", _literally(values[name]), sql)
     first_cte = re.match(r"\s*WITH (\w+) AS \(", sql)
     assert first_cte, "the booking statement starts with a WITH"
     sql = sql.replace(
@@ -655,6 +657,11 @@ def pgbench_script() -> str:
     assert not left, f"parameters of the booking statement the bench does not fill in: {left}"
     statement = " ".join(line.strip() for line in sql.strip().splitlines())
     return f"\\set n random(1, 999999999999999)\nBEGIN;\n{statement};\nCOMMIT;\n"
+
+
+def _literally(value: str) -> Callable[[re.Match[str]], str]:
+    """A re.sub replacement taken as is (no backslash or group processing)."""
+    return lambda _match: value
 
 
 def pgbench_ceiling(first_slot: int, clients: int, seconds: int) -> dict[str, Any]:
@@ -767,6 +774,240 @@ def availability_sample(url: str, day: date) -> dict[str, int]:
     return {"starts": len(starts), "places": sum(s["free"] for s in starts)}
 
 
+# --- the calendar of issue 17 -----------------------------------------------------------------
+
+# Two garages of the example technicians document, each in its own database and server, measured
+# in the same run: "empty" (2 weeks ahead, nothing booked) and "year" (a year ahead and a year of
+# history, 70 % booked). The requests ask about the next 14 days from today, the days it is open.
+CALENDAR_GARAGES = {
+    "empty": {"ahead_days": 14, "fill": 0.0, "history_days": 0},
+    "year": {"ahead_days": 365, "fill": 0.70, "history_days": 365},
+}
+CALENDAR_DATABASES = {name: f"garagebook_bench_{name}" for name in CALENDAR_GARAGES}
+CALENDAR_REQUESTS = {
+    "day_slots": "one day's starts for the longest timed service",
+    "next_free": "the next 50 free times",
+    "booking_page": "the booking page for a day",
+}
+CALENDAR_DAYS = 14
+CALENDAR_CONNECTIONS = (8, 50)
+# Issue 17's p99 targets on the year garage (ms): at 8 connections for all three, at 50 for two.
+CALENDAR_P99_8 = {"day_slots": 10.0, "next_free": 20.0, "booking_page": 30.0}
+CALENDAR_P99_50 = {"day_slots": 50.0, "next_free": 50.0}
+CALENDAR_RATIO = 0.90  # year ÷ empty req/s, at 8 connections as the issue measured
+
+
+async def build_calendar_garages() -> dict[str, dict[str, Any]]:
+    """Both garages, each in a fresh database of its own (bench/calendar_garage.py)."""
+    built: dict[str, dict[str, Any]] = {}
+    for name, shape in CALENDAR_GARAGES.items():
+        url = await fresh_database(CALENDAR_DATABASES[name])
+        built[name] = await calendar_garage.build_garage(
+            url,
+            ahead_days=int(shape["ahead_days"]),
+            fill=float(shape["fill"]),
+            history_days=int(shape["history_days"]),
+        )
+        built[name]["database"] = CALENDAR_DATABASES[name]
+        if built[name]["apply_added"] or built[name]["closed"]:
+            # Still a correct garage (the apply had the last word), but no longer the one the
+            # bench laid: garagebook's calendar changed, bench/calendar_garage.py should follow.
+            log(
+                f"calendar: the apply added {built[name]['apply_added']} and closed"
+                f" {built[name]['closed']} of the slots the bench laid ({name} garage)"
+            )
+    return built
+
+
+async def calendar_service(database: str, key: str) -> int:
+    """A service's id, looked up by its key in the garage's database (ids are the apply's)."""
+    engine = create_async_engine(f"{PG_BASE}/{database}")
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(text("SELECT id FROM services WHERE key = :k"), {"k": key})
+    finally:
+        await engine.dispose()
+    assert found is not None, f"no service {key!r} in {database}"
+    return int(found)
+
+
+def calendar_sample(url: str, service_id: int, days: list[date]) -> dict[str, Any]:
+    """What each request answers on one garage, asked once outside wrk: starts per day, free
+    times listed, times on the booking page per day. Shows the load is asked for real data."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        starts = []
+        for day in days:
+            r = client.get(
+                "/api/slots",
+                params={"date": day.isoformat(), "service_id": service_id, "available": "true"},
+            )
+            assert r.status_code == 200, r.text
+            starts.append(len(r.json()))
+        r = client.get("/api/slots", params={"available": "true", "limit": 50})
+        assert r.status_code == 200, r.text
+        free = r.json()
+        page_times = []
+        for day in days:
+            r = client.get("/", params={"service": service_id, "day": day.isoformat()})
+            assert r.status_code == 200, r.text[:500]
+            page_times.append(r.text.count("data-slot-id="))
+    return {
+        "day_slots_starts": starts,
+        "next_free_count": len(free),
+        "next_free_first": free[0]["starts_at"] if free else None,
+        "next_free_last": free[-1]["starts_at"] if free else None,
+        "booking_page_times": page_times,
+    }
+
+
+def calendar_scenarios(workers: int, seconds: int, prefix: str, keep: bool) -> dict[str, Any]:
+    """Issue 17: the three calendar requests at 8 and 50 connections on the empty and on the
+    year-long garage, both servers up, runs interleaved (empty then year for each request and
+    connection count) so a load change on the machine hits both alike. 12 wrk runs."""
+    started = time.perf_counter()
+    log("calendar: building the empty and the year-long garage …")
+    garages = asyncio.run(build_calendar_garages())
+    built = time.perf_counter() - started
+    document = calendar_garage.example_document(14)
+    key = calendar_garage.longest_timed_service(document)
+    today = datetime.now(document.zone).date()
+    days = calendar_garage.open_days(document, today, CALENDAR_DAYS)
+    services = {
+        name: asyncio.run(calendar_service(db, key)) for name, db in CALENDAR_DATABASES.items()
+    }
+    servers: dict[str, Process] = {}
+    found: dict[str, Any] = {name: {} for name in CALENDAR_REQUESTS}
+    samples: dict[str, Any] = {}
+    try:
+        for name, database in CALENDAR_DATABASES.items():
+            servers[name] = start_garagebook(
+                workers, REDIS_URL, f"{prefix}{name}:", f"{PG_BASE}/{database}"
+            )
+            samples[name] = calendar_sample(servers[name].url, services[name], days)
+        for request in CALENDAR_REQUESTS:
+            for connections in CALENDAR_CONNECTIONS:
+                for name, server in servers.items():
+                    log(f"calendar: {request}, {name} garage, {connections} connections …")
+                    found[request][f"{name}_{connections}"] = wrk(
+                        server.url,
+                        0,
+                        1,
+                        connections,
+                        seconds,
+                        mode=request,
+                        service_id=str(services[name]),
+                        days=",".join(d.isoformat() for d in days),
+                    )
+                year = found[request][f"year_{connections}"]["rps"]
+                empty = found[request][f"empty_{connections}"]["rps"]
+                found[request][f"ratio_{connections}"] = year / empty if empty else 0.0
+    finally:
+        for server in servers.values():
+            server.stop()
+        if not keep:
+            for database in CALENDAR_DATABASES.values():
+                asyncio.run(calendar_garage.drop_database(database))
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "service": {"key": key, "ids": services},
+        "days": [d.isoformat() for d in days],
+        "garages": garages,
+        "build_seconds": round(built, 2),
+        "samples": samples,
+        "requests": found,
+        "kept": sorted(CALENDAR_DATABASES.values()) if keep else [],
+    }
+
+
+def calendar_report(calendar: dict[str, Any]) -> list[str]:
+    """The block of the run's table: per request, req/s and p99 on both garages at 8 and 50
+    connections, and the year ÷ empty throughput ratio."""
+    empty, year = calendar["garages"]["empty"], calendar["garages"]["year"]
+    lines = [
+        "calendar (issue 17): empty 2 weeks vs a year, 70 % booked"
+        f" ({calendar['workers']} server workers each, {calendar['seconds']} s a run)",
+        f"{'request':<26}{'conns':>6}{'empty/s':>9}{'p99 ms':>8}{'year/s':>9}{'p99 ms':>8}"
+        f"{'year/empty':>12}",
+    ]
+    for request in CALENDAR_REQUESTS:
+        figures = calendar["requests"][request]
+        for connections in CALENDAR_CONNECTIONS:
+            e, y = figures[f"empty_{connections}"], figures[f"year_{connections}"]
+            lines.append(
+                f"{request:<26}{connections:>6}{e['rps']:>9.0f}{e['latency_ms']['99']:>8.1f}"
+                f"{y['rps']:>9.0f}{y['latency_ms']['99']:>8.1f}"
+                f"{figures[f'ratio_{connections}']:>12.0%}"
+            )
+    bad = {
+        f"{request} {run}": not_ok(figures, 200)
+        for request, by_run in calendar["requests"].items()
+        for run, figures in by_run.items()
+        if not run.startswith("ratio") and not_ok(figures, 200)
+    }
+    lines.append(f"  non-200 answers: {', '.join(f'{k} {v}' for k, v in bad.items()) or 'none'}")
+    for name, garage in (("empty", empty), ("year", year)):
+        sample = calendar["samples"][name]
+        lines.append(
+            f"  {name}: {garage['slots']:,} slots ({garage['slots_past']:,} past),"
+            f" {garage['bookings']:,} booked ({garage['bookings_past']:,} past,"
+            f" {garage['share_future']:.0%} of the future), built in"
+            f" {garage['seconds']['total']:.1f} s; sample: day_slots"
+            f" {sample['day_slots_starts']}, next_free {sample['next_free_count']},"
+            f" booking page times {sample['booking_page_times']}"
+        )
+    lines.append(
+        f"  service {calendar['service']['key']!r}, days {calendar['days'][0]} …"
+        f" {calendar['days'][-1]} ({len(calendar['days'])} open days); "
+        + "; ".join(f"{name}: {what}" for name, what in CALENDAR_REQUESTS.items())
+    )
+    return lines
+
+
+def calendar_targets(calendar: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Issue 17's targets: throughput kept between the garages, p99 on the year garage."""
+    figures = calendar["requests"]
+    checks = [
+        (
+            f"calendar {request}: year >= {CALENDAR_RATIO:.0%} of empty req/s (8 connections)",
+            figures[request]["ratio_8"] >= CALENDAR_RATIO,
+        )
+        for request in CALENDAR_REQUESTS
+    ]
+    for connections, limits in ((8, CALENDAR_P99_8), (50, CALENDAR_P99_50)):
+        checks += [
+            (
+                f"calendar {request}: p99 <= {limit:.0f} ms at {connections} connections"
+                " (year garage)",
+                within(figures[request][f"year_{connections}"], limit),
+            )
+            for request, limit in limits.items()
+        ]
+    checks.append(
+        (
+            "calendar: real answers on both garages (next_free 50 times, day_slots and the"
+            " booking page some times on some day)",
+            all(calendar_sample_real(sample) for sample in calendar["samples"].values()),
+        )
+    )
+    return checks
+
+
+def within(figures: dict[str, Any], p99_ms: float) -> bool:
+    """p99 within the limit, over a run that measured something: no answers is no p99 (wrk
+    reports 0 then), and any non-200 answer disqualifies the run."""
+    ok = figures["requests"] > 0 and not_ok(figures, 200) == 0
+    return ok and figures["latency_ms"]["99"] <= p99_ms
+
+
+def calendar_sample_real(sample: dict[str, Any]) -> bool:
+    return (
+        sample["next_free_count"] == 50
+        and any(sample["day_slots_starts"])
+        and any(sample["booking_page_times"])
+    )
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -844,6 +1085,9 @@ def report(results: dict[str, Any]) -> list[str]:
     )
     if not double_booking_free(check):
         lines.append("!!! DOUBLE BOOKING: the drop-off run booked past a technician's hours !!!")
+    if "calendar" in s:
+        lines.append("")
+        lines.extend(calendar_report(s["calendar"]))
     lines.append("")
     lines.append(
         f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
@@ -867,13 +1111,14 @@ def report(results: dict[str, Any]) -> list[str]:
 
 def created_rate(figures: dict[str, Any]) -> float:
     """201s per second (wrk's rate counts every answer)."""
-    return float(figures["statuses"].get("201", 0)) * figures["rps"] / max(1, figures["requests"])
+    created = float(figures["statuses"].get("201", 0))
+    return created * float(figures["rps"]) / max(1, int(figures["requests"]))
 
 
 def not_ok(figures: dict[str, Any], status: int) -> int:
     """Answers other than `status`, and socket errors."""
-    errors = sum(figures["socket_errors"].values())
-    return figures["requests"] - figures["statuses"].get(str(status), 0) + errors
+    errors = sum(int(n) for n in figures["socket_errors"].values())
+    return int(figures["requests"]) - int(figures["statuses"].get(str(status), 0)) + errors
 
 
 def double_booking_free(check: dict[str, int]) -> bool:
@@ -916,6 +1161,12 @@ def targets(results: dict[str, Any]) -> list[str]:
             all(r["by_reservation"] == r["conflicts"] for r in s["contested"]["runs"]),
         ),
     ]
+    if "calendar" in s:
+        checks += calendar_targets(s["calendar"])
+    return format_targets(checks)
+
+
+def format_targets(checks: list[tuple[str, bool]]) -> list[str]:
     return ["targets:"] + [f"  [{'met' if ok else 'MISSED'}] {name}" for name, ok in checks]
 
 
@@ -966,10 +1217,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repetitions", type=int, default=5, help="contested runs")
     parser.add_argument("--contested-clients", type=int, default=1000)
+    parser.add_argument(
+        "--only",
+        choices=["calendar"],
+        help="run only these scenarios (no ceilings, no others); results in calendar-latest.*",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the calendar's databases (garagebook_bench_empty, _year) in place",
+    )
     args = parser.parse_args()
-    require_tools()
+    require_tools(("wrk",) if args.only == "calendar" else ("wrk", "redis-benchmark", "pgbench"))
     RESULTS.mkdir(parents=True, exist_ok=True)
     prefix = f"gbbench:{uuid.uuid4().hex[:8]}:"
+    if args.only == "calendar":
+        only_calendar(args.workers, args.seconds, prefix, args.keep)
+        return
     log("preparing a fresh database …")
     pools = asyncio.run(prepare_database())
     taken = pools["misc"] + args.repetitions  # after the contested slots
@@ -1038,6 +1302,9 @@ def main() -> None:
     log("the issue's garage: availability and drop-offs …")
     scenarios.update(garage_scenarios(args.workers, args.seconds, prefix))
 
+    log("the calendar of issue 17 …")
+    scenarios["calendar"] = calendar_scenarios(args.workers, args.seconds, prefix, args.keep)
+
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
@@ -1054,6 +1321,33 @@ def main() -> None:
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwritten: {RESULTS / 'latest.json'}, {RESULTS / 'latency.png'}")
+
+
+def only_calendar(workers: int, seconds: int, prefix: str, keep: bool) -> None:
+    """`--only calendar`: the calendar scenarios alone, for iterating on availability; written
+    beside the full run's results (calendar-latest.json, .txt), never over them."""
+    calendar = calendar_scenarios(workers, seconds, prefix, keep)
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "workers": workers,
+        "seconds": seconds,
+        "scenarios": {"calendar": calendar},
+    }
+    (RESULTS / "calendar-latest.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"garagebook bench --only calendar — {results['date']} — {os.cpu_count()} cores,"
+        f" {workers} server workers, wrk 2 threads",
+        "",
+        *calendar_report(calendar),
+        "",
+        *format_targets(calendar_targets(calendar)),
+    ]
+    (RESULTS / "calendar-latest.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if keep:
+        print(f"\nkept: {', '.join(f'{PG_BASE}/{db}' for db in calendar['kept'])}")
+    print(f"\nwritten: {RESULTS / 'calendar-latest.json'}, {RESULTS / 'calendar-latest.txt'}")
 
 
 if __name__ == "__main__":
