@@ -6,19 +6,21 @@ slots, claims and days) and works them through in Python; that, not the database
 busy booking page pays for. Asking PostgreSQL whether those rows changed is one small query.
 
 How it stays true in every process, with no help from any writer: each answer first reads a
-fingerprint of each day — per table, the sum of a hash of every row version's (ctid, xmin)
-over the rows the computation reads (the service, the bays, the technicians; the day's slots
-and their active claims, the technicians' slots that day and their active claims, their days).
-PostgreSQL writes every insert and update as a new row version, at a new ctid and with the
-writing transaction's id as xmin, and a delete takes one away, so any committed change to
-those rows changes the fingerprint, whoever made it: a booking in another server process, a
-worker's job, an apply of the setup, psql. A cached day is served only while the fingerprint
-read for this answer equals the one read before it was computed. It is computed after its
-fingerprint is read, so it is never older than that fingerprint: a change in between makes the
-next answer miss, never a stale one. The clock (the minimum notice, starts already gone) is
-applied when serving, never kept. A fingerprint is a 64-bit hash sum: two different row sets
-could in principle give the same one; availability is a read, and the booking's own statement
-still decides, so the worst case is a time offered that then answers 409.
+fingerprint of each day — per table, the count of the rows the computation reads (the service,
+the bays, the technicians; the day's slots and their active claims, the technicians' slots
+that day and their active claims, their days) and the sum of a 64-bit hash of each one's xmin.
+PostgreSQL writes every insert and update as a new row version stamped (xmin) with the writing
+transaction's id, and a transaction's writes become visible together when it commits: so a
+change committed after a fingerprint was read either adds a row version with an id that no
+row seen then carries, or only removes rows (the count). Whoever made it — another server
+process, a worker's job, an apply of the setup, psql — the fingerprint changes (but for a
+64-bit hash collision, or transaction ids wrapping around, 2^32 of them later). A cached day is
+served only while the fingerprint read for this answer equals the one read before it was
+computed. It is computed after its fingerprint is read, so it is never older than that
+fingerprint: a change in between makes the next answer miss, never a stale one. The clock (the
+minimum notice, starts already gone) is applied when serving, never kept. Availability is a
+read: the booking's own statement still decides, so even a wrong answer is a time offered
+that answers 409, never a double booking.
 
 SQLite has no row versions to read, so there it always computes (the embedded default: one
 process, a database in the same process)."""
@@ -38,8 +40,9 @@ from garagebook.errors import ServiceNotFound
 from garagebook.garage.rules import notice_minutes
 from garagebook.slots.service import Availability, list_slots, local_day_bounds
 
-# Per table, the hash sum of the row versions a day's computation reads. ranges: the local
-# day's bounds; the slots read reach past its end by the service's length (list_slots).
+# Per table, the count and xmin hash sum of the rows a day's computation reads. The day's
+# bounds come as arrays; the slots read reach past its end by the service's length, as
+# list_slots reads them. The claims are looked up slot by slot (their partial unique indexes).
 _FINGERPRINTS = text(
     """
 WITH service AS (
@@ -50,31 +53,39 @@ WITH service AS (
     FROM unnest(CAST(:i AS int[]), CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
          AS r(i, starts, ends)
 ), setup AS (
-    SELECT coalesce(sum(hashtextextended(ctid::text, xmin::text::bigint)), 0) AS h FROM (
-        SELECT ctid, xmin FROM services WHERE id = :service_id
-        UNION ALL SELECT ctid, xmin FROM bays
-        UNION ALL SELECT ctid, xmin FROM technicians) x
+    SELECT count(*) AS n, coalesce(sum(hashtextextended(xmin::text, 0)), 0) AS h FROM (
+        SELECT xmin FROM services WHERE id = :service_id
+        UNION ALL SELECT xmin FROM bays
+        UNION ALL SELECT xmin FROM technicians) x
 )
-SELECT d.i, bay.slots, bay.claims, staff.slots, staff.claims, staff_days.days,
-    (SELECT h FROM setup) AS setup,
+SELECT d.i, bay.slots, bay.slots_n, bay.claims, bay.claims_n,
+    staff.slots, staff.slots_n, staff.claims, staff.claims_n, staff_days.days, staff_days.days_n,
+    (SELECT h FROM setup) AS setup, (SELECT n FROM setup) AS setup_n,
     (SELECT duration_minutes FROM service) AS duration_minutes,
     (SELECT min_notice_minutes FROM garage WHERE id = 1) AS notice_minutes
 FROM day d
 CROSS JOIN LATERAL (
-    SELECT coalesce(sum(hashtextextended(s.ctid::text, s.xmin::text::bigint)), 0) AS slots,
-        coalesce(sum((SELECT hashtextextended(c.ctid::text, c.xmin::text::bigint)
-                      FROM booking_slots c WHERE c.slot_id = s.id AND c.active)), 0) AS claims
-    FROM slots s WHERE s.starts_at >= d.starts AND s.starts_at < d.until
+    SELECT sum(hashtextextended(x.xmin::text, 0)) AS slots, count(*) AS slots_n,
+        sum(x.claim) AS claims, count(x.claim) AS claims_n
+    FROM (
+        SELECT s.xmin, (SELECT hashtextextended(c.xmin::text, 0) FROM booking_slots c
+                        WHERE c.slot_id = s.id AND c.active) AS claim
+        FROM slots s WHERE s.starts_at >= d.starts AND s.starts_at < d.until
+        OFFSET 0  -- kept whole: each claim looked up once, not once per aggregate
+    ) x
 ) bay
 CROSS JOIN LATERAL (
-    SELECT coalesce(sum(hashtextextended(t.ctid::text, t.xmin::text::bigint)), 0) AS slots,
-        coalesce(sum((SELECT hashtextextended(c.ctid::text, c.xmin::text::bigint)
-                      FROM technician_claims c
-                      WHERE c.technician_slot_id = t.id AND c.active)), 0) AS claims
-    FROM technician_slots t WHERE t.starts_at >= d.starts AND t.starts_at < d.until
+    SELECT sum(hashtextextended(x.xmin::text, 0)) AS slots, count(*) AS slots_n,
+        sum(x.claim) AS claims, count(x.claim) AS claims_n
+    FROM (
+        SELECT t.xmin, (SELECT hashtextextended(c.xmin::text, 0) FROM technician_claims c
+                        WHERE c.technician_slot_id = t.id AND c.active) AS claim
+        FROM technician_slots t WHERE t.starts_at >= d.starts AND t.starts_at < d.until
+        OFFSET 0
+    ) x
 ) staff
 CROSS JOIN LATERAL (
-    SELECT coalesce(sum(hashtextextended(t.ctid::text, t.xmin::text::bigint)), 0) AS days
+    SELECT sum(hashtextextended(t.xmin::text, 0)) AS days, count(*) AS days_n
     FROM technician_days t
     WHERE t.technician_id IN (SELECT id FROM technicians)
       AND t.day >= CAST(d.starts AT TIME ZONE :zone AS date)
@@ -136,8 +147,9 @@ class AvailabilityCache:
         ).all()
         if rows[0].duration_minutes is None:
             raise ServiceNotFound(service_id=service_id)
-        # Each day's per-table sums (the columns between the day's index and the service's).
-        prints = {wanted[row.i]: tuple(row)[1:7] for row in rows}
+        # Each day's per-table counts and sums (the columns between the day's index and the
+        # service's length).
+        prints = {wanted[row.i]: tuple(row)[1:13] for row in rows}
         found: dict[date, list[Availability]] = {}
         missing = []
         for day in wanted:
