@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,9 +23,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from garagebook.app import create_app
+from garagebook.errors import DatabaseUnavailable
 from garagebook.garage.demo import demo_document
 from garagebook.garage.document import to_json
 from garagebook.slots import cache as cache_module
+from garagebook.slots.cache import _Read, _Reads
 from garagebook.slots.service import list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 from tests.support.api import booking_body, free_slots
@@ -304,3 +307,75 @@ async def test_the_next_free_times_without_a_service_are_what_the_slots_say(
         assert [(s["id"], s["available"]) for s in listed] == [
             (a.slot.id, a.available) for a in expected
         ], (available, limit)
+
+
+async def test_an_answer_never_takes_a_read_that_started_before_it_arrived() -> None:
+    """The fingerprint reads of one service are shared (slots/cache.py `_Reads`), but only by
+    answers that arrived before the read started: one arriving while a read is in flight
+    waits for the next, which reads the days of everyone waiting."""
+    monday, tuesday = date(2031, 1, 6), date(2031, 1, 7)
+    started: list[list[date]] = []
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def fetch(days: list[date]) -> _Read:
+        started.append(days)
+        n = len(started)
+        await gates[n - 1].wait()
+        if n == 3:
+            raise DatabaseUnavailable()
+        return _Read({day: (n,) for day in days}, 60, 0)
+
+    reads = _Reads()
+    first = asyncio.create_task(reads.read([monday], fetch))
+    await asyncio.sleep(0)
+    assert started == [[monday]]
+    second = asyncio.create_task(reads.read([tuesday], fetch))
+    third = asyncio.create_task(reads.read([monday], fetch))
+    gone = asyncio.create_task(reads.read([monday], fetch))
+    await asyncio.sleep(0)
+    assert len(started) == 1  # they wait: the read in flight may predate what they know
+    gone.cancel()  # a client that leaves takes nobody's read with it
+    gates[0].set()
+    assert (await first).prints == {monday: (1,)}
+    await asyncio.sleep(0)
+    assert started[1] == [monday, tuesday]  # one read for all who waited
+    gates[1].set()
+    assert (await second).prints == {monday: (2,), tuesday: (2,)}
+    assert (await third).prints[monday] == (2,)  # not (1,): that read began before it came
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    # A read that fails fails its waiters (503), and the next one reads again.
+    failing = asyncio.create_task(reads.read([monday], fetch))
+    await asyncio.sleep(0)
+    gates[2].set()
+    with pytest.raises(DatabaseUnavailable):
+        await failing
+    assert len(started) == 3
+
+
+async def test_concurrent_answers_share_fingerprint_reads(
+    pg: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty booking pages at once in one process: fewer fingerprint reads than pages, and
+    every page the same as one asked alone."""
+    reads = 0
+    original = cache_module.AvailabilityCache._fingerprints
+
+    async def counted(self: cache_module.AvailabilityCache, *args: Any) -> _Read:
+        nonlocal reads
+        reads += 1
+        return await original(self, *args)
+
+    monkeypatch.setattr(cache_module.AvailabilityCache, "_fingerprints", counted)
+    async with client_of(pg) as client:
+        alone = (await client.get("/", params={"service": MOT})).text
+        reads = 0
+        pages = await asyncio.gather(*(client.get("/", params={"service": MOT}) for _ in range(40)))
+    assert all(page.status_code == 200 for page in pages)
+    assert {_without_tokens(page.text) for page in pages} == {_without_tokens(alone)}
+    assert 1 <= reads < 40
+
+
+def _without_tokens(page: str) -> str:
+    """A page with its per-render tokens (idempotency key, CSRF, nonce) blanked."""
+    return re.sub(r'(value|nonce|content)="[0-9a-f_-]{16,}"', "", page)

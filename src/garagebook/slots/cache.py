@@ -27,7 +27,9 @@ process, a database in the same process)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -104,6 +106,87 @@ class _Day:
     listed: list[Availability]  # computed with no clock: `available` before the notice
 
 
+@dataclass(frozen=True)
+class _Read:
+    """One fingerprint read's answer: each day's fingerprint, the service's length (None: no
+    such active service) and the garage's minimum notice."""
+
+    prints: dict[date, Fingerprint]
+    duration_minutes: int | None
+    notice_minutes: int
+
+
+class _Gone(Exception):
+    """The answer reading for a batch was cancelled: the others read again."""
+
+
+@dataclass
+class _Batch:
+    """The days of the answers one read is for, and what it found."""
+
+    days: set[date]
+    done: asyncio.Future[_Read]
+
+
+Fetch = Callable[[list[date]], Awaitable[_Read]]
+
+
+class _Reads:
+    """One service's fingerprint reads, shared by the answers waiting for them.
+
+    An answer never takes a read that started before it arrived (that read may predate a
+    booking its customer has already been told of): while one is in flight, newcomers wait for
+    the next, which the first of them makes, on its own connection, for all of their days once
+    the one in flight has ended. Alone, an answer reads at once; under load one read serves
+    many. An answer cancelled while it reads for others leaves them to read again."""
+
+    def __init__(self) -> None:
+        self._running: _Batch | None = None
+        self._waiting: _Batch | None = None
+
+    async def read(self, days: list[date], fetch: Fetch) -> _Read:
+        while True:
+            batch = self._waiting
+            if batch is not None:  # its read has not started: it will see what we have seen
+                batch.days.update(days)
+                try:
+                    return await asyncio.shield(batch.done)
+                except _Gone:
+                    continue
+            batch = _Batch(set(days), asyncio.get_running_loop().create_future())
+            if self._running is not None:
+                self._waiting = batch
+                try:
+                    await asyncio.wait([self._running.done])  # its answer or error: not ours
+                except asyncio.CancelledError:
+                    if self._waiting is batch:
+                        self._waiting = None
+                    batch.done.set_exception(_Gone())
+                    batch.done.exception()  # retrieved: waiters, if any, read again
+                    raise
+                if self._waiting is batch:
+                    self._waiting = None
+            self._running = batch
+            return await self._lead(batch, fetch)
+
+    async def _lead(self, batch: _Batch, fetch: Fetch) -> _Read:
+        try:
+            found = await fetch(sorted(batch.days))
+        except asyncio.CancelledError:
+            batch.done.set_exception(_Gone())
+            batch.done.exception()
+            raise
+        except Exception as error:
+            batch.done.set_exception(error)
+            batch.done.exception()
+            raise
+        finally:
+            if self._running is batch:
+                self._running = None
+        batch.done.set_result(found)
+        return found
+
+
 class AvailabilityCache:
     """Per process (app.state.availability): days of one service's availability by fingerprint.
     Only what every customer sees is kept: staff views and a booking being moved (its own
@@ -113,6 +196,7 @@ class AvailabilityCache:
         self._zone = zone
         self._size = size
         self._days: OrderedDict[tuple[int, date], _Day] = OrderedDict()
+        self._reads: dict[int, _Reads] = {}
 
     async def days(
         self, conn: AsyncConnection, service_id: int, first: date, count: int, now: datetime
@@ -132,29 +216,15 @@ class AvailabilityCache:
         self, conn: AsyncConnection, service_id: int, wanted: list[date]
     ) -> tuple[dict[date, list[Availability]], int]:
         """The days, from the cache where their fingerprint still holds; and the notice."""
-        bounds = [local_day_bounds(day, self._zone) for day in wanted]
-        rows = (
-            await conn.execute(
-                _FINGERPRINTS,
-                {
-                    "service_id": service_id,
-                    "i": list(range(len(wanted))),
-                    "starts": [start for start, _ in bounds],
-                    "ends": [end for _, end in bounds],
-                    "zone": self._zone.key,
-                },
-            )
-        ).all()
-        if rows[0].duration_minutes is None:
+        reads = self._reads.setdefault(service_id, _Reads())
+        read = await reads.read(wanted, lambda days: self._fingerprints(conn, service_id, days))
+        if read.duration_minutes is None:
             raise ServiceNotFound(service_id=service_id)
-        # Each day's per-table counts and sums (the columns between the day's index and the
-        # service's length).
-        prints = {wanted[row.i]: tuple(row)[1:13] for row in rows}
         found: dict[date, list[Availability]] = {}
         missing = []
         for day in wanted:
             kept = self._days.get((service_id, day))
-            if kept is not None and kept.fingerprint == prints[day]:
+            if kept is not None and kept.fingerprint == read.prints[day]:
                 self._days.move_to_end((service_id, day))
                 found[day] = kept.listed
             else:
@@ -162,12 +232,35 @@ class AvailabilityCache:
         if missing:
             computed = await self._compute(conn, service_id, missing)
             for day in missing:
-                self._days[(service_id, day)] = _Day(prints[day], computed[day])
+                self._days[(service_id, day)] = _Day(read.prints[day], computed[day])
                 self._days.move_to_end((service_id, day))
             while len(self._days) > self._size:
                 self._days.popitem(last=False)
             found.update(computed)
-        return found, int(rows[0].notice_minutes or 0)
+        return found, read.notice_minutes
+
+    async def _fingerprints(
+        self, conn: AsyncConnection, service_id: int, days: list[date]
+    ) -> _Read:
+        bounds = [local_day_bounds(day, self._zone) for day in days]
+        result = await conn.execute(
+            _FINGERPRINTS,
+            {
+                "service_id": service_id,
+                "i": list(range(len(days))),
+                "starts": [start for start, _ in bounds],
+                "ends": [end for _, end in bounds],
+                "zone": self._zone.key,
+            },
+        )
+        rows = result.all()
+        # Each day's per-table counts and sums (the columns between the day's index and the
+        # service's length).
+        return _Read(
+            {days[row.i]: tuple(row)[1:13] for row in rows},
+            rows[0].duration_minutes,
+            int(rows[0].notice_minutes or 0),
+        )
 
     async def _compute(
         self, conn: AsyncConnection, service_id: int, days: list[date]
