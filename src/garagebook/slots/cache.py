@@ -7,20 +7,22 @@ busy booking page pays for. Asking PostgreSQL whether those rows changed is one 
 
 How it stays true in every process, with no help from any writer: each answer first reads a
 fingerprint of each day — per table, the count of the rows the computation reads (the service,
-the bays, the technicians; the day's slots and their active claims, the technicians' slots
-that day and their active claims, their days) and the sum of a 64-bit hash of each one's xmin.
-PostgreSQL writes every insert and update as a new row version stamped (xmin) with the writing
-transaction's id, and a transaction's writes become visible together when it commits: so a
-change committed after a fingerprint was read either adds a row version with an id that no
-row seen then carries, or only removes rows (the count). Whoever made it — another server
-process, a worker's job, an apply of the setup, psql — the fingerprint changes (but for a
-64-bit hash collision, or transaction ids wrapping around, 2^32 of them later). A cached day is
-served only while the fingerprint read for this answer equals the one read before it was
-computed. It is computed after its fingerprint is read, so it is never older than that
-fingerprint: a change in between makes the next answer miss, never a stale one. The clock (the
-minimum notice, starts already gone) is applied when serving, never kept. Availability is a
-read: the booking's own statement still decides, so even a wrong answer is a time offered
-that answers 409, never a double booking.
+the bays, the technicians; the day's slots, the technicians' slots that day, their days) and
+the sum of a 64-bit hash of each one's xmin; and of claims, which the computation reads only
+as "this slot is taken", the count and hash sum of the slots that have an active one (an
+index answers that without reading the claims). PostgreSQL writes every insert and update as a
+new row version stamped (xmin) with the writing transaction's id, and a transaction's writes
+become visible together when it commits: so a change committed after a fingerprint was read
+either adds a row version with an id that no row seen then carries, or only removes rows (the
+count), or changes which slots are taken. Whoever made it — another server process, a worker's
+job, an apply of the setup, psql — the fingerprint changes (but for a 64-bit hash collision,
+or transaction ids wrapping around, 2^32 of them later). A cached day is served only while the
+fingerprint read for this answer equals the one read before it was computed. It is computed
+after its fingerprint is read, so it is never older than that fingerprint: a change in between
+makes the next answer miss, never a stale one. The clock (the minimum notice, starts already
+gone) is applied when serving, never kept. Availability is a read: the booking's own statement
+still decides, so even a wrong answer is a time offered that answers 409, never a double
+booking.
 
 SQLite has no row versions to read, so there it always computes (the embedded default: one
 process, a database in the same process)."""
@@ -44,7 +46,7 @@ from garagebook.slots.service import Availability, list_slots, local_day_bounds
 
 # Per table, the count and xmin hash sum of the rows a day's computation reads. The day's
 # bounds come as arrays; the slots read reach past its end by the service's length, as
-# list_slots reads them. The claims are looked up slot by slot (their partial unique indexes).
+# list_slots reads them. Claims: whether each slot has an active one (its partial unique index).
 _FINGERPRINTS = text(
     """
 WITH service AS (
@@ -68,20 +70,24 @@ SELECT d.i, bay.slots, bay.slots_n, bay.claims, bay.claims_n,
 FROM day d
 CROSS JOIN LATERAL (
     SELECT sum(hashtextextended(x.xmin::text, 0)) AS slots, count(*) AS slots_n,
-        sum(x.claim) AS claims, count(x.claim) AS claims_n
+        sum(hashint4extended(x.id, 0)) FILTER (WHERE x.taken) AS claims,
+        count(*) FILTER (WHERE x.taken) AS claims_n
     FROM (
-        SELECT s.xmin, (SELECT hashtextextended(c.xmin::text, 0) FROM booking_slots c
-                        WHERE c.slot_id = s.id AND c.active) AS claim
+        SELECT s.id, s.xmin, (SELECT 1 FROM booking_slots c
+                              WHERE c.slot_id = s.id AND c.active) IS NOT NULL AS taken
         FROM slots s WHERE s.starts_at >= d.starts AND s.starts_at < d.until
-        OFFSET 0  -- kept whole: each claim looked up once, not once per aggregate
+        OFFSET 0  -- kept whole: each slot's claim looked up once (by the index), not per
+                  -- aggregate, nor by hashing every claim there is
     ) x
 ) bay
 CROSS JOIN LATERAL (
     SELECT sum(hashtextextended(x.xmin::text, 0)) AS slots, count(*) AS slots_n,
-        sum(x.claim) AS claims, count(x.claim) AS claims_n
+        sum(hashint4extended(x.id, 0)) FILTER (WHERE x.taken) AS claims,
+        count(*) FILTER (WHERE x.taken) AS claims_n
     FROM (
-        SELECT t.xmin, (SELECT hashtextextended(c.xmin::text, 0) FROM technician_claims c
-                        WHERE c.technician_slot_id = t.id AND c.active) AS claim
+        SELECT t.id, t.xmin, (SELECT 1 FROM technician_claims c
+                              WHERE c.technician_slot_id = t.id AND c.active) IS NOT NULL
+            AS taken
         FROM technician_slots t WHERE t.starts_at >= d.starts AND t.starts_at < d.until
         OFFSET 0
     ) x
