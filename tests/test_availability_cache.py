@@ -378,3 +378,30 @@ async def test_concurrent_answers_share_fingerprint_reads(
 def _without_tokens(page: str) -> str:
     """A page with its per-render tokens (idempotency key, CSRF, nonce) blanked."""
     return re.sub(r'(value|nonce|content)="[0-9a-f_-]{16,}"', "", page)
+
+
+async def test_service_ids_a_client_makes_up_leave_nothing_behind(pg: Stack) -> None:
+    """404 for each unknown service, and the per-service read bookkeeping kept only while a
+    read is shared: a client sending a thousand ids grows nothing."""
+    app = create_app(pg.settings())
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
+    ):
+        day = (utcnow() + timedelta(days=1)).date().isoformat()
+        answers = await asyncio.gather(
+            *(
+                c.get("/api/availability", params={"service_id": 1000 + n, "date": day})
+                for n in range(200)
+            ),
+            *(
+                c.get("/api/slots", params={"service_id": 5000 + n, "date": day})
+                for n in range(200)
+            ),
+        )
+        assert {a.status_code for a in answers} == {404}
+        assert (
+            await c.get("/api/slots", params={"service_id": MOT, "date": day})
+        ).status_code == 200
+        cache = app.state.availability
+        assert cache._reads == {}

@@ -150,6 +150,10 @@ class _Reads:
         self._running: _Batch | None = None
         self._waiting: _Batch | None = None
 
+    @property
+    def idle(self) -> bool:
+        return self._running is None and self._waiting is None
+
     async def read(self, days: list[date], fetch: Fetch) -> _Read:
         while True:
             batch = self._waiting
@@ -223,7 +227,11 @@ class AvailabilityCache:
     ) -> tuple[dict[date, list[Availability]], int]:
         """The days, from the cache where their fingerprint still holds; and the notice."""
         reads = self._reads.setdefault(service_id, _Reads())
-        read = await reads.read(wanted, lambda days: self._fingerprints(conn, service_id, days))
+        try:
+            read = await reads.read(wanted, lambda days: self._fingerprints(conn, service_id, days))
+        finally:
+            if reads.idle:  # kept only while answers share it: any id a client sends is a key
+                self._reads.pop(service_id, None)
         if read.duration_minutes is None:
             raise ServiceNotFound(service_id=service_id)
         found: dict[date, list[Availability]] = {}
