@@ -11,8 +11,8 @@ import copy
 import itertools
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from garagebook.slots.cache import _Read, _Reads
 from garagebook.slots.service import list_slots, local_day_bounds
 from garagebook.timeutil import utcnow
 from tests.support.api import booking_body, free_slots
+from tests.support.mail import running_app
 from tests.support.processes import ServerProcess
 from tests.support.stack import ADMIN_TOKEN, Stack, reset_database
 from tests.support.technicians import add_technicians
@@ -39,17 +40,9 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MOT, INTERIM = 1, 3  # the demo garage's one-hour and two-hour services
 
 
-@asynccontextmanager
-async def client_of(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+def client_of(stack: Stack) -> AbstractAsyncContextManager[httpx.AsyncClient]:
     """A server process of its own, in-process: its own app, so its own cache."""
-    app = create_app(stack.settings())
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
-        ) as client,
-    ):
-        yield client
+    return running_app(stack.settings())
 
 
 async def offered(client: httpx.AsyncClient, service_id: int, day: str) -> set[int]:
