@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.errors import ServiceNotFound
 from garagebook.garage.rules import notice_minutes
-from garagebook.slots.service import Availability, list_slots, local_day_bounds
+from garagebook.slots.service import Availability, by_local_day, list_slots, local_day_bounds
 
 # Per table, the count and xmin hash sum of the rows a day's computation reads. The day's
 # bounds come as arrays; the slots read reach past its end by the service's length, as
@@ -285,12 +285,8 @@ class AvailabilityCache:
         listed = await list_slots(
             conn, start=start, end=end, now=None, zone=self._zone, service_id=service_id
         )
-        by_day: dict[date, list[Availability]] = {day: [] for day in days}
-        for a in listed:
-            day = a.slot.starts_at.astimezone(self._zone).date()
-            if day in by_day:
-                by_day[day].append(a)
-        return by_day
+        grouped = by_local_day(listed, self._zone)
+        return {day: grouped.get(day, []) for day in days}
 
 
 def _at(listed: list[Availability], not_before: datetime) -> list[Availability]:

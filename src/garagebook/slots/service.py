@@ -411,6 +411,14 @@ async def slots_listing(
     ]
 
 
+def by_local_day(listed: list[Availability], zone: ZoneInfo) -> dict[date, list[Availability]]:
+    """`listed` grouped by the local day each slot starts on, in order."""
+    grouped: dict[date, list[Availability]] = defaultdict(list)
+    for a in listed:
+        grouped[a.slot.starts_at.astimezone(zone).date()].append(a)
+    return grouped
+
+
 def local_day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """The UTC instants a local day starts and ends (23 or 25 hours across DST changes)."""
     start = datetime.combine(day, datetime.min.time(), tzinfo=zone)

@@ -5,7 +5,6 @@ day alone (`drop_off_choices`): its window and collection time, never a time to 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,7 +15,7 @@ from garagebook.closures.service import closed_slots
 from garagebook.config import Settings
 from garagebook.garage.rules import notice_minutes
 from garagebook.slots.cache import AvailabilityCache
-from garagebook.slots.service import Availability, list_slots, local_day_bounds
+from garagebook.slots.service import Availability, by_local_day, list_slots, local_day_bounds
 from garagebook.technicians.drop_offs import Window, drop_off_days
 from garagebook.web.pages import local_time, long_date
 
@@ -112,10 +111,7 @@ async def day_choices(
             own_slots=own_slots or (),
             own_booking=own_booking,
         )
-        by_day = defaultdict(list)
-        for a in listed:
-            if a.slot.starts_at != current_start:
-                by_day[a.slot.starts_at.astimezone(zone).date()].append(a)
+        by_day = by_local_day([a for a in listed if a.slot.starts_at != current_start], zone)
     # Slots staff closed (closures): a day with nothing else is closed, not full, and has no
     # waitlist.
     closed = await closed_slots(conn, start, end)
