@@ -28,6 +28,9 @@ Scenarios (wrk with bench/booking.lua, 50 connections unless said otherwise):
                    connections on both garages, interleaved; year ÷ empty req/s.
                    `--only calendar` runs these alone (calendar-latest.json/.txt), `--keep`
                    leaves their two databases (garagebook_bench_empty, garagebook_bench_year)
+`--only bookings`: the booking path alone (contested, rejections, bookings with and without
+technicians) with its three ceilings, for before/after figures of the hot path
+(bookings-latest.json/.txt; the full run's latest.* are left alone).
 Ceilings, same tools, same machine, same run:
   http             a bare endpoint of the same framework and server that parses the same
                    body and answers 409 (bench/ceiling_app.py)
@@ -1042,15 +1045,19 @@ def report(results: dict[str, Any]) -> list[str]:
             pg,
             "pgbench ceiling",
         ),
-        (
-            "availability, filled garage (60 d, 6 bays, 8 techs)",
-            s["availability"],
-            s["availability_empty"]["rps"],
-            "empty garage",
-        ),
-        ("availability, empty garage", s["availability_empty"], None, None),
-        ("drop-off bookings (201s)", s["drop_offs"], pg, "pgbench ceiling"),
     ]
+    garage = "availability" in s  # not in `--only bookings`
+    if garage:
+        rows += [
+            (
+                "availability, filled garage (60 d, 6 bays, 8 techs)",
+                s["availability"],
+                s["availability_empty"]["rps"],
+                "empty garage",
+            ),
+            ("availability, empty garage", s["availability_empty"], None, None),
+            ("drop-off bookings (201s)", s["drop_offs"], pg, "pgbench ceiling"),
+        ]
     lines = [
         f"garagebook bench — {results['date']} — {results['machine']['cores']} cores,"
         f" {results['workers']} server workers, wrk 2 threads",
@@ -1058,7 +1065,7 @@ def report(results: dict[str, Any]) -> list[str]:
         f"{'scenario (50 connections)':<52}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}   ratio",
     ]
     for name, figures, ceiling, what in rows:
-        rate = created_rate(figures) if figures is s["drop_offs"] else figures["rps"]
+        rate = created_rate(figures) if figures is s.get("drop_offs") else figures["rps"]
         ratio = f"{rate / ceiling:6.0%} of the {what}" if ceiling else ""
         lat = figures["latency_ms"]
         lines.append(f"{name:<52}{rate:>9.0f}{lat['50']:>9.1f}{lat['99']:>9.1f}   {ratio}")
@@ -1072,12 +1079,43 @@ def report(results: dict[str, Any]) -> list[str]:
         ("availability_light", "availability, filled garage"),
         ("availability_empty_light", "availability, empty garage"),
     ):
+        if key not in s:
+            continue
         f = s[key]
         lines.append(
             f"{name:<52}{f['rps']:>9.0f}{f['latency_ms']['50']:>9.1f}{f['latency_ms']['99']:>9.1f}"
         )
     lines.append("")
+    if garage:
+        lines.extend(garage_report(s))
+    if "calendar" in s:
+        lines.append("")
+        lines.extend(calendar_report(s["calendar"]))
+    lines.append("")
+    lines.append(
+        f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
+        f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
+        f" statement + COMMIT, -M prepared)"
+    )
+    lines.append("")
+    lines.append("contested: 1,000 simultaneous requests on one slot")
+    for i, run in enumerate(s["contested"]["runs"], 1):
+        lat = run["conflict_latency_ms"] or {}
+        lines.append(
+            f"  run {i}: {run['created']} × 201, {run['conflicts']} × 409"
+            f" ({run['by_reservation']} by reservation), {run['errors']} errors;"
+            f" {run['rps']:,.0f} req/s, 409 p50 {lat.get('p50', 0):.0f} ms,"
+            f" p99 {run['p99_ms'] or 0:.0f} ms"
+        )
+    lines.append("")
+    lines.extend(targets(results))
+    return lines
+
+
+def garage_report(s: dict[str, Any]) -> list[str]:
+    """The issue-15 garage's lines: its fill, and the drop-off run's double-booking check."""
     garage, sample = s["availability"]["garage"], s["availability"]["garage"]["sample"]
+    lines = []
     lines.append(
         f"availability garage: {garage['days']} days × {garage['bays']} bays ×"
         f" {garage['technicians']} technicians, {garage['booked']:,} of {garage['slots']:,}"
@@ -1101,27 +1139,6 @@ def report(results: dict[str, Any]) -> list[str]:
     )
     if not double_booking_free(check):
         lines.append("!!! DOUBLE BOOKING: the drop-off run booked past a technician's hours !!!")
-    if "calendar" in s:
-        lines.append("")
-        lines.extend(calendar_report(s["calendar"]))
-    lines.append("")
-    lines.append(
-        f"ceilings: redis-benchmark SET NX PX {rd:,.0f}/s; pgbench booking SQL"
-        f" {pg:,.0f} tps ({c['postgres']['clients']} clients, BEGIN + the booking"
-        f" statement + COMMIT, -M prepared)"
-    )
-    lines.append("")
-    lines.append("contested: 1,000 simultaneous requests on one slot")
-    for i, run in enumerate(s["contested"]["runs"], 1):
-        lat = run["conflict_latency_ms"] or {}
-        lines.append(
-            f"  run {i}: {run['created']} × 201, {run['conflicts']} × 409"
-            f" ({run['by_reservation']} by reservation), {run['errors']} errors;"
-            f" {run['rps']:,.0f} req/s, 409 p50 {lat.get('p50', 0):.0f} ms,"
-            f" p99 {run['p99_ms'] or 0:.0f} ms"
-        )
-    lines.append("")
-    lines.extend(targets(results))
     return lines
 
 
@@ -1162,21 +1179,24 @@ def targets(results: dict[str, Any]) -> list[str]:
                 for r in s["contested"]["runs"]
             ),
         ),
-        # Issue 15: one day's availability of the garage in single-digit milliseconds.
-        (
-            "availability p99 < 10 ms at 8 connections (filled garage)",
-            s["availability_light"]["latency_ms"]["99"] < 10,
-        ),
-        (
-            "drop-offs: no technician day past its hours, counters equal their bookings",
-            double_booking_free(s["drop_offs"]["check"]),
-        ),
         (
             # Issue 19: a burst must not trip the breaker on its own queue (Redis is fine).
             "contested: every 409 by the reservation layer, every run",
             all(r["by_reservation"] == r["conflicts"] for r in s["contested"]["runs"]),
         ),
     ]
+    if "availability" in s:  # not in `--only bookings`
+        checks += [
+            # Issue 15: one day's availability of the garage in single-digit milliseconds.
+            (
+                "availability p99 < 10 ms at 8 connections (filled garage)",
+                s["availability_light"]["latency_ms"]["99"] < 10,
+            ),
+            (
+                "drop-offs: no technician day past its hours, counters equal their bookings",
+                double_booking_free(s["drop_offs"]["check"]),
+            ),
+        ]
     if "calendar" in s:
         checks += calendar_targets(s["calendar"])
     return format_targets(checks)
@@ -1235,8 +1255,9 @@ def main() -> None:
     parser.add_argument("--contested-clients", type=int, default=1000)
     parser.add_argument(
         "--only",
-        choices=["calendar"],
-        help="run only these scenarios (no ceilings, no others); results in calendar-latest.*",
+        choices=["calendar", "bookings"],
+        help="calendar: those scenarios alone (no ceilings); bookings: the booking path and its"
+        " ceilings without the issue-15 garage and the calendar; results in <name>-latest.*",
     )
     parser.add_argument(
         "--keep",
@@ -1315,11 +1336,12 @@ def main() -> None:
     pool_clients = args.workers * int(os.environ.get("DATABASE_POOL_SIZE", "10"))
     ceilings["postgres"] = pgbench_ceiling(pools["pgbench"], pool_clients, args.seconds)
 
-    log("the issue's garage: availability and drop-offs …")
-    scenarios.update(garage_scenarios(args.workers, args.seconds, prefix))
+    if args.only != "bookings":
+        log("the issue's garage: availability and drop-offs …")
+        scenarios.update(garage_scenarios(args.workers, args.seconds, prefix))
 
-    log("the calendar of issue 17 …")
-    scenarios["calendar"] = calendar_scenarios(args.workers, args.seconds, prefix, args.keep)
+        log("the calendar of issue 17 …")
+        scenarios["calendar"] = calendar_scenarios(args.workers, args.seconds, prefix, args.keep)
 
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1329,11 +1351,17 @@ def main() -> None:
         "scenarios": scenarios,
         "ceilings": ceilings,
     }
+    lines = report(results)
+    if args.only == "bookings":  # beside the full run's results, never over them
+        (RESULTS / "bookings-latest.json").write_text(json.dumps(results, indent=2))
+        (RESULTS / "bookings-latest.txt").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        print(f"\nwritten: {RESULTS / 'bookings-latest.json'}")
+        return
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for name in (f"{stamp}.json", "latest.json"):
         (RESULTS / name).write_text(json.dumps(results, indent=2))
     plot(results, RESULTS / "latency.png")
-    lines = report(results)
     (RESULTS / "latest.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwritten: {RESULTS / 'latest.json'}, {RESULTS / 'latency.png'}")

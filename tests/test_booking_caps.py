@@ -240,3 +240,17 @@ async def test_the_booking_page_says_why_without_javascript(
     assert await sql("SELECT count(*) FROM bookings") == [(0,)]
     booked = await api.post("/book", data={**form, "email": "ada@example.com"})
     assert booked.status_code == 303, booked.text
+
+
+def test_the_walk_in_address_follows_mail_from(stack: Stack) -> None:
+    """The placeholder is worked out once per MAIL_FROM (config.py caches it): a settings
+    object with another MAIL_FROM gets its own, never the first one's."""
+    one = stack.settings(mail_from="Garage One <bookings@garage-one.example>")
+    two = one.model_copy(update={"mail_from": "bookings@garage-two.example"})
+    assert one.walk_in_email == "walk-in@garage-one.example"
+    assert two.walk_in_email == "walk-in@garage-two.example"
+    assert stack.settings(mail_from="bookings@demo.localhost").walk_in_email == (
+        "walk-in@garage.example"
+    )
+    assert one.is_placeholder_address("walk-in@garage-one.example")
+    assert not two.is_placeholder_address("walk-in@garage-one.example")

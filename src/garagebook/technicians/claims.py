@@ -20,11 +20,11 @@ A garage whose document lists no technicians does not plan by them: its bookings
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import insert_ignoring_conflicts
@@ -69,33 +69,51 @@ async def able(conn: AsyncConnection, skill: str) -> list[int] | None:
     ).all()
     if not staff:
         return None
-    ranked = sorted((len(row.skills.split(",")), row.id) for row in staff if can(row.skills, skill))
-    return [tid for _, tid in ranked]
+    return _best_first((row.id, row.skills) for row in staff if can(row.skills, skill))
+
+
+def _best_first(staff: Iterable[tuple[int, str]]) -> list[int]:
+    """Technicians' ids, fewest skills first, then lowest id."""
+    return [tid for _, tid in sorted((len(skills.split(",")), tid) for tid, skills in staff)]
+
+
+# Built once (constructing a statement costs more than running it): each active technician with
+# how many of the times given they have a slot at.
+_WORKING_AT = (
+    select(technicians.c.id, technicians.c.skills, func.count(technician_slots.c.id).label("slots"))
+    .select_from(
+        technicians.outerjoin(
+            technician_slots,
+            and_(
+                technician_slots.c.technician_id == technicians.c.id,
+                technician_slots.c.starts_at.in_(bindparam("starts", expanding=True)),
+            ),
+        )
+    )
+    .where(technicians.c.active)
+    .group_by(technicians.c.id, technicians.c.skills)
+)
 
 
 async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime]) -> Technicians:
     """The active technicians with `skill` who have a slot at every one of `starts`, best
-    first. Whether those slots are open and free is the booking's statement to decide."""
-    ids = await able(conn, skill)
-    if ids is None:
+    first. Whether those slots are open and free is the booking's statement to decide.
+
+    One read, planning every new slot of a booking (it was two: the technicians, then their
+    slots)."""
+    having = (await conn.execute(_WORKING_AT, {"starts": list(starts)})).all()
+    if not having:
         return NOT_PLANNED
-    if not ids:
-        return Technicians(needed=True, choices=())
-    having = await conn.execute(
-        select(technician_slots.c.technician_id, func.count())
-        .where(
-            technician_slots.c.technician_id.in_(ids),
-            technician_slots.c.starts_at.in_(list(starts)),
-        )
-        .group_by(technician_slots.c.technician_id)
+    ids = _best_first(
+        (row.id, row.skills)
+        for row in having
+        if can(row.skills, skill) and row.slots == len(starts)
     )
-    working = {tid for tid, count in having if count == len(starts)}
     return Technicians(
         needed=True,
         choices=tuple(
             TechnicianChoice(tid, tuple(technician_key(tid, start) for start in starts))
             for tid in ids
-            if tid in working
         ),
     )
 
