@@ -115,8 +115,9 @@ async def test_a_drop_off_is_booked_by_day_through_the_page_and_cancelled(
     assert re.search(r'id="booking-collect">16:30<', confirmation.text)
     assert f'id="booking-date">{long_day(day)}<' in confirmation.text
     assert "<dt>Bay</dt>" not in confirmation.text
-    assert 'id="move"' not in confirmation.text  # moving a drop-off is not built
-    assert "To change the day, please call the garage" in confirmation.text
+    assert "Change the day" in confirmation.text  # to another day with room, never a time
+    assert 'name="slot_id"' not in confirmation.text
+    assert f'value="{day.isoformat()}"' not in confirmation.text  # not its own day
     ask = await api.get(f"/manage/{token}/cancel")
     assert f"on {long_day(day)}, drop off from 08:00, collect from 16:30" in ask.text
     cancelled = await api.post(f"/manage/{token}/cancel", data={"csrf_token": csrf_of(ask.text)})
@@ -126,6 +127,44 @@ async def test_a_drop_off_is_booked_by_day_through_the_page_and_cancelled(
     after = await api.get(f"/manage/{token}")
     assert "This booking is cancelled" in after.text
     assert "To change the day" not in after.text
+
+
+async def test_a_customer_changes_the_day_of_a_drop_off_on_its_page(
+    stack: Stack, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    """ "Change the day" lists the other days with room; picking one moves the booking (its
+    minutes follow), and a day that filled up meanwhile leaves it where it was, saying so."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    token = await book_by_page(api, service, day)
+    page = await api.get(f"/manage/{token}")
+    offered = re.findall(r'name="day" value="([0-9-]{10})"', page.text)
+    assert offered
+    assert day.isoformat() not in offered
+    new_day = date.fromisoformat(offered[0])
+    moved = await api.post(
+        f"/manage/{token}/reschedule", data={"csrf_token": csrf_of(page.text), "day": offered[0]}
+    )
+    assert moved.status_code == 303, moved.text
+    assert moved.headers["location"] == f"/manage/{token}?moved=1"
+    shown = await api.get(moved.headers["location"])
+    assert f"Your booking has moved to {long_day(new_day)}" in shown.text
+    assert f'id="booking-date">{long_day(new_day)}<' in shown.text
+    minutes = "SELECT day, minutes_booked FROM technician_days WHERE technician_id = :t"
+    booked = {str(d): m for d, m in await sql(minutes, t=ids["Sam"]) if m}
+    assert booked == {new_day.isoformat(): 240}
+
+    # Sam's first day filled by another customer while this one looked: refused, kept.
+    await sql("UPDATE technician_days SET minutes_working = 240")
+    assert (await api.post("/api/bookings", json=drop_off(service, day, 9))).status_code == 201
+    page = await api.get(f"/manage/{token}")
+    refused = await api.post(
+        f"/manage/{token}/reschedule", data={"csrf_token": csrf_of(page.text), "day": str(day)}
+    )
+    assert refused.status_code == 409, refused.text
+    assert "Your booking has not changed" in refused.text
+    assert f'id="booking-date">{long_day(new_day)}<' in refused.text
 
 
 async def test_a_day_gone_meanwhile_shows_the_form_again_with_what_was_typed(

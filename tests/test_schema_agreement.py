@@ -225,13 +225,15 @@ def test_the_date_cases_cover_every_date_field() -> None:
         ("AbsenceIn", ("first_day",)),
         ("AbsenceIn", ("last_day",)),
         ("BookingIn", ("day",)),
+        ("RescheduleIn", ("day",)),
     }
 
 
 # A field that excludes another of the valid body's: its own valid body (a drop-off by day).
 _DROP_OFF = {k: v for k, v in booking_body(7).items() if k != "slot_id"}
 BODY_FOR = {
-    ("BookingIn", ("day",)): {**_DROP_OFF, "day": (date.today() + timedelta(days=2)).isoformat()}
+    ("BookingIn", ("day",)): {**_DROP_OFF, "day": (date.today() + timedelta(days=2)).isoformat()},
+    ("RescheduleIn", ("day",)): {"day": (date.today() + timedelta(days=2)).isoformat()},
 }
 
 

@@ -1,7 +1,7 @@
 """A drop-off in a real browser (issue 15): a customer books a car left for the day through the
 booking page (a day with its drop-off window and collection time, no time, no hold), with and
-without JavaScript, and staff see it in the day view's Drop-offs section and place it on
-another technician."""
+without JavaScript, staff see it in the day view's Drop-offs section and place it on
+another technician, and the customer changes its day on the booking's page."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technic
         f"Bring your car in on {long_day}, 08:00–09:30, and collect it from 16:30 (UK time)."
     )
     await expect(customer.locator("#booking-collect")).to_have_text("16:30")
-    await expect(customer.locator("#move")).to_have_count(0)
-    await expect(customer.locator("#drop-off-change")).to_contain_text("call the garage")
+    await expect(customer.locator("#move")).to_contain_text("Change the day")
+    await expect(customer.locator("#move-time")).to_have_count(0)  # days, never times
     if script:
         await assert_accessible(customer)
     reference = await customer.locator("#reference").inner_text()
@@ -80,3 +80,17 @@ async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technic
     await expect(staff.get_by_text("Drop-off placed")).to_be_visible()
     await expect(row.locator("td.technician")).to_have_text(other)
     await expect(row.get_by_label("Technician").locator("option")).to_have_text(["(pick)", first])
+
+    # The customer changes the day on the booking's page; the technician who has it keeps it.
+    new_day = await customer.locator("#move-form input[name=day]").first.get_attribute("value")
+    assert new_day is not None
+    assert new_day != day.isoformat()
+    await customer.locator("#move-first").check()
+    await customer.locator("#move-submit").click()
+    await expect(customer.locator("#moved")).to_be_visible()
+    await expect(customer.locator("#booking-collect")).to_have_text("16:30")
+    if script:
+        await assert_accessible(customer)
+    await staff.goto(f"/staff?date={new_day}")
+    moved = staff.locator(f'#drop-off-list tr[data-drop-off="{reference}"]')
+    await expect(moved.locator("td.technician")).to_have_text(other)

@@ -11,11 +11,16 @@ dropped after the commit so they are bookable at once. Where the garage lists te
 old technician's times are given back and the new times claimed from the first qualified
 technician the database allows (technicians/claims.py); a move takes no reservation keys for
 technicians: for them the database alone decides.
+
+A drop-off moves to another day (`move_drop_off`): its minutes go back to the old day and are
+taken from a qualified technician's new day under the same guarded counter as a booking's
+(`booked + mine <= working AND NOT absent`, and the CHECK behind it), in one transaction.
 """
 
 from __future__ import annotations
 
 import secrets
+from datetime import date
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -27,6 +32,7 @@ from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import (
     BookingNotFound,
+    InvalidRequest,
     ServiceDoesNotFit,
     SlotInPast,
     SlotUnavailable,
@@ -39,8 +45,14 @@ from garagebook.reservations import Key, Outcome, ReservationStore, lease_ms
 from garagebook.schema import booking_slots, bookings
 from garagebook.slots.events import time_freed
 from garagebook.slots.service import PlanCache
-from garagebook.technicians.claims import TechnicianTaken, claim_first
+from garagebook.technicians.claims import (
+    TechnicianChoice,
+    Technicians,
+    TechnicianTaken,
+    claim_first,
+)
 from garagebook.technicians.claims import release as release_technician
+from garagebook.technicians.drop_offs import plan_drop_off, refuse_unbookable
 from garagebook.timeutil import utcnow
 from garagebook.webhooks.events import BOOKING_RESCHEDULED as HOOK_RESCHEDULED
 from garagebook.webhooks.events import enqueue_event
@@ -190,3 +202,85 @@ async def _move(
     await enqueue(conn, BOOKING_RESCHEDULED, job_payload(moved), now=now)
     await enqueue_event(conn, HOOK_RESCHEDULED, moved, now)
     return moved
+
+
+async def move_drop_off(
+    db: Database, settings: Settings, booking_id: str, day: date, *, online: bool = True
+) -> dict[str, Any]:
+    """Move a drop-off to local `day`, all or nothing; the booking as the API shows it.
+
+    Its technician's minutes leave the old day, and the new day's are claimed from the
+    qualified technicians with the minutes left (the one it had first, then fewest skills),
+    each under the guarded counter: refused, the transaction rolls back and the booking keeps
+    its day. The plan is read inside the transaction (the booking row locked first), so a
+    racing cancel, move or booking of the last minutes is decided by the counter, not by a
+    read made earlier. `online`: the customer, who may not move a drop-off once its window
+    has opened, nor to a day inside the minimum notice; staff may (until collection)."""
+    now = utcnow()
+    async with db.transaction() as conn:
+        await _lock_confirmed(conn, booking_id)
+        current = (
+            await conn.execute(
+                select(
+                    bookings.c.service_id,
+                    bookings.c.slot_id,
+                    bookings.c.starts_at,
+                    bookings.c.technician_id,
+                ).where(bookings.c.id == booking_id)
+            )
+        ).one()
+        if current.slot_id is not None:
+            raise InvalidRequest(
+                "That booking is for a time: move it to a slot_id, not to a day.",
+                fields=[{"field": "day", "problem": "the booking is for a time, not a day"}],
+            )
+        zone = settings.timezone
+        old_day = current.starts_at.astimezone(zone).date()
+        if online and current.starts_at <= now:
+            raise SlotUnavailable(
+                "database", "That day's drop-off window has opened: please call the garage."
+            )
+        if day == old_day:  # nothing to move
+            row = (await conn.execute(select(bookings).where(bookings.c.id == booking_id))).one()
+            return booking_json(row._asdict(), None, [], settings)
+        plan = await plan_drop_off(conn, current.service_id, day)
+        refuse_unbookable(plan, now, staff=not online)
+        refuse(
+            await read_rules(conn, current.service_id, ()),
+            plan_minutes=plan.minutes,
+            starts_at=plan.starts_at,
+            now=now,
+            online=online,
+        )
+        await release_technician(conn, booking_id, old_day, moving=True)
+        keeps_theirs = sorted(plan.technician_ids, key=lambda tid: tid != current.technician_id)
+        found = Technicians(
+            needed=True, choices=tuple(TechnicianChoice(tid, ()) for tid in keeps_theirs)
+        )
+        try:
+            await claim_first(conn, booking_id, found, plan.skill, (), day, plan.technician_minutes)
+        except TechnicianTaken:
+            raise SlotUnavailable(
+                "database", "No technician who can do it has that much time left that day."
+            ) from None
+        row = (
+            await conn.execute(
+                update(bookings)
+                .where(bookings.c.id == booking_id)
+                .values(
+                    starts_at=plan.starts_at,
+                    ends_at=plan.ends_at,
+                    technician_minutes=plan.technician_minutes,
+                    sequence=bookings.c.sequence + 1,
+                )
+                .returning(*bookings.c)
+            )
+        ).one()
+        moved = row._asdict()
+        await enqueue(conn, BOOKING_RESCHEDULED, job_payload(moved), now=now)
+        await enqueue_event(conn, HOOK_RESCHEDULED, moved, now)
+        await time_freed(conn, old_day, now)  # the old day has room again: its waitlist
+        reminder = reminder_at(plan.starts_at, settings, now)
+        if reminder is not None:
+            await enqueue(conn, BOOKING_REMINDER, job_payload(moved), now=now, run_at=reminder)
+    return booking_json(moved, None, [], settings)

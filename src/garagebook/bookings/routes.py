@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import select
 from starlette.responses import Response
 
 from garagebook.bookings import holds, service
-from garagebook.bookings.reschedule import reschedule
+from garagebook.bookings.reschedule import move_drop_off, reschedule
 from garagebook.bookings.schemas import IDEMPOTENCY_KEY, BookingIn, HoldIn
 from garagebook.config import Settings
 from garagebook.db import Database
@@ -32,7 +32,7 @@ from garagebook.errors import (
     NotAuthenticated,
     SlotUnavailable,
 )
-from garagebook.fields import Id
+from garagebook.fields import Id, IsoDate
 from garagebook.http import (
     error_response,
     error_responses,
@@ -206,9 +206,18 @@ async def cancel_managed_booking(
 
 
 class RescheduleIn(BaseModel):
+    """A booking for a time moves to another `slot_id`; a drop-off to another `day`."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    slot_id: Id
+    slot_id: Id | None = None
+    day: IsoDate | None = None
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> RescheduleIn:
+        if (self.slot_id is None) == (self.day is None):
+            raise ValueError("give the new time as slot_id, or a drop-off's new day: one of them")
+        return self
 
 
 async def _reschedule(
@@ -220,15 +229,14 @@ async def _reschedule(
     settings: Settings,
 ) -> Response:
     body = await parse_json(request, RescheduleIn)
-    moved = await reschedule(
-        db,
-        reservations,
-        plans,
-        settings,
-        booking_id,
-        body.slot_id,
-        online=not _is_admin(request, settings),
-    )
+    online = not _is_admin(request, settings)
+    if body.day is not None:
+        moved = await move_drop_off(db, settings, booking_id, body.day, online=online)
+    else:
+        assert body.slot_id is not None  # RescheduleIn has one of the two
+        moved = await reschedule(
+            db, reservations, plans, settings, booking_id, body.slot_id, online=online
+        )
     return private_json(moved)
 
 

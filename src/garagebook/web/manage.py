@@ -1,8 +1,8 @@
 """The booking's own page at `/manage/{cancel_token}` with its calendar entry, "Move to another
 time" and the cancel link; a drop-off shows its day, when to bring the car and when to collect
-it, and no move (that is not built: the customer calls the garage). The address is the cancel
-token or a signed link from a mail (`manage_booking_id`); the page's MOT form posts to
-`web.vehicles`."""
+it, and "Change the day" (the days with room, until its window opens; then: call the garage).
+The address is the cancel token or a signed link from a mail (`manage_booking_id`); the
+page's MOT form posts to `web.vehicles`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import RedirectResponse, Response
 
 from garagebook.bookings import service as bookings
-from garagebook.bookings.reschedule import reschedule
+from garagebook.bookings.reschedule import move_drop_off, reschedule
 from garagebook.calendar import booking_ics, ics_filename
 from garagebook.config import Settings
 from garagebook.deps import DatabaseDep, PlansDep, ReservationsDep, SettingsDep
@@ -36,7 +36,16 @@ from garagebook.schema import bays, services
 from garagebook.schema import bookings as bookings_table
 from garagebook.technicians.drop_offs import window
 from garagebook.timeutil import utcnow
-from garagebook.web.choices import Day, Time, day_choices, day_label, iso_day, times_of
+from garagebook.web.choices import (
+    Day,
+    DropOffDay,
+    Time,
+    day_choices,
+    day_label,
+    drop_off_choices,
+    iso_day,
+    times_of,
+)
 from garagebook.web.forms import checked_form, form_int, form_text
 from garagebook.web.pages import error_page, local_time, long_date, render
 
@@ -137,10 +146,15 @@ async def _manage(
     (its own current slots count as free for it) and, for `move_day`, the free start times."""
     now = utcnow()
     starts = datetime.fromisoformat(booking["starts_at"])
-    # Moving a drop-off to another day is not built: the page says to call the garage.
-    movable = booking["status"] == "confirmed" and starts > now and booking["slot_id"] is not None
+    confirmed = booking["status"] == "confirmed" and starts > now
+    movable = confirmed and booking["slot_id"] is not None
     days: list[Day] = []
     times: list[Time] = []
+    other_days: list[DropOffDay] = []
+    if confirmed and booking["slot_id"] is None:  # a drop-off: the other days with room
+        async with db.read() as conn:
+            offered = await drop_off_choices(conn, settings, booking["service_id"], now)
+        other_days = [d for d in offered if d.day != starts.astimezone(settings.timezone).date()]
     if movable:
         async with db.read() as conn:
             days, listed = await day_choices(
@@ -160,6 +174,8 @@ async def _manage(
         **_view(booking, settings),
         "token": token,
         "movable": movable,
+        "day_movable": confirmed and booking["slot_id"] is None,
+        "other_days": other_days,
         "move_days": days,
         "move_day": move_day,
         "move_day_label": day_label(move_day, settings) if move_day else "",
@@ -206,6 +222,8 @@ async def reschedule_booking(
     except BookingNotFound:
         return not_found_page(request, settings)
     move_day = iso_day(form_text(form, "day"))
+    if booking["slot_id"] is None:  # a drop-off moves to another day
+        return await _move_drop_off(request, db, settings, token, booking, move_day)
     try:
         slot_id = form_int(form, "slot_id")
     except ValueError:
@@ -223,6 +241,31 @@ async def reschedule_booking(
     except SlotInPast as exc:
         message = page_message(exc)
         return await _manage(request, db, settings, token, booking, move_day, message, 409)
+    except (BookingNotFound, BookingClosed):
+        return RedirectResponse(f"/manage/{token}", 303)  # the page shows what it is now
+    except DomainError as exc:
+        return error_page(request, settings, "Not moved", exc)
+    return RedirectResponse(f"/manage/{token}?moved=1", 303)
+
+
+async def _move_drop_off(
+    request: Request,
+    db: DatabaseDep,
+    settings: Settings,
+    token: str,
+    booking: dict[str, Any],
+    day: date | None,
+) -> Response:
+    """The "Change the day" form's post: `move_drop_off`, as the API's. A day that filled up
+    meanwhile leaves the booking where it was, and the page says so."""
+    if day is None:
+        message = "Pick a new day first."
+        return await _manage(request, db, settings, token, booking, None, message, 422)
+    try:
+        await move_drop_off(db, settings, booking["id"], day)
+    except SlotUnavailable as exc:  # its own words: the day filled up, or its window opened
+        message = f"Sorry: {exc.message} Your booking has not changed."
+        return await _manage(request, db, settings, token, booking, None, message, 409)
     except (BookingNotFound, BookingClosed):
         return RedirectResponse(f"/manage/{token}", 303)  # the page shows what it is now
     except DomainError as exc:
