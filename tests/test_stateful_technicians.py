@@ -1,13 +1,15 @@
-"""Random sequences of booking, moving, reassigning and cancelling one-hour MOTs, oil changes
-and two-hour drop-offs on two bays with two technicians — Priya, the only MOT tester (who also
-does general work), and Sam (general), each working 4 hours that day — against the real app on
-SQLite and on PostgreSQL + Redis, checked after every step against a model of issue 15's
-rules: a timed booking needs a free bay slot and a free qualified technician at its time with
-an hour of their day left; an oil change or a drop-off goes to Sam while he can (Priya is kept
-for MOTs); a drop-off takes 120 minutes of a day and no bay; a reassignment moves a booking to
-another technician only where they could have taken it; no bay and no technician is ever in
-two live bookings at one time, and each technician's day counts exactly the minutes of their
-live bookings, never past their 4 hours."""
+"""Random sequences of booking, moving, reassigning and cancelling one-hour MOTs, oil changes and
+two-hour drop-offs (on two days, moved between them) on two bays with two technicians — Priya,
+the only MOT tester (who also does general work), and Sam (general), each working 4 hours a day
+— against the real app on SQLite and on PostgreSQL + Redis, checked after every step against a
+model of issue 15's rules: a timed booking needs a free bay slot and a free qualified technician
+at its time with an hour of their day left; an oil change or a drop-off goes to Sam while he can
+(Priya is kept for MOTs); a drop-off takes 120 minutes of a day and no bay; a reassignment moves
+a booking to another technician only where they could have taken it; a drop-off moved to the
+other day stays with its technician while they have the minutes there, else goes to the first
+who has; no bay and no technician is ever in two live bookings at one time, and each
+technician's day counts exactly the minutes of their live bookings that day, never past their 4
+hours."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Coroutine
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -90,10 +92,12 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 if s["starts_at"] in hours and s["bay_id"] in bays
             }
             self.day = date.fromisoformat(days[1])
+            after = self.day + timedelta(days=1)
+            self.days = [self.day, after + timedelta(days=after.weekday() == 6)]  # no Sunday
             self.run(working(stack.database_url, WORKING))
-            # The model: live booking → (hour, bay, technician name, service); a drop-off has
-            # hour and bay -1.
-            self.live: dict[str, tuple[int, int, str, int]] = {}
+            # The model: live booking → (hour, bay, technician name, service, day index); a
+            # drop-off has hour and bay -1; timed bookings are all on day 0.
+            self.live: dict[str, tuple[int, int, str, int, int]] = {}
             self.tokens: dict[str, str] = {}
             self.n = 0
 
@@ -106,19 +110,31 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.run(self.engine.dispose())
             self.loop.close()
 
-        def who(self, hour: int, bay: int, service: int, moving: str | None = None) -> str | None:
-            """Who the model says takes it, or None when it must be refused."""
+        def who(
+            self,
+            hour: int,
+            bay: int,
+            service: int,
+            moving: str | None = None,
+            day: int = 0,
+            first: tuple[str, ...] = (),
+        ) -> str | None:
+            """Who the model says takes it (`first` tried before the server's order), or
+            None when it must be refused."""
             others = {k: v for k, v in self.live.items() if k != moving}
-            if hour >= 0 and any(h == hour and b == bay for h, b, _, _ in others.values()):
+            if hour >= 0 and any(h == hour and b == bay for h, b, _, _, _ in others.values()):
                 return None  # the bay is taken (a drop-off takes none)
-            return next((t for t in SKILLED[service] if self.can(t, hour, service, moving)), None)
+            order = (*first, *(t for t in SKILLED[service] if t not in first))
+            return next((t for t in order if self.can(t, hour, service, moving, day)), None)
 
-        def can(self, name: str, hour: int, service: int, moving: str | None = None) -> bool:
+        def can(
+            self, name: str, hour: int, service: int, moving: str | None = None, day: int = 0
+        ) -> bool:
             """Whether `name` may take the booking (`moving` not counted): the skill, their
-            time free (a timed booking) and the minutes left in their day."""
+            time free (a timed booking) and the minutes left in their `day`."""
             others = [v for k, v in self.live.items() if k != moving]
-            busy = hour >= 0 and any(h == hour and t == name for h, _, t, _ in others)
-            used = sum(MINUTES[s] for _, _, t, s in others if t == name)
+            busy = hour >= 0 and any(h == hour and t == name for h, _, t, _, _ in others)
+            used = sum(MINUTES[s] for _, _, t, s, d in others if t == name and d == day)
             return name in SKILLED[service] and not busy and used + MINUTES[service] <= WORKING
 
         @rule(
@@ -138,23 +154,23 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 return "none"
             assert reply.status_code == 201, (reply.text, self.live)
             assert reply.json()["technician_id"] == self.ids[expected]
-            self.live[reply.json()["id"]] = (hour, bay, expected, service)
+            self.live[reply.json()["id"]] = (hour, bay, expected, service, 0)
             self.tokens[reply.json()["id"]] = reply.json()["cancel_token"]
             return str(reply.json()["id"])
 
-        @rule(target=bookings)
-        def drop(self) -> str:
+        @rule(target=bookings, day=st.integers(0, 1))
+        def drop(self, day: int) -> str:
             self.n += 1
-            expected = self.who(-1, -1, DROP)
+            expected = self.who(-1, -1, DROP, day=day)
             reply = self.run(
-                self.api.post("/api/bookings", json=drop_off(self.drop_off, self.day, self.n))
+                self.api.post("/api/bookings", json=drop_off(self.drop_off, self.days[day], self.n))
             )
             if expected is None:
                 assert reply.status_code == 409, (reply.text, self.live)
                 return "none"
             assert reply.status_code == 201, (reply.text, self.live)
             assert reply.json()["technician_id"] == self.ids[expected]
-            self.live[reply.json()["id"]] = (-1, -1, expected, DROP)
+            self.live[reply.json()["id"]] = (-1, -1, expected, DROP, day)
             self.tokens[reply.json()["id"]] = reply.json()["cancel_token"]
             return str(reply.json()["id"])
 
@@ -172,16 +188,16 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             if booking not in self.live:
                 assert reply.status_code == 409, reply.text
                 return
-            hour, bay, now, service = self.live[booking]
+            hour, bay, now, service, day = self.live[booking]
             if name == now:  # already theirs: nothing changes
                 assert reply.status_code == 200, reply.text
                 return
-            if not self.can(name, hour, service, moving=booking):
+            if not self.can(name, hour, service, moving=booking, day=day):
                 assert reply.status_code == 409, (reply.text, self.live)
                 return
             assert reply.status_code == 200, (reply.text, self.live)
             assert reply.json()["technician_id"] == self.ids[name]
-            self.live[booking] = (hour, bay, name, service)
+            self.live[booking] = (hour, bay, name, service, day)
 
         @rule(booking=bookings)
         def cancel(self, booking: str) -> None:
@@ -217,11 +233,39 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 return
             assert reply.status_code == 200, (reply.text, self.live)
             assert reply.json()["technician_id"] == self.ids[expected]
-            self.live[booking] = (hour, bay, expected, service)
+            self.live[booking] = (hour, bay, expected, service, 0)
+
+        @rule(booking=bookings, day=st.integers(0, 1))
+        def move_day(self, booking: str, day: int) -> None:
+            if booking == "none":
+                return
+            reply = self.run(
+                self.api.post(
+                    f"/api/manage/{self.tokens[booking]}/reschedule",
+                    json={"day": self.days[day].isoformat()},
+                )
+            )
+            if booking not in self.live:
+                assert reply.status_code == 409, reply.text
+                return
+            _, _, now, service, was = self.live[booking]
+            if service != DROP:  # a timed booking is not moved to a day
+                assert reply.status_code == 422, reply.text
+                return
+            if day == was:  # the same day: nothing changes
+                assert reply.status_code == 200, reply.text
+                return
+            expected = self.who(-1, -1, DROP, moving=booking, day=day, first=(now,))
+            if expected is None:
+                assert reply.status_code == 409, (reply.text, self.live)
+                return
+            assert reply.status_code == 200, (reply.text, self.live)
+            assert reply.json()["technician_id"] == self.ids[expected]
+            self.live[booking] = (-1, -1, expected, DROP, day)
 
         @invariant()
         def database_agrees(self) -> None:
-            async def claims() -> tuple[list[tuple[str, int]], dict[int, int]]:
+            async def claims() -> tuple[list[tuple[str, int]], dict[tuple[int, str], int]]:
                 async with self.engine.connect() as conn:
                     held = await conn.execute(
                         text(
@@ -232,20 +276,27 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                     )
                     minutes = await conn.execute(
                         text(
-                            "SELECT technician_id, sum(minutes_booked) FROM technician_days"
-                            " GROUP BY technician_id"
+                            "SELECT technician_id, day, minutes_booked FROM technician_days"
+                            " WHERE minutes_booked > 0"
                         )
                     )
-                    return [(r[0], r[1]) for r in held], {r[0]: int(r[1]) for r in minutes}
+                    return [(r[0], r[1]) for r in held], {
+                        (r[0], str(r[1])): int(r[2]) for r in minutes
+                    }
 
             held, minutes = self.run(claims())
             names = {tid: name for name, tid in self.ids.items()}
             assert sorted((b, names[t]) for b, t in held) == sorted(
-                (b, t) for b, (_, _, t, s) in self.live.items() if s != DROP
+                (b, t) for b, (_, _, t, s, _) in self.live.items() if s != DROP
             )
             for name, tid in self.ids.items():
-                mine = sum(MINUTES[s] for _, _, t, s in self.live.values() if t == name)
-                assert minutes.get(tid, 0) == mine <= WORKING
+                for index, day in enumerate(self.days):
+                    mine = sum(
+                        MINUTES[s]
+                        for _, _, t, s, d in self.live.values()
+                        if t == name and d == index
+                    )
+                    assert minutes.get((tid, day.isoformat()), 0) == mine <= WORKING
 
     return Technicians
 
