@@ -15,12 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import text
 
-import garagebook.bookings.service as service_module
-import garagebook.technicians.claims as claims_module
 from garagebook.app import create_app
-from garagebook.bookings.sql import BOOK_POSTGRES
 from tests.support.api import booking_body
 from tests.support.control import database_without
 from tests.support.stack import ADMIN_TOKEN, Stack
@@ -34,11 +30,11 @@ from tests.support.technicians import (
 )
 from tests.test_concurrency import dead_redis_url
 from tests.test_drop_offs import (
-    _unguarded_claim,
     _without_the_check,
     at,
     day_counts,
     hours_of,
+    without_the_guard,
     working,
 )
 
@@ -211,13 +207,7 @@ async def test_control_without_the_days_guard_moves_book_a_day_past_its_hours(
     service = await add_drop_off_service(url)
     await _without_the_check(url)
     await working(url, 300)
-    guard = (
-        "      AND d.minutes_booked + CAST(:technician_minutes AS integer) <= d.minutes_working\n"
-    )
-    assert guard in BOOK_POSTGRES
-    monkeypatch.setattr(service_module, "_BOOK_POSTGRES", text(BOOK_POSTGRES.replace(guard, "")))
-    monkeypatch.setattr(service_module, "claim_technician", _unguarded_claim)
-    monkeypatch.setattr(claims_module, "claim", _unguarded_claim)
+    without_the_guard(monkeypatch)
     app = create_app(stack.settings(database_url=url, redis_url=dead_redis_url()))
     target, *others = working_days(7)
     async with (

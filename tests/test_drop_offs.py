@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 import garagebook.bookings.service as service_module
+import garagebook.technicians.claims as claims_module
 from garagebook.app import create_app
 from garagebook.bookings.sql import BOOK_POSTGRES
 from tests.support.api import booking_body
@@ -202,12 +203,7 @@ async def test_control_without_the_days_guard_the_same_race_books_past_the_hours
     service = await add_drop_off_service(url, labour_minutes=60)
     await _without_the_check(url)
     await working(url, 480)
-    guard = (
-        "      AND d.minutes_booked + CAST(:technician_minutes AS integer) <= d.minutes_working\n"
-    )
-    assert guard in BOOK_POSTGRES
-    monkeypatch.setattr(service_module, "_BOOK_POSTGRES", text(BOOK_POSTGRES.replace(guard, "")))
-    monkeypatch.setattr(service_module, "claim_technician", _unguarded_claim)
+    without_the_guard(monkeypatch)
     app = create_app(stack.settings(database_url=url, redis_url=dead_redis_url()))
     day = a_day()
     async with (
@@ -220,6 +216,19 @@ async def test_control_without_the_days_guard_the_same_race_books_past_the_hours
     assert outcome[201] > 8, outcome
     booked, taken, hours = next(iter((await day_counts(url, day)).values()))
     assert booked == taken > hours == 480
+
+
+def without_the_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The technician day counter's UPDATE without `booked + mine <= working`: its line in
+    PostgreSQL's one booking statement, and technicians/claims.py's claim (SQLite's booking,
+    and every move and reassignment on both)."""
+    guard = (
+        "      AND d.minutes_booked + CAST(:technician_minutes AS integer) <= d.minutes_working\n"
+    )
+    assert guard in BOOK_POSTGRES
+    monkeypatch.setattr(service_module, "_BOOK_POSTGRES", text(BOOK_POSTGRES.replace(guard, "")))
+    monkeypatch.setattr(service_module, "claim_technician", _unguarded_claim)
+    monkeypatch.setattr(claims_module, "claim", _unguarded_claim)
 
 
 async def _unguarded_claim(

@@ -20,7 +20,7 @@ taken from a qualified technician's new day under the same guarded counter as a 
 from __future__ import annotations
 
 import secrets
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -185,16 +185,26 @@ async def _move(
             booking_slots.c.booking_id == booking_id, booking_slots.c.slot_id.not_in(slot_ids)
         )
     )
+    return await _record_move(
+        conn,
+        booking_id,
+        now,
+        slot_id=plan.start.id,
+        starts_at=plan.start.starts_at,
+        ends_at=plan.ends_at,
+    )
+
+
+async def _record_move(
+    conn: AsyncConnection, booking_id: str, now: datetime, **values: Any
+) -> dict[str, Any]:
+    """The booking row at its new time (`sequence` + 1, for calendars), and what a move tells:
+    the rescheduled mail's job and the webhook event, in the move's transaction."""
     row = (
         await conn.execute(
             update(bookings)
             .where(bookings.c.id == booking_id)
-            .values(
-                slot_id=plan.start.id,
-                starts_at=plan.start.starts_at,
-                ends_at=plan.ends_at,
-                sequence=bookings.c.sequence + 1,
-            )
+            .values(**values, sequence=bookings.c.sequence + 1)
             .returning(*bookings.c)
         )
     ).one()
@@ -263,22 +273,14 @@ async def move_drop_off(
             raise SlotUnavailable(
                 "database", "No technician who can do it has that much time left that day."
             ) from None
-        row = (
-            await conn.execute(
-                update(bookings)
-                .where(bookings.c.id == booking_id)
-                .values(
-                    starts_at=plan.starts_at,
-                    ends_at=plan.ends_at,
-                    technician_minutes=plan.technician_minutes,
-                    sequence=bookings.c.sequence + 1,
-                )
-                .returning(*bookings.c)
-            )
-        ).one()
-        moved = row._asdict()
-        await enqueue(conn, BOOKING_RESCHEDULED, job_payload(moved), now=now)
-        await enqueue_event(conn, HOOK_RESCHEDULED, moved, now)
+        moved = await _record_move(
+            conn,
+            booking_id,
+            now,
+            starts_at=plan.starts_at,
+            ends_at=plan.ends_at,
+            technician_minutes=plan.technician_minutes,
+        )
         await time_freed(conn, old_day, now)  # the old day has room again: its waitlist
         reminder = reminder_at(plan.starts_at, settings, now)
         if reminder is not None:
