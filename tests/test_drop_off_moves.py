@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+import garagebook.bookings.reschedule as reschedule_module
 from garagebook.app import create_app
+from garagebook.technicians.drop_offs import plan_drop_off
 from tests.support.api import booking_body
 from tests.support.control import database_without
 from tests.support.stack import ADMIN_TOKEN, Stack
@@ -154,6 +157,25 @@ async def test_what_a_move_takes(stack: Stack, api: httpx.AsyncClient) -> None:
         assert answer.status_code == 422, (body, answer.text)
     past = await move(api, token, date.today() - timedelta(days=1))
     assert past.status_code == 409, past.text  # that day's window has long opened
+
+
+async def test_a_setup_change_while_a_move_plans_is_no_error(
+    stack: Stack, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's minutes changed by an apply committed between the move's plan and its
+    rules (PostgreSQL reads each statement afresh): the move goes on (it was a 500)."""
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    first, second = working_days(2)
+    booked = (await api.post("/api/bookings", json=drop_off(service, first))).json()
+
+    async def planned_before_the_change(*args: Any) -> Any:
+        plan = await plan_drop_off(*args)
+        return replace(plan, minutes=plan.minutes + 15)
+
+    monkeypatch.setattr(reschedule_module, "plan_drop_off", planned_before_the_change)
+    moved = await move(api, booked["cancel_token"], second)
+    assert moved.status_code == 200, moved.text
 
 
 async def _race_for_the_last_place(

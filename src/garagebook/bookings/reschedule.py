@@ -255,9 +255,13 @@ async def move_drop_off(
             return booking_json(row._asdict(), None, [], settings)
         plan = await plan_drop_off(conn, current.service_id, day)
         refuse_unbookable(plan, now, staff=not online)
+        # The notice and the service still offered. Not the plan's minutes: the plan was read
+        # in this transaction, and a setup change committed between its reads and these is
+        # no reason to refuse (the counter takes the plan's labour minutes either way).
+        rules = await read_rules(conn, current.service_id, ())
         refuse(
-            await read_rules(conn, current.service_id, ()),
-            plan_minutes=plan.minutes,
+            rules,
+            plan_minutes=rules.minutes or 0,
             starts_at=plan.starts_at,
             now=now,
             online=online,
