@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -289,3 +289,49 @@ async def test_the_staff_day_lists_drop_offs_and_places_one_on_another_technicia
     gone = await api.get(cancelled.headers["location"])
     assert 'id="drop-offs-none"' in gone.text
     assert await sql("SELECT status FROM bookings") == [("cancelled",)]
+
+
+async def test_staff_move_a_drop_off_to_another_day_from_the_day_view(
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    """The Drop-offs' "Move to" form: the same move as the API's (staff: no notice), then the
+    day it is on now; a full day refuses it, the booking stays and the page says so."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    later = day + timedelta(days=1 if day.weekday() != 5 else 2)  # not a Sunday
+    booking = (await api.post("/api/bookings", json=drop_off(service, day, 7))).json()
+    await signed_in(app, api, "staff")
+    page = await api.get("/staff", params={"date": day.isoformat()})
+    row = section(page.text, "drop-off-list").split(f'data-drop-off="{booking["reference"]}"')[1]
+    assert f'action="/staff/bookings/{booking["id"]}/move-day"' in row
+
+    moved = await api.post(
+        f"/staff/bookings/{booking['id']}/move-day",
+        data={"csrf_token": csrf_of(page.text), "date": day.isoformat(), "day": str(later)},
+    )
+
+    assert moved.status_code == 303
+    assert moved.headers["location"] == f"/staff?date={later.isoformat()}&done=moved_day"
+    shown = await api.get(moved.headers["location"])
+    assert "Drop-off moved to this day" in shown.text
+    assert booking["reference"] in section(shown.text, "drop-off-list")
+    minutes = "SELECT day, minutes_booked FROM technician_days WHERE technician_id = :t"
+    assert {str(d): m for d, m in await sql(minutes, t=ids["Sam"]) if m} == {str(later): 240}
+
+    # The first day filled meanwhile: refused, back to the day it stays on, saying why.
+    await sql("UPDATE technician_days SET minutes_working = 240")
+    assert (await api.post("/api/bookings", json=drop_off(service, day, 8))).status_code == 201
+    refused = await api.post(
+        f"/staff/bookings/{booking['id']}/move-day",
+        data={"csrf_token": csrf_of(shown.text), "date": later.isoformat(), "day": str(day)},
+    )
+    assert refused.status_code == 303
+    assert refused.headers["location"].startswith(f"/staff?date={later.isoformat()}&error=")
+    again = await api.get(refused.headers["location"])
+    assert 'class="flash error" role="alert"' in again.text
+    assert booking["reference"] in section(again.text, "drop-off-list")
+    assert {str(d): m for d, m in await sql(minutes, t=ids["Sam"]) if m} == {
+        str(later): 240,
+        str(day): 240,
+    }

@@ -398,3 +398,10 @@ def test_a_drop_off_mail_says_when_to_bring_the_car_and_when_to_collect_it(event
     assert "Bay" not in text
     assert "Bay" not in html
     assert "08:00–16:30" not in text + html
+    if event == "rescheduled":  # a drop-off moves to another day, never to a time
+        assert "has moved to another day" in text
+        assert "has moved to another day" in html
+    if event != "cancelled":
+        assert "move it to another day, or cancel it" in text
+        assert "Move it to another day, or cancel it (the day is then free" in html
+        assert "another time" not in text + html

@@ -71,6 +71,7 @@ _MESSAGES = {
     "uncompleted": "Done taken back: the booking is open again.",
     "reassigned": "Booking reassigned: same time, the technician or bay you picked.",
     "placed": "Drop-off placed on the technician you picked: same day.",
+    "moved_day": "Drop-off moved to this day: the customer gets an email with the new day.",
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7

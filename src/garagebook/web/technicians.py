@@ -1,10 +1,11 @@
 """Technicians on the staff pages (issue 15): the reassign form of the day view's flagged
-bookings and drop-offs (web/technician_day.py loads them) and the absences page
-`/staff/absences`.
+bookings and drop-offs (web/technician_day.py loads them), the drop-offs' move to another day,
+and the absences page `/staff/absences`.
 
-Reassigning and absences go through the same functions as the admin API
-(technicians/reassign.py, technicians/absences.py), so a page can never book a technician
-twice either. A garage that lists no technicians gets none of this on its day view.
+Reassigning, moving and absences go through the same functions as the admin API
+(technicians/reassign.py, bookings/reschedule.py, technicians/absences.py), so a page can
+never book a technician twice either. A garage that lists no technicians gets none of this
+on its day view.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
+from garagebook.bookings.reschedule import move_drop_off
 from garagebook.deps import DatabaseDep, ReservationsDep, SettingsDep
 from garagebook.errors import DomainError, InvalidRequest, page_key, page_message_for_key
 from garagebook.fields import DB_INT_MAX
@@ -26,6 +28,7 @@ from garagebook.technicians.reassign import reassign
 from garagebook.technicians.routes import check_range
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import current_staff
+from garagebook.web.choices import iso_day
 from garagebook.web.forms import form_text
 from garagebook.web.pages import render
 from garagebook.web.staff import back_to_day, refused, staff_action
@@ -63,6 +66,25 @@ async def reassign_booking(
     except DomainError as exc:
         return back_to_day(day, error=page_key(exc))
     return back_to_day(day, done="placed" if moved["slot_id"] is None else "reassigned")
+
+
+@router.post("/bookings/{booking_id}/move-day")
+async def move_drop_off_day(
+    booking_id: str, request: Request, db: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The drop-offs' "Move to" form: `move_drop_off` as staff (until collection, no notice),
+    then the day it is on now; refused, back to the day it stays on, saying why."""
+    user, form, day = await staff_action(request, settings)
+    if user is None:
+        return refused(request, settings)
+    new_day = iso_day(form_text(form, "day"))
+    try:
+        if new_day is None:
+            raise InvalidRequest("Pick the day to move it to.")
+        await move_drop_off(db, settings, booking_id[:32], new_day, online=False)
+    except DomainError as exc:
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(new_day, done="moved_day")
 
 
 @router.get("/absences")
