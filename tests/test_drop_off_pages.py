@@ -335,3 +335,44 @@ async def test_staff_move_a_drop_off_to_another_day_from_the_day_view(
         str(later): 240,
         str(day): 240,
     }
+
+
+async def test_staff_take_a_car_in_for_the_day_as_a_walk_in_drop_off(
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    """The Drop-offs' "Take a car in for the day": a drop-off of the day shown, booked by staff
+    through the booking path (the garage's own address without one); a full day refuses it."""
+    ids = await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    await signed_in(app, api, "staff")
+    page = await api.get("/staff", params={"date": day.isoformat()})
+    form = section(page.text, "drop-off-walk-in")
+    assert re.findall(r'<option value="(\d+)">', form) == [str(service)]  # drop-offs only
+    typed = {
+        "csrf_token": csrf_of(page.text),
+        "date": day.isoformat(),
+        "service_id": str(service),
+        "name": "Walk-in Wendy",
+        "registration": "wk12 ndy",
+    }
+
+    taken = await api.post("/staff/walk-in-drop-off", data=typed)
+
+    assert taken.status_code == 303
+    assert taken.headers["location"] == f"/staff?date={day.isoformat()}&done=walk_in_drop_off"
+    shown = await api.get(taken.headers["location"])
+    assert "Car taken in for the day" in shown.text
+    assert "Walk-in Wendy" in section(shown.text, "drop-off-list")
+    rows = await sql(
+        "SELECT slot_id, technician_id, technician_minutes, customer_email FROM bookings"
+    )
+    assert [tuple(r) for r in rows] == [(None, ids["Sam"], 240, app.state.settings.walk_in_email)]
+
+    await sql("UPDATE technician_days SET minutes_working = 240")  # Sam's day is now full
+    refused = await api.post("/staff/walk-in-drop-off", data={**typed, "name": "Another"})
+    assert refused.status_code == 303
+    assert "&error=" in refused.headers["location"]
+    assert await sql("SELECT count(*) FROM bookings") == [(1,)]
+    nameless = await api.post("/staff/walk-in-drop-off", data={**typed, "name": ""})
+    assert "&error=" in nameless.headers["location"]

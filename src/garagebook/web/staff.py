@@ -72,6 +72,7 @@ _MESSAGES = {
     "reassigned": "Booking reassigned: same time, the technician or bay you picked.",
     "placed": "Drop-off placed on the technician you picked: same day.",
     "moved_day": "Drop-off moved to this day: the customer gets an email with the new day.",
+    "walk_in_drop_off": "Car taken in for the day: it is under Drop-offs.",
 }
 # The move page offers free start times from the day shown for this many days.
 MOVE_DAYS = 7
@@ -379,6 +380,42 @@ async def walk_in(
 
 
 _WALK_IN_FIELDS = ("slot_id", "service_id", "name", "registration", "email", "phone")
+
+
+@router.post("/walk-in-drop-off")
+async def walk_in_drop_off(
+    request: Request,
+    db: DatabaseDep,
+    reservations: ReservationsDep,
+    plans: PlansDep,
+    settings: SettingsDep,
+) -> Response:
+    """A car brought in to be left for the day shown: a drop-off booked by staff (no notice,
+    until collection) through the same booking path, the technician picked as for any."""
+    user, form, day = await staff_action(request, settings)
+    if user is None:
+        return refused(request, settings)
+    try:
+        request_in = BookingIn.model_validate(
+            {
+                "service_id": int(form_text(form, "service_id")),
+                "day": day.isoformat(),
+                "customer": {
+                    "name": form_text(form, "name"),
+                    "email": form_text(form, "email") or settings.walk_in_email,
+                    "phone": form_text(form, "phone") or None,
+                },
+                "vehicle": {"registration": form_text(form, "registration")},
+                "notes": f"Walk-in, left for the day, booked by {user.name}",
+            }
+        )
+    except (ValueError, ValidationError):
+        return back_to_day(day, error=_INVALID)
+    try:
+        await bookings.book(db, reservations, plans, settings, request_in, None, staff=True)
+    except DomainError as exc:
+        return back_to_day(day, error=page_key(exc))
+    return back_to_day(day, done="walk_in_drop_off")
 
 
 async def _walk_in_again(
