@@ -249,8 +249,11 @@ class _Deadline:
     by whether it answered, not by how long our own queue of callbacks is.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, waiting_for: str = "an answer") -> None:
         self._seconds = seconds
+        self._waiting_for = waiting_for  # said in the TimeoutError: a connect, or an answer
+        self._began = 0.0
+        self._late = 0.0  # how late the deadline's timer ran: time the loop was not looking
         self._expired = False
         self._task: asyncio.Task[object] | None = None
         self._handle: asyncio.Handle | None = None
@@ -262,11 +265,15 @@ class _Deadline:
         self._task = asyncio.current_task()
         assert self._task is not None
         self._cancelling = self._task.cancelling()
-        self._handle = asyncio.get_running_loop().call_later(self._seconds, self._watch)
+        loop = asyncio.get_running_loop()
+        self._began = loop.time()
+        self._handle = loop.call_later(self._seconds, self._watch)
 
     def _watch(self) -> None:
         """Once per turn past the deadline, until the call ends (aexit) or is cancelled."""
         assert self._task is not None
+        if self._stuck_on is None:  # the deadline itself
+            self._late = asyncio.get_running_loop().time() - self._began - self._seconds
         awaiting = _awaiting(self._task)
         if awaiting is self._stuck_on:
             self._stuck_turns += 1
@@ -295,7 +302,14 @@ class _Deadline:
         ):
             # The builtin, as asyncio.timeout's: redis-py turns it into its own on a connect
             # (any other exception there becomes a ConnectionError, which opens the breaker).
-            raise TimeoutError("Redis did not answer within its timeout") from exc
+            # What it waited for and how long, in the breaker's log line: a timeout that the
+            # loop's own lateness explains looks different from a Redis that was slow.
+            waited = asyncio.get_running_loop().time() - self._began
+            raise TimeoutError(
+                f"Redis did not give {self._waiting_for} within its timeout: waited"
+                f" {waited * 1000:.0f} ms, the deadline's timer ran {self._late * 1000:.0f} ms"
+                f" late, {GRACE_TURNS} loop turns past it"
+            ) from exc
 
 
 class _MeasuresRedis(AbstractConnection):
@@ -305,7 +319,7 @@ class _MeasuresRedis(AbstractConnection):
     _redis_timeout: float
 
     async def _connect(self) -> None:
-        async with _Deadline(self._redis_timeout):
+        async with _Deadline(self._redis_timeout, "a connection"):
             # The base class's TCP, TLS or Unix socket connect (untyped in redis-py).
             await super()._connect()  # type: ignore[safe-super,no-untyped-call]
 
@@ -449,7 +463,9 @@ class RedisReservations:
 
     def _trip(self, exc: BaseException) -> None:
         if not self._open:
-            log.warning("reservation layer degraded: Redis unavailable (%s)", type(exc).__name__)
+            log.warning(
+                "reservation layer degraded: Redis unavailable (%s: %s)", type(exc).__name__, exc
+            )
             RESERVATION_BREAKER_OPENS.inc()
         self._open = True
         if self._probe is None or self._probe.done():
