@@ -14,6 +14,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+import garagebook.bookings.service as service_module
 from garagebook.app import create_app
 from garagebook.config import Settings
 from tests.support.api import booking_body, free_slots
@@ -114,9 +115,31 @@ async def test_caps_per_email_per_day_and_per_registration(stack: Stack, sql: SQ
     ) == [(5,)]
 
 
-async def test_caps_hold_when_requests_arrive_at_once(stack: Stack, sql: SQL) -> None:
+# How long each booking's transaction stays open after its statement in the storm below.
+HELD_SECONDS = 0.25
+
+
+@pytest.fixture
+def commits_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each PostgreSQL booking's transaction stays open a moment after its one statement,
+    before COMMIT (as over a slow network): the storm's transactions then overlap for certain,
+    not by the luck of the scheduler (run 10 of 2026-12-03: a quiet machine ran them one after
+    another, the control's race never happened and it failed). SQLite: no effect."""
+    write = service_module._write_booking_postgres
+
+    async def held(*args: Any) -> None:
+        await write(*args)
+        await asyncio.sleep(HELD_SECONDS)
+
+    monkeypatch.setattr(service_module, "_write_booking_postgres", held)
+
+
+async def test_caps_hold_when_requests_arrive_at_once(
+    stack: Stack, sql: SQL, commits_held: None
+) -> None:
     """20 bookings of 20 different times by one e-mail address, all sent at once (each takes
-    its own reservation key, so all reach the database together): exactly 4 are booked."""
+    its own reservation key, so all reach the database together, and each transaction stays
+    open a moment): exactly 4 are booked."""
     settings = stack.settings(
         max_live_bookings_per_email=4,
         max_live_bookings_per_registration=0,
@@ -143,7 +166,9 @@ async def test_caps_hold_when_requests_arrive_at_once(stack: Stack, sql: SQL) ->
 
 
 @pytest.mark.parametrize("stack", ["postgres"], indirect=True)
-async def test_control_without_the_locks_the_caps_are_passed(stack: Stack, sql: SQL) -> None:
+async def test_control_without_the_locks_the_caps_are_passed(
+    stack: Stack, sql: SQL, commits_held: None
+) -> None:
     """The control: the same storm with the cap function's advisory locks taken out. Then the
     concurrent counts do not see each other's bookings, and more than 4 get through: the race
     is real, and the locks are what stop it."""
