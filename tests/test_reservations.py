@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -19,6 +21,7 @@ import redis.asyncio as redis
 from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from garagebook import reservations
 from garagebook.app import create_app
 from garagebook.bookings.schemas import BookingIn
 from garagebook.bookings.service import book
@@ -262,8 +265,17 @@ def loaded_machine() -> Iterator[None]:
 # stdin closes (60 s at most), and prints the slowest answer in ms (how Redis itself answered)
 # and the longest its own 5 ms round took beyond the answers (the machine not running it).
 PING_PROBE = """
-import select, socket, sys, time
+import os, select, socket, sys, time
+def stolen():  # ms the host took from this machine's vCPUs (steal, /proc/stat), None if unknown
+    try:
+        with open("/proc/stat") as stat:
+            rows = [line.split() for line in stat if line[:3] == "cpu" and line[3].isdigit()]
+        ticks = [int(row[8]) for row in rows]
+    except (OSError, IndexError, ValueError):
+        return None
+    return [tick * 1000 // os.sysconf("SC_CLK_TCK") for tick in ticks]
 host, port = sys.argv[1], int(sys.argv[2])
+before = stolen()
 sock = socket.create_connection((host, port))
 slowest, stalled, end = 0.0, 0.0, time.monotonic() + 60
 last = time.monotonic()
@@ -276,7 +288,10 @@ while time.monotonic() < end and not select.select([sys.stdin], [], [], 0.005)[0
     slowest = max(slowest, time.monotonic() - sent)
     stalled = max(stalled, sent - last - 0.005)
     last = time.monotonic()
-print(f"{slowest * 1000:.1f} ms, and went {stalled * 1000:.0f} ms without running")
+after = stolen()
+steal = "unknown" if before is None or after is None else [b - a for a, b in zip(before, after)]
+print(f"{slowest * 1000:.1f} ms, and went {stalled * 1000:.0f} ms without running;"
+      f" the host took {steal} ms from the vCPUs")
 """
 
 
@@ -382,6 +397,73 @@ async def test_a_burst_against_a_slow_redis_opens_the_breaker(
         await store.close()
         await proxy.stop()
     assert set(outcomes) == {Outcome.SKIPPED}
+
+
+async def _burst_across_a_stop_of_this_process(
+    url: str, deadline: Callable[[float, str], AbstractAsyncContextManager[object]]
+) -> tuple[RedisReservations, list[Outcome]]:
+    """BURST reserves, with `deadline` on each wait on Redis, and this process stopped
+    (SIGSTOP) for twice the timeout while some wait for their answers: a stall of the machine
+    as it looks from inside, where those deadlines have all passed when the process runs
+    again. Redis is not stopped: their answers come in meanwhile."""
+    waiting: list[object] = []
+
+    @asynccontextmanager
+    async def counted(seconds: float, waiting_for: str = "an answer") -> AsyncIterator[None]:
+        async with deadline(seconds, waiting_for) as wait:
+            waiting.append(wait)
+            try:
+                yield
+            finally:
+                waiting.remove(wait)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reservations, "_Deadline", counted)
+        store = RedisReservations(
+            url, timeout_ms=DEFAULT_TIMEOUT_MS, key_prefix="gb:", retry_seconds=60
+        )
+        calls = [asyncio.create_task(store.reserve([7], f"t{i}", TTL)) for i in range(BURST)]
+        for _ in range(10_000):  # until enough wait to open the breaker, were they timeouts
+            if len(waiting) >= TIMEOUTS_TO_OPEN:
+                break
+            await asyncio.sleep(0)
+        else:
+            pytest.fail(f"never {TIMEOUTS_TO_OPEN} waits on Redis at once")
+        stall = 2 * DEFAULT_TIMEOUT_MS / 1000
+        # Blocking is beside the point: the next line stops the whole process.
+        waker = subprocess.Popen(  # noqa: ASYNC220
+            ["sh", "-c", f"sleep {stall}; kill -CONT {os.getpid()}"]
+        )
+        os.kill(os.getpid(), signal.SIGSTOP)
+        try:
+            return store, await asyncio.gather(*calls)
+        finally:
+            await store.close()
+            waker.wait(10)
+
+
+async def test_a_stall_of_the_machine_past_the_timeout_is_not_redis_being_down(
+    own_redis: RedisProcess,
+) -> None:
+    """Issue 19's other suspect: a stall of the whole machine (a host taking its vCPUs), in
+    which our deadlines pass without our process running. Redis answered meanwhile: when the
+    process runs again the answers are read, not taken for timeouts."""
+    store, outcomes = await _burst_across_a_stop_of_this_process(own_redis.url, _Deadline)
+    assert store.status == "ok"
+    assert outcomes.count(Outcome.TAKEN) == 1
+    assert outcomes.count(Outcome.CONFLICT) == BURST - 1
+
+
+async def test_control_a_plain_timeout_takes_the_stall_for_redis_being_down(
+    own_redis: RedisProcess,
+) -> None:
+    """The control: with asyncio's own timeout, each deadline fires in the turn that reads its
+    answer, before the call resumes to take it, and the breaker opens."""
+    store, outcomes = await _burst_across_a_stop_of_this_process(
+        own_redis.url, lambda seconds, _waiting_for: asyncio.timeout(seconds)
+    )
+    assert store.status == "degraded"
+    assert Outcome.SKIPPED in outcomes
 
 
 async def test_an_unfinished_request_blocks_its_slots_for_the_lease_a_booking_for_the_ttl(
