@@ -369,3 +369,29 @@ async def test_a_drop_off_takes_no_hold_token(api: httpx.AsyncClient) -> None:
     refused = await api.post("/api/bookings", json=body)
     assert refused.status_code == 422, refused.text
     assert "hold_token" in refused.text
+
+
+async def test_there_is_no_waitlist_for_a_drop_off_service(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """A waitlist offer holds a time; a drop-off has none (its day's minutes are the database's
+    to decide). Joining used to be accepted, and matching would then offer a bay's time for a
+    service that is booked by the day. The page offers no waitlist for a full day either."""
+    await add_technicians(stack.database_url, ("Sam", "general"))
+    service = await add_drop_off_service(stack.database_url)
+    joined = await api.post(
+        "/api/waitlist",
+        json={
+            "service_id": service,
+            "day": a_day().isoformat(),
+            "customer": {"name": "Waiting", "email": "waiting@example.com"},
+            "vehicle": {"registration": "ab12cde"},
+        },
+    )
+    assert joined.status_code == 422, joined.text
+    assert joined.json()["error"]["fields"] == [
+        {"field": "service_id", "problem": "the service is booked by the day"}
+    ]
+    page = await api.get("/waitlist/join", params={"service": service, "day": a_day().isoformat()})
+    assert page.status_code == 404
+    assert "No waitlist for a drop-off" in page.text

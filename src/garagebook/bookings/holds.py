@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.bookings.schemas import HOLD_TOKEN_PATTERN
 from garagebook.config import Settings
 from garagebook.db import Database
-from garagebook.errors import DomainError, ServiceDoesNotFit, SlotInPast, SlotUnavailable
+from garagebook.errors import ServiceDoesNotFit, SlotInPast, SlotUnavailable
 from garagebook.garage.rules import StalePlan, read_rules, refuse
 from garagebook.reservations import Key, Outcome, ReservationStore, technician_key
 from garagebook.schema import booking_slots, slots
@@ -88,6 +89,39 @@ async def create_hold(
         raise SlotInPast(slot_id=slot_id)
     if not plan.fits:
         raise ServiceDoesNotFit()
+
+    async def free_in_database(technician: int | None) -> bool:
+        return await _free_in_database(db, plan, service_id, technician, now, settings)
+
+    try:
+        held = await hold_first_free(
+            reservations, plan, settings.hold_ttl_seconds * 1000, free_in_database
+        )
+    except StalePlan:
+        plans.forget(slot_id, service_id)
+        raise SlotUnavailable("database", "That service just changed; please try again.") from None
+    return Hold(held.token, now + timedelta(seconds=settings.hold_ttl_seconds), plan.slot_ids)
+
+
+@dataclass(frozen=True)
+class HeldKeys:
+    token: str
+    keys: list[Key]  # the bay's slots and the technician's times, all under `token`
+
+
+async def hold_first_free(
+    reservations: ReservationStore,
+    plan: Plan,
+    ttl_ms: int,
+    free_in_database: Callable[[int | None], Awaitable[bool]],
+) -> HeldKeys:
+    """The plan's bay slots, and the first of its technicians (best first) whose times are
+    free in the reservation layer and then, asked `free_in_database`, in the database: their
+    keys taken together under one token. A customer's hold, and a waitlist offer's.
+
+    SlotUnavailable when none is: by the reservation layer when someone else holds every
+    choice (they may let go: worth another look later), else by the database. What
+    `free_in_database` raises is raised, the keys let go first."""
     choices = plan.technicians.choices if plan.technicians.needed else (None,)
     if not choices:
         raise SlotUnavailable("database", "No technician who can do it works at that time.")
@@ -96,24 +130,18 @@ async def create_hold(
         technician = None if choice is None else choice.technician_id
         token = new_hold_token(plan.slot_ids, technician)
         keys = [*plan.slot_ids, *(choice.keys if choice is not None else ())]
-        outcome = await reservations.reserve(keys, token, settings.hold_ttl_seconds * 1000)
-        if outcome is Outcome.CONFLICT:
+        if await reservations.reserve(keys, token, ttl_ms) is Outcome.CONFLICT:
             conflicts += 1
             continue  # the bay or this technician: the next technician, if any
         try:
-            free = await _free_in_database(db, plan, service_id, technician, now, settings)
-        except (DomainError, StalePlan) as refused:
+            free = await free_in_database(technician)
+        except Exception:
             await reservations.release(keys, token)
-            if isinstance(refused, StalePlan):
-                plans.forget(slot_id, service_id)
-                raise SlotUnavailable(
-                    "database", "That service just changed; please try again."
-                ) from None
             raise
-        if not free:  # this technician is booked then (their keys had expired): the next
-            await reservations.release(keys, token)
-            continue
-        return Hold(token, now + timedelta(seconds=settings.hold_ttl_seconds), plan.slot_ids)
+        if free:
+            return HeldKeys(token, keys)
+        # This technician is booked then (their keys had expired): the next.
+        await reservations.release(keys, token)
     if conflicts == len(choices):
         raise SlotUnavailable("reservation", "Someone else is booking that time right now.")
     raise SlotUnavailable("database", "No technician who can do it is free then.")
@@ -155,20 +183,26 @@ async def _free_in_database(
     return free
 
 
+async def held_keys(conn: AsyncConnection, token: str) -> list[Key]:
+    """Every key a hold token keeps: its slots, and its technician's at their starts."""
+    slot_ids = slots_of(token)
+    starts: Sequence[datetime] = ()
+    if slot_ids and technician_of(token) is not None:
+        starts = (
+            await conn.scalars(
+                select(slots.c.starts_at)
+                .where(slots.c.id.in_(slot_ids))
+                .order_by(slots.c.starts_at)
+            )
+        ).all()
+    return [*slot_ids, *technician_keys_of(token, starts)]
+
+
 async def release_hold(db: Database, reservations: ReservationStore, token: str) -> None:
     """Let the held slots (and technician) go at once (compare-and-delete: only keys still
-    holding `token`). A technician's keys are named by the slots' starts, read here."""
-    slot_ids = slots_of(token)
-    if not slot_ids:
+    holding `token`)."""
+    if not slots_of(token):
         return
-    starts: Sequence[datetime] = ()
-    if technician_of(token) is not None:
-        async with db.read() as conn:
-            starts = (
-                await conn.scalars(
-                    select(slots.c.starts_at)
-                    .where(slots.c.id.in_(slot_ids))
-                    .order_by(slots.c.starts_at)
-                )
-            ).all()
-    await reservations.release([*slot_ids, *technician_keys_of(token, starts)], token)
+    async with db.read() as conn:
+        keys = await held_keys(conn, token)
+    await reservations.release(keys, token)

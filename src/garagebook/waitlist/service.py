@@ -29,12 +29,13 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.bookings.holds import new_hold_token
+from garagebook.bookings.holds import HeldKeys, held_keys, hold_first_free
 from garagebook.bookings.schemas import BookingIn, CustomerIn, VehicleIn
 from garagebook.bookings.service import BookingResult, book, hash_token, refuse_placeholders
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import (
+    DomainError,
     InvalidRequest,
     OfferAlreadyBooked,
     OfferGone,
@@ -46,16 +47,19 @@ from garagebook.errors import (
 from garagebook.jobs.kinds import WAITLIST_OFFER_EXPIRED, WAITLIST_OFFERED
 from garagebook.jobs.queue import enqueue
 from garagebook.manage_links import is_signed_link, offer_id_of
-from garagebook.reservations import Outcome, ReservationStore
+from garagebook.reservations import Key, ReservationStore
 from garagebook.schema import bays, services, slots, waitlist_entries, waitlist_offers
 from garagebook.slots.service import (
     MAX_SLOTS_PER_SERVICE,
+    Plan,
     PlanCache,
     Slot,
     cover,
     list_slots,
     local_day_bounds,
+    plan_booking,
 )
+from garagebook.technicians.free import technician_free
 from garagebook.timeutil import to_local_iso, utcnow
 from garagebook.waitlist.schemas import WaitlistIn
 from garagebook.waitlist.triggers import queue_match
@@ -80,11 +84,14 @@ async def join(db: Database, settings: Settings, request: WaitlistIn) -> dict[st
         raise InvalidRequest(f"day must be between today and {JOIN_DAYS_AHEAD} days ahead.")
     leave_token = secrets.token_urlsafe(24)
     async with db.transaction() as conn:
-        service = await conn.scalar(
-            select(services.c.id).where(services.c.id == request.service_id)
-        )
-        if service is None:
+        mode = await conn.scalar(select(services.c.mode).where(services.c.id == request.service_id))
+        if mode is None:
             raise ServiceNotFound(service_id=request.service_id)
+        if mode == "drop_off":  # offers hold times; a drop-off day's minutes are not held
+            raise InvalidRequest(
+                "There is no waitlist for a drop-off service: choose another day.",
+                fields=[{"field": "service_id", "problem": "the service is booked by the day"}],
+            )
         entry_id = await conn.scalar(
             insert_ignoring_conflicts(conn, waitlist_entries)
             .values(
@@ -127,7 +134,7 @@ async def join(db: Database, settings: Settings, request: WaitlistIn) -> dict[st
 async def leave(db: Database, reservations: ReservationStore, leave_token: str) -> None:
     """Off the list; an open offer ends with it and passes on at once."""
     now = utcnow()
-    released: list[tuple[tuple[int, ...], str]] = []
+    released: list[tuple[list[Key], str]] = []
     async with db.transaction() as conn:
         entry = (
             await conn.execute(
@@ -148,11 +155,11 @@ async def leave(db: Database, reservations: ReservationStore, leave_token: str) 
             .values(status=EXPIRED, decided_at=now)
             .returning(waitlist_offers.c.slot_ids, waitlist_offers.c.hold_token)
         )
-        released = [(_slot_ids(o.slot_ids), o.hold_token) for o in offers]
+        released = [(await held_keys(conn, o.hold_token), o.hold_token) for o in offers]
         if released:
             await queue_match(conn, entry.day, now)
-    for slot_ids, token in released:
-        await reservations.release(slot_ids, token)
+    for keys, token in released:
+        await reservations.release(keys, token)
 
 
 # --- matching --------------------------------------------------------------------------------
@@ -170,12 +177,12 @@ async def match_day(
 ) -> list[Offered]:
     """End the day's stale offers, then offer free times to the people waiting, in order."""
     hold = timedelta(minutes=settings.waitlist_hold_minutes)
-    taken_keys: list[tuple[tuple[int, ...], str]] = []
+    taken_keys: list[tuple[list[Key], str]] = []
     try:
         async with db.transaction() as conn:
             await _serialize(conn)
-            for slot_ids, token in await _end_stale_offers(conn, day, now):
-                await reservations.release(slot_ids, token)
+            for token in await _end_stale_offers(conn, day, now):
+                await reservations.release(await held_keys(conn, token), token)
             waiting = (
                 await conn.execute(
                     select(waitlist_entries.c.id, waitlist_entries.c.service_id)
@@ -193,7 +200,7 @@ async def match_day(
                     conn, reservations, settings, entry.id, entry.service_id, free, now
                 )
                 if offered is not None:
-                    taken_keys.append((offered[0].slot_ids, offered[1]))
+                    taken_keys.append((offered[1].keys, offered[1].token))
                     made.append(offered[0])
             if free.held_elsewhere:
                 # A time was held by a customer mid-booking. If they give up, the hold just
@@ -202,8 +209,8 @@ async def match_day(
                 await queue_match(conn, day, now, run_at=later)
             return made
     except BaseException:
-        for slot_ids, token in taken_keys:  # rolled back: the holds must not outlive the offers
-            await reservations.release(slot_ids, token)
+        for keys, token in taken_keys:  # rolled back: the holds must not outlive the offers
+            await reservations.release(keys, token)
         raise
 
 
@@ -214,9 +221,8 @@ async def _serialize(conn: AsyncConnection) -> None:
         await conn.execute(select(func.pg_advisory_xact_lock(_MATCH_LOCK)))
 
 
-async def _end_stale_offers(
-    conn: AsyncConnection, day: date, now: datetime
-) -> list[tuple[tuple[int, ...], str]]:
+async def _end_stale_offers(conn: AsyncConnection, day: date, now: datetime) -> list[str]:
+    """End the day's offers that ran out (their people lapse); their hold tokens, to let go."""
     of_the_day = select(waitlist_entries.c.id).where(waitlist_entries.c.day == day)
     ended = (
         await conn.execute(
@@ -227,9 +233,7 @@ async def _end_stale_offers(
                 waitlist_offers.c.entry_id.in_(of_the_day.scalar_subquery()),
             )
             .values(status=EXPIRED, decided_at=now)
-            .returning(
-                waitlist_offers.c.entry_id, waitlist_offers.c.slot_ids, waitlist_offers.c.hold_token
-            )
+            .returning(waitlist_offers.c.entry_id, waitlist_offers.c.hold_token)
         )
     ).all()
     if ended:
@@ -241,7 +245,7 @@ async def _end_stale_offers(
             )
             .values(status=LAPSED)
         )
-    return [(_slot_ids(e.slot_ids), e.hold_token) for e in ended]
+    return [e.hold_token for e in ended]
 
 
 @dataclass
@@ -317,14 +321,23 @@ async def _offer_first_fit(
     service_id: int,
     free: _FreeTimes,
     now: datetime,
-) -> tuple[Offered, str] | None:
-    hold = timedelta(minutes=settings.waitlist_hold_minutes)
+) -> tuple[Offered, HeldKeys] | None:
+    """The earliest free time the service can be booked at, held and offered. A time is
+    bookable as a booking would plan it: a bay that can do the service and, where the garage
+    lists technicians, a qualified one free then, whom the hold keeps too (the offer's
+    booking takes them), so an offer is never for a time nobody could do."""
+    hold_ms = settings.waitlist_hold_minutes * 60_000
     for start, covered in free.fits(service_id):
-        hold_token = new_hold_token(covered)
-        outcome = await reservations.reserve(covered, hold_token, int(hold.total_seconds() * 1000))
-        if outcome is Outcome.CONFLICT:  # someone is booking or holding it right now
-            free.free.difference_update(covered)
-            free.held_elsewhere = True
+        try:
+            plan = await plan_booking(conn, start.id, service_id, settings.timezone)
+            if plan.slot_ids != covered:  # the setup changed since the day was read
+                continue
+            held = await _hold(conn, reservations, plan, hold_ms, settings)
+        except SlotUnavailable as refused:
+            if refused.data["rejected_by"] == "reservation":
+                free.held_elsewhere = True  # someone is booking or holding it right now
+            continue
+        except DomainError:  # not a bay for this service, or the service changed
             continue
         # Never shown to anyone: the mail links to a signed offer id (manage_links), so no job
         # or row holds a usable token; the column's unique hash only keeps its old meaning.
@@ -335,30 +348,50 @@ async def _offer_first_fit(
                 entry_id=entry_id,
                 slot_id=start.id,
                 slot_ids=",".join(str(s) for s in covered),
-                hold_token=hold_token,
+                hold_token=held.token,
                 token_hash=hash_token(link_token),
                 status=OPEN,
                 created_at=now,
-                expires_at=now + hold,
+                expires_at=now + timedelta(milliseconds=hold_ms),
             )
             .returning(waitlist_offers.c.id)
         )
         if offer_id is None:  # the unique indexes said no: never two open offers for a time
-            await reservations.release(covered, hold_token)
+            await reservations.release(held.keys, held.token)
             free.free.difference_update(covered)
             continue
         await conn.execute(
             update(waitlist_entries).where(waitlist_entries.c.id == entry_id).values(status=OFFERED)
         )
-        day = start.starts_at.astimezone(settings.timezone).date().isoformat()
+        day = plan.starts_at.astimezone(settings.timezone).date()
         reference = f"waitlist offer {offer_id}"
         mail = {"offer_id": offer_id, "reference": reference}  # the mail signs its own link
         await enqueue(conn, OFFERED_KIND, mail, now=now)
-        expiry = {"offer_id": offer_id, "day": day, "reference": reference}
-        await enqueue(conn, EXPIRY_KIND, expiry, now=now, run_at=now + hold)
+        expiry = {"offer_id": offer_id, "day": day.isoformat(), "reference": reference}
+        run_at = now + timedelta(milliseconds=hold_ms)
+        await enqueue(conn, EXPIRY_KIND, expiry, now=now, run_at=run_at)
         free.free.difference_update(covered)
-        return Offered(offer_id, entry_id, covered), hold_token
+        return Offered(offer_id, entry_id, covered), held
     return None
+
+
+async def _hold(
+    conn: AsyncConnection,
+    reservations: ReservationStore,
+    plan: Plan,
+    hold_ms: int,
+    settings: Settings,
+) -> HeldKeys:
+    """A customer's hold (bookings/holds.py), for the person offered the time; the database
+    asked in the matching transaction."""
+    day = plan.starts_at.astimezone(settings.timezone).date()
+
+    async def free_in_database(technician: int | None) -> bool:
+        return technician is None or await technician_free(
+            conn, technician, plan.starts, day, plan.technician_minutes
+        )
+
+    return await hold_first_free(reservations, plan, hold_ms, free_in_database)
 
 
 def _slot_ids(text: str) -> tuple[int, ...]:

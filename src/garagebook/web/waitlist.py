@@ -52,9 +52,22 @@ async def _join_page(
     status_code: int = 200,
 ) -> Response:
     async with db.read() as conn:
-        service_name = await conn.scalar(select(services.c.name).where(services.c.id == service_id))
-    if service_name is None:
+        service = (
+            await conn.execute(
+                select(services.c.name, services.c.mode).where(services.c.id == service_id)
+            )
+        ).first()
+    if service is None:
         return _message(request, settings, "No such service", "Please pick a service.", 404)
+    if service.mode == "drop_off":  # waitlist/service.py join: offers hold times, not days
+        return _message(
+            request,
+            settings,
+            "No waitlist for a drop-off",
+            f"{service.name} is booked for a day: please choose another day.",
+            404,
+        )
+    service_name = service.name
     context = {
         "service_id": service_id,
         "service_name": service_name,
