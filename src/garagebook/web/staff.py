@@ -339,11 +339,7 @@ async def walk_in(
     if user is None:
         return refused(request, settings)
     body: dict[str, Any] = {
-        "customer": {
-            "name": form_text(form, "name"),
-            "email": form_text(form, "email") or settings.walk_in_email,
-            "phone": form_text(form, "phone") or None,
-        },
+        "customer": _walk_in_customer(form, settings),
         "vehicle": {
             "registration": form_text(form, "registration"),
             "make": form_text(form, "make") or None,
@@ -382,6 +378,15 @@ async def walk_in(
 _WALK_IN_FIELDS = ("slot_id", "service_id", "name", "registration", "email", "phone")
 
 
+def _walk_in_customer(form: FormData, settings: Settings) -> dict[str, Any]:
+    """The customer a walk-in form names: the garage's own address when they give none."""
+    return {
+        "name": form_text(form, "name"),
+        "email": form_text(form, "email") or settings.walk_in_email,
+        "phone": form_text(form, "phone") or None,
+    }
+
+
 @router.post("/walk-in-drop-off")
 async def walk_in_drop_off(
     request: Request,
@@ -400,11 +405,7 @@ async def walk_in_drop_off(
             {
                 "service_id": int(form_text(form, "service_id")),
                 "day": day.isoformat(),
-                "customer": {
-                    "name": form_text(form, "name"),
-                    "email": form_text(form, "email") or settings.walk_in_email,
-                    "phone": form_text(form, "phone") or None,
-                },
+                "customer": _walk_in_customer(form, settings),
                 "vehicle": {"registration": form_text(form, "registration")},
                 "notes": f"Walk-in, left for the day, booked by {user.name}",
             }
