@@ -6,9 +6,14 @@ triggers.py), the `waitlist_match` job runs `match_day`, which, in one transacti
 
 1. ends the day's offers whose time ran out (the entry `lapsed`; its hold is released);
 2. walks the people still waiting, first come first served, and gives each the earliest free
-   time their service fits, if any: a hold (the reservation layer, like a customer's hold on
-   the booking page, for WAITLIST_HOLD_MINUTES), an open offer row, the offer mail and the
-   job that ends the offer when its time runs out.
+   time their service can be booked at, if any (a bay that can do it and, where the garage
+   lists technicians, a qualified one free then): a hold (the reservation layer, like a
+   customer's hold on the booking page, the technician's keys with the bay's, for
+   WAITLIST_HOLD_MINUTES), an open offer row, the offer mail and the job that ends the offer
+   when its time runs out.
+
+A drop-off service has no waitlist: an offer holds a time, and a drop-off day's minutes are
+the database's to give (technicians/drop_offs.py).
 
 Never two people for one time: matching is serialized (an advisory lock on PostgreSQL; SQLite's
 write transaction is exclusive), times under an open offer count as taken, and the partial
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import secrets
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -258,7 +263,10 @@ class _FreeTimes:
     free: set[int]
     durations: dict[int, timedelta]
     zone: Any
+    bounds: tuple[datetime, datetime]  # the day, in UTC
+    not_before: datetime
     held_elsewhere: bool = False  # a fitting time was held in the reservation layer by another
+    _bookable: dict[int, set[int]] = field(default_factory=dict)
 
     @classmethod
     async def load(
@@ -292,7 +300,24 @@ class _FreeTimes:
             free={a.slot.id for a in listed if a.available} - held,
             durations=durations,
             zone=zone,
+            bounds=(start, end),
+            not_before=not_before,
         )
+
+    async def bookable(self, conn: AsyncConnection, service_id: int) -> set[int]:
+        """The starts availability offers the service at (a bay that can do it, a qualified
+        technician free): only those are worth a hold. Read once per service."""
+        if service_id not in self._bookable:
+            listed = await list_slots(
+                conn,
+                start=self.bounds[0],
+                end=self.bounds[1],
+                now=self.not_before,
+                zone=self.zone,
+                service_id=service_id,
+            )
+            self._bookable[service_id] = {a.slot.id for a in listed if a.available}
+        return self._bookable[service_id]
 
     def fits(self, service_id: int) -> list[tuple[Slot, tuple[int, ...]]]:
         """Every start where the service fits on free slots, earliest first."""
@@ -327,7 +352,13 @@ async def _offer_first_fit(
     lists technicians, a qualified one free then, whom the hold keeps too (the offer's
     booking takes them), so an offer is never for a time nobody could do."""
     hold_ms = settings.waitlist_hold_minutes * 60_000
+    try:
+        bookable = await free.bookable(conn, service_id)
+    except DomainError:  # the service is gone
+        return None
     for start, covered in free.fits(service_id):
+        if start.id not in bookable:
+            continue
         try:
             plan = await plan_booking(conn, start.id, service_id, settings.timezone)
             if plan.slot_ids != covered:  # the setup changed since the day was read
