@@ -348,66 +348,94 @@ async def test_the_offer_link_leaves_the_outbox_once_sent(
 # --- in a garage with technicians (issue 15) ----------------------------------------------
 
 
+THURSDAY = date(2027, 6, 3)
+
+
+async def _an_mot_offer_keeping_priya(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL, api: httpx.AsyncClient
+) -> tuple[int, dict[str, Any], dict[str, Any], str]:
+    """Priya, the only MOT tester, works one hour a day and is booked on THURSDAY: the bays
+    are free all day, but nobody could do a waiting customer's MOT, so nobody is offered one
+    (an offer used to go out for the first free bay, and its booking then failed). Her booking
+    cancelled, the offer comes, and keeps her. Returns her id, the waiting entry, the slot of
+    another bay at the offered time, and the offer's link."""
+    from tests.support.technicians import MOT, add_technicians, body
+
+    ids = await add_technicians(
+        stack.database_url, ("Priya", "mot_tester,general"), minutes_a_day=60
+    )
+    day = {"date": THURSDAY.isoformat()}
+    listed = await api.get("/api/availability", params={"service_id": MOT, **day})
+    starts = [s["starts_at"] for s in listed.json()]
+    assert starts, listed.text
+    slots = (await api.get("/api/slots", params={**day, "limit": 300})).json()
+    ten = next(s for s in slots if s["starts_at"] == starts[2] and s["bay_id"] == 1)
+    taken = await api.post("/api/bookings", json=body(ten["id"], MOT, 1))
+    assert taken.status_code == 201, taken.text
+    assert taken.json()["technician_id"] == ids["Priya"]
+
+    joined = await api.post(
+        "/api/waitlist",
+        json={
+            "service_id": MOT,
+            "day": THURSDAY.isoformat(),
+            "customer": {"name": "Waiting", "email": "first@example.com"},
+            "vehicle": {"registration": "ab12cde"},
+        },
+    )
+    assert joined.status_code == 201, joined.text
+    await wait_until(await jobs_settled(sql), 10, "the join's matching")
+    assert offers_in(smtp_sink) == [], "Priya's day is full: no MOT can be offered"
+    assert await entry_states(sql) == [("first@example.com", "waiting")]
+
+    cancel = await api.post(f"/api/manage/{taken.json()['cancel_token']}/cancel")
+    assert cancel.status_code == 200
+    await wait_until(lambda: _count(smtp_sink, 1), 10, "the offer mail")
+    [(token, offered_slot)] = await sql(
+        "SELECT hold_token, slot_id FROM waitlist_offers WHERE status = 'open'"
+    )
+    assert token.endswith(f".t{ids['Priya']}")
+    offered = next(s for s in slots if s["id"] == offered_slot)
+    other_bay = next(
+        s for s in slots if s["starts_at"] == offered["starts_at"] and s["id"] != offered_slot
+    )
+    return ids["Priya"], joined.json(), other_bay, link_of(offers_in(smtp_sink)[0])
+
+
 async def test_an_offer_comes_only_with_a_technician_free_and_keeps_them(
     stack: Stack, smtp_sink: SmtpSink, sql: SQL
 ) -> None:
-    """Priya, the only MOT tester, works one hour a day. Her Thursday is booked: the bays are
-    free all day, but nobody could do a waiting customer's MOT, so nobody is offered one (an
-    offer used to go out for the first free bay, and its booking then failed). Once her booking
-    is cancelled the offer comes, and keeps her for the person offered it: a stranger's MOT on
-    another bay at that time is turned away while it lasts; the offer's booking gets Priya."""
-    from tests.support.technicians import MOT, add_technicians, body
+    """While the offer lasts, a stranger's MOT on another bay at that time is turned away (the
+    offer keeps Priya); the offer's booking gets her."""
+    from tests.support.technicians import MOT, body
 
-    thursday = date(2027, 6, 3)
     with time_machine.travel(CLOCK, tick=True):
         async with garage(stack, smtp_sink) as api:
-            ids = await add_technicians(
-                stack.database_url, ("Priya", "mot_tester,general"), minutes_a_day=60
-            )
-            listed = await api.get(
-                "/api/availability", params={"service_id": MOT, "date": thursday.isoformat()}
-            )
-            starts = [s["starts_at"] for s in listed.json()]
-            assert starts, listed.text
-            slots = (
-                await api.get("/api/slots", params={"date": thursday.isoformat(), "limit": 300})
-            ).json()
-            ten = next(s for s in slots if s["starts_at"] == starts[2] and s["bay_id"] == 1)
-            taken = await api.post("/api/bookings", json=body(ten["id"], MOT, 1))
-            assert taken.status_code == 201, taken.text
-            assert taken.json()["technician_id"] == ids["Priya"]
-
-            entry = await api.post(
-                "/api/waitlist",
-                json={
-                    "service_id": MOT,
-                    "day": thursday.isoformat(),
-                    "customer": {"name": "Waiting", "email": "first@example.com"},
-                    "vehicle": {"registration": "ab12cde"},
-                },
-            )
-            assert entry.status_code == 201, entry.text
-            await wait_until(await jobs_settled(sql), 10, "the join's matching")
-            assert offers_in(smtp_sink) == [], "Priya's day is full: no MOT can be offered"
-            assert await entry_states(sql) == [("first@example.com", "waiting")]
-
-            cancel = await api.post(f"/api/manage/{taken.json()['cancel_token']}/cancel")
-            assert cancel.status_code == 200
-            await wait_until(lambda: _count(smtp_sink, 1), 10, "the offer mail")
-            [(token, offered_slot)] = await sql(
-                "SELECT hold_token, slot_id FROM waitlist_offers WHERE status = 'open'"
-            )
-            assert token.endswith(f".t{ids['Priya']}")
-            offered_at = next(s["starts_at"] for s in slots if s["id"] == offered_slot)
-            other_bay = next(
-                s for s in slots if s["starts_at"] == offered_at and s["id"] != offered_slot
+            priya, _, other_bay, link = await _an_mot_offer_keeping_priya(
+                stack, smtp_sink, sql, api
             )
             stranger = await api.post("/api/bookings", json=body(other_bay["id"], MOT, 2))
             assert stranger.status_code == 409, stranger.text
             assert stranger.json()["error"]["rejected_by"] == "reservation"
 
-            link = link_of(offers_in(smtp_sink)[0])
             booked = await api.post(f"/api/waitlist/offers/{link}/confirm")
             assert booked.status_code == 201, booked.text
-            assert booked.json()["technician_id"] == ids["Priya"]
-            assert booked.json()["slot_id"] == offered_slot
+            assert booked.json()["technician_id"] == priya
+            assert booked.json()["starts_at"] == other_bay["starts_at"]
+
+
+async def test_leaving_with_an_offer_lets_its_technician_go_at_once(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    from tests.support.technicians import MOT, body
+
+    with time_machine.travel(CLOCK, tick=True):
+        async with garage(stack, smtp_sink) as api:
+            priya, entry, other_bay, _ = await _an_mot_offer_keeping_priya(
+                stack, smtp_sink, sql, api
+            )
+            left = await api.delete(f"/api/waitlist/{entry['leave_token']}")
+            assert left.status_code == 204, left.text
+            stranger = await api.post("/api/bookings", json=body(other_bay["id"], MOT, 2))
+            assert stranger.status_code == 201, stranger.text
+            assert stranger.json()["technician_id"] == priya

@@ -158,9 +158,9 @@ async def leave(db: Database, reservations: ReservationStore, leave_token: str) 
             update(waitlist_offers)
             .where(waitlist_offers.c.entry_id == entry.id, waitlist_offers.c.status == OPEN)
             .values(status=EXPIRED, decided_at=now)
-            .returning(waitlist_offers.c.slot_ids, waitlist_offers.c.hold_token)
+            .returning(waitlist_offers.c.hold_token)
         )
-        released = [(await held_keys(conn, o.hold_token), o.hold_token) for o in offers]
+        released = [(await held_keys(conn, token), token) for token in offers.scalars()]
         if released:
             await queue_match(conn, entry.day, now)
     for keys, token in released:
