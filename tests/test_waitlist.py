@@ -439,3 +439,97 @@ async def test_leaving_with_an_offer_lets_its_technician_go_at_once(
             stranger = await api.post("/api/bookings", json=body(other_bay["id"], MOT, 2))
             assert stranger.status_code == 201, stranger.text
             assert stranger.json()["technician_id"] == priya
+
+
+async def _wait_for_an_mot_on_thursday(api: httpx.AsyncClient, sql: SQL, sink: SmtpSink) -> None:
+    from tests.support.technicians import MOT
+
+    joined = await api.post(
+        "/api/waitlist",
+        json={
+            "service_id": MOT,
+            "day": THURSDAY.isoformat(),
+            "customer": {"name": "Waiting", "email": "first@example.com"},
+            "vehicle": {"registration": "ab12cde"},
+        },
+    )
+    assert joined.status_code == 201, joined.text
+    await wait_until(await jobs_settled(sql), 10, "the matching")
+    assert offers_in(sink) == [], "no MOT tester free on Thursday: nothing to offer yet"
+
+
+async def test_a_technician_freed_by_a_reassignment_reaches_the_waitlist(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    """Sam (general) and Priya (MOT tester) work one hour a day. Thursday's two oil changes
+    take both; a waiting MOT has no tester. Sam's is cancelled (matching runs: still no
+    tester), then staff move Priya's oil change to Sam: Priya is free, and the waiting
+    customer is offered the MOT (a reassignment used to free a time nobody was told of)."""
+    from tests.support.technicians import OIL, add_technicians, body
+
+    with time_machine.travel(CLOCK, tick=True):
+        async with garage(stack, smtp_sink) as api:
+            ids = await add_technicians(
+                stack.database_url,
+                ("Sam", "general"),
+                ("Priya", "mot_tester,general"),
+                minutes_a_day=60,
+            )
+            day = {"date": THURSDAY.isoformat()}
+            slots = (await api.get("/api/slots", params={**day, "limit": 300})).json()
+            times = sorted({s["starts_at"] for s in slots})
+            booked = []
+            for i, at in enumerate(times[2:4]):
+                slot = next(s for s in slots if s["starts_at"] == at and s["bay_id"] == 2)
+                answer = await api.post("/api/bookings", json=body(slot["id"], OIL, i))
+                assert answer.status_code == 201, answer.text
+                booked.append(answer.json())
+            assert [b["technician_id"] for b in booked] == [ids["Sam"], ids["Priya"]]
+            await _wait_for_an_mot_on_thursday(api, sql, smtp_sink)
+
+            cancel = await api.post(f"/api/manage/{booked[0]['cancel_token']}/cancel")
+            assert cancel.status_code == 200
+            await wait_until(await jobs_settled(sql), 10, "the cancel's matching")
+            assert offers_in(smtp_sink) == [], "Sam is free, but he is no MOT tester"
+
+            moved = await api.post(
+                f"/api/admin/bookings/{booked[1]['id']}/reassign",
+                json={"technician_id": ids["Sam"]},
+                headers=AUTH,
+            )
+            assert moved.status_code == 200, moved.text
+            await wait_until(lambda: _count(smtp_sink, 1), 10, "the offer once Priya is free")
+            [(token,)] = await sql("SELECT hold_token FROM waitlist_offers WHERE status = 'open'")
+            assert token.endswith(f".t{ids['Priya']}")
+
+
+async def test_a_withdrawn_absence_reaches_the_waitlist(
+    stack: Stack, smtp_sink: SmtpSink, sql: SQL
+) -> None:
+    """Priya, the only MOT tester, is off on Thursday: a waiting MOT has no tester. Her
+    absence withdrawn, she works that day again, and the waiting customer is offered it."""
+    from tests.support.technicians import add_technicians
+
+    with time_machine.travel(CLOCK, tick=True):
+        async with garage(stack, smtp_sink) as api:
+            ids = await add_technicians(stack.database_url, ("Priya", "mot_tester,general"))
+            entered = await api.post(
+                "/api/admin/absences",
+                json={
+                    "technician_id": ids["Priya"],
+                    "first_day": THURSDAY.isoformat(),
+                    "last_day": THURSDAY.isoformat(),
+                    "reason": "holiday",
+                },
+                headers=AUTH,
+            )
+            assert entered.status_code == 201, entered.text
+            await _wait_for_an_mot_on_thursday(api, sql, smtp_sink)
+
+            withdrawn = await api.delete(
+                f"/api/admin/absences/{entered.json()['id']}", headers=AUTH
+            )
+            assert withdrawn.status_code == 200, withdrawn.text
+            await wait_until(lambda: _count(smtp_sink, 1), 10, "the offer once Priya works")
+            [(token,)] = await sql("SELECT hold_token FROM waitlist_offers WHERE status = 'open'")
+            assert token.endswith(f".t{ids['Priya']}")

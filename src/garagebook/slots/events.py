@@ -1,6 +1,7 @@
 """ "A time may have freed up on this day": an event of the booking core (a cancel, a move, a
-new slot), raised inside the transaction that made the change, for whatever builds on the core
-to act on in that same transaction (the waitlist queues its matching: waitlist/triggers.py).
+new slot; a reassignment or a withdrawn absence freeing a technician), raised inside the
+transaction that made the change, for whatever builds on the core to act on in that same
+transaction (the waitlist queues its matching: waitlist/triggers.py).
 
 The core does not know who listens: `bookings` and `slots` never import the waitlist
 (tests/test_outbox.py checks it), the waitlist subscribes with `on_time_freed`. It lives here,

@@ -27,6 +27,7 @@ from garagebook.errors import AbsenceNotFound, AbsenceWithdrawn, TechnicianNotFo
 from garagebook.garage.apply import current_document
 from garagebook.garage.calendar import sync_technician_days
 from garagebook.schema import absences, bookings, technicians
+from garagebook.slots.events import time_freed
 from garagebook.slots.service import local_day_bounds
 
 
@@ -127,6 +128,11 @@ async def withdraw_absence(
         raise AbsenceNotFound() if exists is None else AbsenceWithdrawn()
     absence = _absence(row)
     await sync_technician_days(conn, await current_document(conn), now, absence.technician_id)
+    today = now.astimezone(zone).date()
+    day = max(absence.first_day, today)
+    while day <= absence.last_day:  # they work again: times may be free for the waitlist
+        await time_freed(conn, day, now)
+        day += timedelta(days=1)
     return absence
 
 

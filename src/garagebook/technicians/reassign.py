@@ -37,7 +37,9 @@ from garagebook.errors import (
 from garagebook.garage.rules import can
 from garagebook.reservations import Key, ReservationStore
 from garagebook.schema import bays, booking_slots, bookings, services, slots, technicians
+from garagebook.slots.events import time_freed
 from garagebook.technicians.claims import TechnicianTaken, claim, release
+from garagebook.timeutil import utcnow
 
 
 async def reassign(
@@ -74,12 +76,18 @@ async def reassign(
             )
         ).all()
         starts = [r.starts_at for r in held]
+        moved = False
         if technician_id is not None and technician_id != booking.technician_id:
             freed += await _to_technician(
                 conn, booking, technician_id, service.skill, starts, settings
             )
+            moved = True
         if bay_id is not None and bay_id != held[0].bay_id:
             freed += await _to_bay(conn, booking_id, bay_id, service.needs, list(held))
+            moved = True
+        if moved:  # the old technician or bay is free then: the day's waitlist may have a time
+            day = booking.starts_at.astimezone(settings.timezone).date()
+            await time_freed(conn, day, utcnow())
         row = (await conn.execute(select(bookings).where(bookings.c.id == booking_id))).one()
         now_slots = (
             await conn.execute(

@@ -1,5 +1,6 @@
 """ "A time may have freed up on this day" (the booking core's event, slots/events.py: a
-cancel, a move, a new slot; and the waitlist's own: a join, a leave, an offer running out),
+cancel, a move, a new slot, a technician freed by a reassignment or a withdrawn absence; and
+the waitlist's own: a join, a leave, an offer running out),
 answered in the same transaction with an outbox job that runs the waitlist's matching
 (`waitlist_match`).
 
