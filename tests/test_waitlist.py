@@ -374,18 +374,7 @@ async def _an_mot_offer_keeping_priya(
     assert taken.status_code == 201, taken.text
     assert taken.json()["technician_id"] == ids["Priya"]
 
-    joined = await api.post(
-        "/api/waitlist",
-        json={
-            "service_id": MOT,
-            "day": THURSDAY.isoformat(),
-            "customer": {"name": "Waiting", "email": "first@example.com"},
-            "vehicle": {"registration": "ab12cde"},
-        },
-    )
-    assert joined.status_code == 201, joined.text
-    await wait_until(await jobs_settled(sql), 10, "the join's matching")
-    assert offers_in(smtp_sink) == [], "Priya's day is full: no MOT can be offered"
+    entry = await _wait_for_an_mot_on_thursday(api, sql, smtp_sink)
     assert await entry_states(sql) == [("first@example.com", "waiting")]
 
     cancel = await api.post(f"/api/manage/{taken.json()['cancel_token']}/cancel")
@@ -399,7 +388,7 @@ async def _an_mot_offer_keeping_priya(
     other_bay = next(
         s for s in slots if s["starts_at"] == offered["starts_at"] and s["id"] != offered_slot
     )
-    return ids["Priya"], joined.json(), other_bay, link_of(offers_in(smtp_sink)[0])
+    return ids["Priya"], entry, other_bay, link_of(offers_in(smtp_sink)[0])
 
 
 async def test_an_offer_comes_only_with_a_technician_free_and_keeps_them(
@@ -441,7 +430,10 @@ async def test_leaving_with_an_offer_lets_its_technician_go_at_once(
             assert stranger.json()["technician_id"] == priya
 
 
-async def _wait_for_an_mot_on_thursday(api: httpx.AsyncClient, sql: SQL, sink: SmtpSink) -> None:
+async def _wait_for_an_mot_on_thursday(
+    api: httpx.AsyncClient, sql: SQL, sink: SmtpSink
+) -> dict[str, Any]:
+    """A customer joins THURSDAY's waitlist for an MOT, and is offered nothing (yet)."""
     from tests.support.technicians import MOT
 
     joined = await api.post(
@@ -456,6 +448,8 @@ async def _wait_for_an_mot_on_thursday(api: httpx.AsyncClient, sql: SQL, sink: S
     assert joined.status_code == 201, joined.text
     await wait_until(await jobs_settled(sql), 10, "the matching")
     assert offers_in(sink) == [], "no MOT tester free on Thursday: nothing to offer yet"
+    entry: dict[str, Any] = joined.json()
+    return entry
 
 
 async def test_a_technician_freed_by_a_reassignment_reaches_the_waitlist(
