@@ -39,12 +39,14 @@ async def open_slot(api: httpx.AsyncClient, hour: int, bay_id: int = 1) -> int:
     return await open_admin_slot(api, start, bay_id)
 
 
-async def join(api: httpx.AsyncClient, email: str, service_id: int = 1) -> dict[str, Any]:
+async def join(
+    api: httpx.AsyncClient, email: str, service_id: int = 1, day: date = SUNDAY
+) -> dict[str, Any]:
     response = await api.post(
         "/api/waitlist",
         json={
             "service_id": service_id,
-            "day": SUNDAY.isoformat(),
+            "day": day.isoformat(),
             "customer": {"name": email.split("@")[0].title(), "email": email},
             "vehicle": {"registration": "ab12cde"},
         },
@@ -436,19 +438,9 @@ async def _wait_for_an_mot_on_thursday(
     """A customer joins THURSDAY's waitlist for an MOT, and is offered nothing (yet)."""
     from tests.support.technicians import MOT
 
-    joined = await api.post(
-        "/api/waitlist",
-        json={
-            "service_id": MOT,
-            "day": THURSDAY.isoformat(),
-            "customer": {"name": "Waiting", "email": "first@example.com"},
-            "vehicle": {"registration": "ab12cde"},
-        },
-    )
-    assert joined.status_code == 201, joined.text
+    entry = await join(api, "first@example.com", MOT, THURSDAY)
     await wait_until(await jobs_settled(sql), 10, "the matching")
     assert offers_in(sink) == [], "no MOT tester free on Thursday: nothing to offer yet"
-    entry: dict[str, Any] = joined.json()
     return entry
 
 

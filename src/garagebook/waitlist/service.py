@@ -351,7 +351,7 @@ async def _offer_first_fit(
     bookable as a booking would plan it: a bay that can do the service and, where the garage
     lists technicians, a qualified one free then, whom the hold keeps too (the offer's
     booking takes them), so an offer is never for a time nobody could do."""
-    hold_ms = settings.waitlist_hold_minutes * 60_000
+    hold = timedelta(minutes=settings.waitlist_hold_minutes)
     try:
         bookable = await free.bookable(conn, service_id)
     except DomainError:  # the service is gone
@@ -363,7 +363,8 @@ async def _offer_first_fit(
             plan = await plan_booking(conn, start.id, service_id, settings.timezone)
             if plan.slot_ids != covered:  # the setup changed since the day was read
                 continue
-            held = await _hold(conn, reservations, plan, hold_ms, settings)
+            day = plan.starts_at.astimezone(settings.timezone).date()
+            held = await _hold(conn, reservations, plan, day, hold)
         except SlotUnavailable as refused:
             if refused.data["rejected_by"] == "reservation":
                 free.held_elsewhere = True  # someone is booking or holding it right now
@@ -383,7 +384,7 @@ async def _offer_first_fit(
                 token_hash=hash_token(link_token),
                 status=OPEN,
                 created_at=now,
-                expires_at=now + timedelta(milliseconds=hold_ms),
+                expires_at=now + hold,
             )
             .returning(waitlist_offers.c.id)
         )
@@ -394,13 +395,11 @@ async def _offer_first_fit(
         await conn.execute(
             update(waitlist_entries).where(waitlist_entries.c.id == entry_id).values(status=OFFERED)
         )
-        day = plan.starts_at.astimezone(settings.timezone).date()
         reference = f"waitlist offer {offer_id}"
         mail = {"offer_id": offer_id, "reference": reference}  # the mail signs its own link
         await enqueue(conn, OFFERED_KIND, mail, now=now)
         expiry = {"offer_id": offer_id, "day": day.isoformat(), "reference": reference}
-        run_at = now + timedelta(milliseconds=hold_ms)
-        await enqueue(conn, EXPIRY_KIND, expiry, now=now, run_at=run_at)
+        await enqueue(conn, EXPIRY_KIND, expiry, now=now, run_at=now + hold)
         free.free.difference_update(covered)
         return Offered(offer_id, entry_id, covered), held
     return None
@@ -410,18 +409,18 @@ async def _hold(
     conn: AsyncConnection,
     reservations: ReservationStore,
     plan: Plan,
-    hold_ms: int,
-    settings: Settings,
+    day: date,
+    hold: timedelta,
 ) -> HeldKeys:
     """A customer's hold (bookings/holds.py), for the person offered the time; the database
     asked in the matching transaction."""
-    day = plan.starts_at.astimezone(settings.timezone).date()
 
     async def free_in_database(technician: int | None) -> bool:
         return technician is None or await technician_free(
             conn, technician, plan.starts, day, plan.technician_minutes
         )
 
+    hold_ms = int(hold.total_seconds() * 1000)
     return await hold_first_free(reservations, plan, hold_ms, free_in_database)
 
 
