@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
+from garagebook.app import create_app
 from tests.support.api import booking_body, free_slots
 from tests.support.mail import running_app
 from tests.support.processes import ServerProcess
@@ -168,3 +171,21 @@ async def test_health_counts_mail_due_now_apart_from_reminders_scheduled_later(
     assert backlog["scheduled"] == 3
     assert backlog["running"] == 0
     assert backlog["dead"] == 0
+
+
+async def test_a_served_app_keeps_its_startup_heap_out_of_garbage_collections(
+    stack: Stack,
+) -> None:
+    """`garagebook serve`'s app freezes what it started with: full collections walking those
+    ~176,000 objects stopped every request in flight for 90–115 ms (create_served_app)."""
+    assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
+    try:
+        async with LifespanManager(create_app(stack.settings(), served=True)):
+            assert gc.get_freeze_count() > 50_000
+            assert gc.get_threshold()[0] == 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    async with LifespanManager(create_app(stack.settings())):
+        assert gc.get_freeze_count() == 0  # tests' own apps: nothing kept from collection

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -67,7 +68,30 @@ def _new_app(settings: Settings, lifespan: Lifespan) -> FastAPI:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_served_app() -> FastAPI:
+    """`garagebook serve`'s app: create_app's, with garbage collections kept short (see
+    _keep_collections_short). Not in tests: they build many apps in one process, and what a
+    freeze holds is never collected."""
+    return create_app(served=True)
+
+
+def _keep_collections_short() -> None:
+    """Why: a full collection of the cyclic garbage collector stops every request in flight
+    while it walks every object that is not garbage. The heap a worker starts with (~176,000
+    objects: FastAPI's routes, SQLAlchemy's tables and compiled statements, pydantic's models)
+    lives as long as the process, and walking it took 90–115 ms, about once a second under load:
+    a one-query request's p99 was 91 ms at 8 connections against a p50 of 4 ms. Frozen
+    (`gc.freeze`), it is left out (refcounting still frees it): 1 ms a collection, p99 6 ms.
+    What the caches keep walks too (1,000 days of availability: ~160,000 objects, 50–100 ms);
+    a young generation of 10,000 objects instead of 700 promotes far fewer request objects to
+    the old one, so that walk comes far less often (`wrk -c8` for 16 s on a one-worker server with
+    those days cached: 6 full collections → none, p99 74 → 8 ms)."""
+    gc.collect()  # the startup's own garbage is freed first, not kept forever
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+def create_app(settings: Settings | None = None, *, served: bool = False) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
@@ -87,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if worker is not None:
             worker.start()
+        if served:
+            _keep_collections_short()
         try:
             yield
         finally:

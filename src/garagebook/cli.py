@@ -90,7 +90,7 @@ def serve(
     port = port or settings.port
     url = f"http://{host}:{port}"
     config = uvicorn.Config(
-        "garagebook.app:create_app",
+        "garagebook.app:create_served_app",
         factory=True,
         host=host,
         port=port,
