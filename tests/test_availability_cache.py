@@ -315,7 +315,7 @@ async def test_an_answer_never_takes_a_read_that_started_before_it_arrived() -> 
         await gates[n - 1].wait()
         if n == 3:
             raise DatabaseUnavailable()
-        return _Read({day: (n,) for day in days}, 60, 0)
+        return _Read({day: (n,) for day in days}, 60, "timed", 0)
 
     reads = _Reads()
     first = asyncio.create_task(reads.read([monday], fetch))

@@ -247,3 +247,20 @@ async def test_drop_off_round_trips(app: FastAPI, api: httpx.AsyncClient, stack:
     else:
         assert [s for s in statements if s != "BEGIN"][: len(plan)] == plan
     reservations.assert_round_trips(stack, [])
+
+
+async def test_a_cached_days_availability_is_one_round_trip(
+    app: FastAPI, api: httpx.AsyncClient, stack: Stack
+) -> None:
+    """`GET /api/availability` for a day already worked out reads its fingerprint, and the
+    service's mode and length with it, in one statement (PostgreSQL; SQLite always computes)."""
+    timed = [s for s in (await api.get("/api/services")).json() if s["mode"] == "timed"]
+    day = (await free_slots_ahead(api))[0]["starts_at"][:10]
+    query = {"service_id": timed[0]["id"], "date": day}
+    first = await api.get("/api/availability", params=query)
+    assert first.status_code == 200 and first.json()
+    statements = record_statements(app)
+    again = await api.get("/api/availability", params=query)
+    assert again.json() == first.json()
+    if stack.is_postgres:
+        assert statements == ["WITH"]

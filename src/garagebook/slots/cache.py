@@ -37,11 +37,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.errors import ServiceNotFound
 from garagebook.garage.rules import notice_minutes
+from garagebook.schema import services
 from garagebook.slots.service import Availability, by_local_day, list_slots, local_day_bounds
 
 # Per table, the count and xmin hash sum of the rows a day's computation reads. The day's
@@ -50,7 +51,7 @@ from garagebook.slots.service import Availability, by_local_day, list_slots, loc
 _FINGERPRINTS = text(
     """
 WITH service AS (
-    SELECT duration_minutes FROM services WHERE id = :service_id AND active
+    SELECT duration_minutes, mode FROM services WHERE id = :service_id AND active
 ), day AS (
     SELECT r.i, r.starts, r.ends + make_interval(mins => (SELECT duration_minutes FROM service))
            AS until
@@ -66,6 +67,7 @@ SELECT d.i, bay.slots, bay.slots_n, bay.claims, bay.claims_n,
     staff.slots, staff.slots_n, staff.claims, staff.claims_n, staff_days.days, staff_days.days_n,
     (SELECT h FROM setup) AS setup, (SELECT n FROM setup) AS setup_n,
     (SELECT duration_minutes FROM service) AS duration_minutes,
+    (SELECT mode FROM service) AS mode,
     (SELECT min_notice_minutes FROM garage WHERE id = 1) AS notice_minutes
 FROM day d
 CROSS JOIN LATERAL (
@@ -114,12 +116,23 @@ class _Day:
 
 @dataclass(frozen=True)
 class _Read:
-    """One fingerprint read's answer: each day's fingerprint, the service's length (None: no
-    such active service) and the garage's minimum notice."""
+    """One fingerprint read's answer: each day's fingerprint, the service's length and mode
+    (None: no such active service) and the garage's minimum notice."""
 
     prints: dict[date, Fingerprint]
     duration_minutes: int | None
+    mode: str | None
     notice_minutes: int
+
+
+@dataclass(frozen=True)
+class Offered:
+    """A service's days as customers are offered them (each day's slots as `list_slots` lists
+    them online), and the service read with them: its mode and length."""
+
+    mode: str
+    duration: timedelta
+    days: dict[date, list[Availability]]
 
 
 class _Gone(Exception):
@@ -209,31 +222,61 @@ class AvailabilityCache:
         self._reads: dict[int, _Reads] = {}
 
     async def days(
-        self, conn: AsyncConnection, service_id: int, first: date, count: int, now: datetime
-    ) -> dict[date, list[Availability]]:
+        self,
+        conn: AsyncConnection,
+        service_id: int,
+        first: date,
+        count: int,
+        now: datetime,
+        *,
+        drop_offs: bool = True,
+    ) -> Offered:
         """Each of `count` local days from `first`: its slots as `list_slots` lists them
-        online at `now`, soonest first. ServiceNotFound for a retired or unknown service."""
+        online at `now`, soonest first. ServiceNotFound for a retired or unknown service.
+        `drop_offs` false: a drop-off service's days are not worked out (none are listed), only
+        its mode read — on PostgreSQL in the same one round trip as the fingerprints."""
         wanted = [first + timedelta(days=n) for n in range(count)]
-        if conn.dialect.name != "postgresql":
-            found = await self._compute(conn, service_id, wanted)
-            notice = await notice_minutes(conn)
+        cached = conn.dialect.name == "postgresql"
+        if cached:
+            read = await self._read(conn, service_id, wanted)
+            mode, minutes, notice = read.mode, read.duration_minutes, read.notice_minutes
         else:
-            found, notice = await self._cached(conn, service_id, wanted)
+            service = (
+                await conn.execute(
+                    select(services.c.mode, services.c.duration_minutes).where(
+                        services.c.id == service_id, services.c.active
+                    )
+                )
+            ).first()
+            mode, minutes = (service.mode, service.duration_minutes) if service else (None, None)
+            notice = await notice_minutes(conn)
+        if mode is None or minutes is None:
+            raise ServiceNotFound(service_id=service_id)
+        if mode == "drop_off" and not drop_offs:
+            found: dict[date, list[Availability]] = {day: [] for day in wanted}
+        elif cached:
+            found = await self._cached(conn, service_id, wanted, read)
+        else:
+            found = await self._compute(conn, service_id, wanted)
         not_before = now + timedelta(minutes=notice)
-        return {day: _at(found[day], not_before) for day in wanted}
+        return Offered(
+            mode, timedelta(minutes=minutes), {day: _at(found[day], not_before) for day in wanted}
+        )
 
-    async def _cached(
-        self, conn: AsyncConnection, service_id: int, wanted: list[date]
-    ) -> tuple[dict[date, list[Availability]], int]:
-        """The days, from the cache where their fingerprint still holds; and the notice."""
+    async def _read(self, conn: AsyncConnection, service_id: int, wanted: list[date]) -> _Read:
+        """A fingerprint read for `wanted` that started after this call, shared with others."""
         reads = self._reads.setdefault(service_id, _Reads())
         try:
             read = await reads.read(wanted, lambda days: self._fingerprints(conn, service_id, days))
         finally:
             if reads.idle:  # kept only while answers share it: any id a client sends is a key
                 self._reads.pop(service_id, None)
-        if read.duration_minutes is None:
-            raise ServiceNotFound(service_id=service_id)
+        return read
+
+    async def _cached(
+        self, conn: AsyncConnection, service_id: int, wanted: list[date], read: _Read
+    ) -> dict[date, list[Availability]]:
+        """The days, from the cache where their fingerprint in `read` still holds."""
         found: dict[date, list[Availability]] = {}
         missing = []
         for day in wanted:
@@ -251,7 +294,7 @@ class AvailabilityCache:
             while len(self._days) > self._size:
                 self._days.popitem(last=False)
             found.update(computed)
-        return found, read.notice_minutes
+        return found
 
     async def _fingerprints(
         self, conn: AsyncConnection, service_id: int, days: list[date]
@@ -273,6 +316,7 @@ class AvailabilityCache:
         return _Read(
             {days[row.i]: tuple(row)[1:13] for row in rows},
             rows[0].duration_minutes,
+            rows[0].mode,
             int(rows[0].notice_minutes or 0),
         )
 

@@ -78,7 +78,7 @@ async def get_slots(
                 conn, start=start, end=end, now=now, available=available, limit=limit
             )
         elif day is not None:
-            listed = (await cache.days(conn, service_id, day, 1, now))[day]
+            listed = (await cache.days(conn, service_id, day, 1, now)).days[day]
         else:
             listed = await _ahead(conn, cache, service_id, now, zone, available, limit)
     if available is not None:
@@ -102,7 +102,7 @@ async def _ahead(
     listed: list[Availability] = []
     while day <= last and len(listed) < limit:
         count = min(7, (last - day).days + 1)
-        for found in (await cache.days(conn, service_id, day, count, now)).values():
+        for found in (await cache.days(conn, service_id, day, count, now)).days.values():
             listed.extend(
                 a
                 for a in found
@@ -167,24 +167,23 @@ async def get_availability(
     now = utcnow()
     zone = settings.timezone
     async with db.read() as conn:
-        service = (
-            await conn.execute(
-                select(services.c.mode, services.c.duration_minutes).where(
-                    services.c.id == service_id, services.c.active
-                )
+        if day is None:  # a drop-off's days ahead, or a timed service asked without its day
+            mode = await conn.scalar(
+                select(services.c.mode).where(services.c.id == service_id, services.c.active)
             )
-        ).first()
-        if service is None:
-            raise ServiceNotFound(service_id=service_id)
-        if service.mode == "drop_off":
-            return json_response(await _drop_off_days(conn, service_id, day, now, zone))
-        if day is None:
+            if mode is None:
+                raise ServiceNotFound(service_id=service_id)
+            if mode == "drop_off":
+                return json_response(await _drop_off_days(conn, service_id, None, now, zone))
             raise InvalidRequest(
                 "Give the day as date=YYYY-MM-DD.",
                 fields=[{"field": "date", "problem": "a timed service's times are listed by day"}],
             )
-        listed = (await cache.days(conn, service_id, day, 1, now))[day]
-    length = timedelta(minutes=service.duration_minutes)
+        # The service's mode comes with the day (one round trip where the day is cached).
+        offered = await cache.days(conn, service_id, day, 1, now, drop_offs=False)
+        if offered.mode == "drop_off":
+            return json_response(await _drop_off_days(conn, service_id, day, now, zone))
+    listed = offered.days[day]
     bays = Counter(a.slot.starts_at for a in listed if a.available)
     # The technicians free at each start, as list_slots found them (None: none needed).
     staffed = {a.slot.starts_at: a.technicians_free for a in listed}
@@ -192,7 +191,7 @@ async def get_availability(
         [
             {
                 "starts_at": to_local_iso(s, zone),
-                "ends_at": to_local_iso(s + length, zone),
+                "ends_at": to_local_iso(s + offered.duration, zone),
                 "free": bays[s] if staffed[s] is None else min(bays[s], staffed[s] or 0),
             }
             for s in sorted(bays)

@@ -99,7 +99,7 @@ async def day_choices(
     start, _ = local_day_bounds(today, zone)
     _, end = local_day_bounds(today + timedelta(days=BOOKING_DAYS - 1), zone)
     if cache is not None and not own_slots and own_booking is None and current_start is None:
-        by_day = await cache.days(conn, service_id, today, BOOKING_DAYS, now)
+        by_day = (await cache.days(conn, service_id, today, BOOKING_DAYS, now)).days
     else:
         listed = await list_slots(
             conn,
