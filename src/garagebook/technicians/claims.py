@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import insert_ignoring_conflicts
@@ -77,37 +77,19 @@ def _best_first(staff: Iterable[tuple[int, str]]) -> list[int]:
     return [tid for _, tid in sorted((len(skills.split(",")), tid) for tid, skills in staff)]
 
 
-# Built once (constructing a statement costs more than running it): each active technician with
-# how many of the times given they have a slot at.
-_WORKING_AT = (
-    select(technicians.c.id, technicians.c.skills, func.count(technician_slots.c.id).label("slots"))
-    .select_from(
-        technicians.outerjoin(
-            technician_slots,
-            and_(
-                technician_slots.c.technician_id == technicians.c.id,
-                technician_slots.c.starts_at.in_(bindparam("starts", expanding=True)),
-            ),
-        )
-    )
-    .where(technicians.c.active)
-    .group_by(technicians.c.id, technicians.c.skills)
-)
-
-
-async def qualified(conn: AsyncConnection, skill: str, starts: Sequence[datetime]) -> Technicians:
-    """The active technicians with `skill` who have a slot at every one of `starts`, best
-    first. Whether those slots are open and free is the booking's statement to decide.
-
-    One read, planning every new slot of a booking (it was two: the technicians, then their
-    slots)."""
-    having = (await conn.execute(_WORKING_AT, {"starts": list(starts)})).all()
-    if not having:
-        return NOT_PLANNED
+def qualified(
+    staff: Iterable[tuple[int, str]],
+    working: Sequence[set[int]],
+    skill: str,
+    starts: Sequence[datetime],
+) -> Technicians:
+    """Of the active technicians (`staff`: id and skills), those with `skill` who have a slot at
+    every one of `starts` (`working`: at each start, whose slots are there), best first.
+    Whether those slots are open and free is the booking's statement to decide. The booking's
+    plan reads both with its slots (slots/service.py), in its one statement."""
+    at_every = set.intersection(*working) if working else set()
     ids = _best_first(
-        (row.id, row.skills)
-        for row in having
-        if can(row.skills, skill) and row.slots == len(starts)
+        (tid, skills) for tid, skills in staff if tid in at_every and can(skills, skill)
     )
     return Technicians(
         needed=True,
