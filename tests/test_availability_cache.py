@@ -193,6 +193,58 @@ async def test_control_a_fingerprint_blind_to_claims_serves_a_stale_day(
     assert "a booking through A (service 1)" in stale
 
 
+async def test_control_a_snapshot_that_never_changes_serves_a_stale_day(
+    pg: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control of the snapshot gate: with every statement's snapshot taken for the same
+    one, a day once computed counts as unchanged and is never read again — B keeps offering
+    the time A booked."""
+    fixed = cache_module._FINGERPRINTS.text.replace(
+        "SELECT pg_current_snapshot()::text AS snapshot", "SELECT '1:1:'::text AS snapshot"
+    )
+    assert fixed != cache_module._FINGERPRINTS.text
+    monkeypatch.setattr(cache_module, "_FINGERPRINTS", text(fixed))
+    seen = await changes_seen_by_the_other_process(pg, sql_on(pg))
+    stale = [what for what, answer, expected in seen if answer != expected]
+    assert "a booking through A (service 1)" in stale
+
+
+async def test_a_day_unchanged_at_the_statements_snapshot_is_not_read_again(pg: Stack) -> None:
+    """The gate itself: a day sent with the statement's own snapshot is not read (its
+    fingerprint columns are not worked out), one sent with another is. Inside one REPEATABLE
+    READ transaction every statement has the same snapshot, so the two reads below see one."""
+    day = date.today() + timedelta(days=3)
+    bounds = [local_day_bounds(d, pg.settings().timezone) for d in (day, day)]
+    engine = create_async_engine(pg.database_url)
+    try:
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                snapshot = await conn.scalar(text("SELECT pg_current_snapshot()::text"))
+                rows = (
+                    await conn.execute(
+                        cache_module._FINGERPRINTS,
+                        {
+                            "service_id": MOT,
+                            "i": [0, 1],
+                            "starts": [start for start, _ in bounds],
+                            "ends": [end for _, end in bounds],
+                            "known": [snapshot, "1:1:"],
+                            "zone": pg.settings().timezone.key,
+                        },
+                    )
+                ).all()
+    finally:
+        await engine.dispose()
+    assert [(row.i, row.read, row.snapshot) for row in rows] == [
+        (0, False, snapshot),
+        (1, True, snapshot),
+    ]
+    bay_slots = [tuple(row)[2] for row in rows]  # the count of the day's slots
+    assert bay_slots[0] == 0  # not read: none counted
+    assert bay_slots[1] > 0  # the same day, read: the demo garage's slots
+
+
 async def test_technician_changes_are_in_the_next_answer(stack: Stack) -> None:
     """A technician's absence and its withdrawal, and a booking that takes the only
     technician: each in the other process's next answer."""
@@ -315,7 +367,7 @@ async def test_an_answer_never_takes_a_read_that_started_before_it_arrived() -> 
         await gates[n - 1].wait()
         if n == 3:
             raise DatabaseUnavailable()
-        return _Read({day: (n,) for day in days}, 60, "timed", 0)
+        return _Read(f"{n}:{n}:", {day: (n,) for day in days}, 60, "timed", 0)
 
     reads = _Reads()
     first = asyncio.create_task(reads.read([monday], fetch))

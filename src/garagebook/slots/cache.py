@@ -24,6 +24,15 @@ gone) is applied when serving, never kept. Availability is a read: the booking's
 still decides, so even a wrong answer is a time offered that answers 409, never a double
 booking.
 
+Reading fingerprints costs PostgreSQL about 1 ms a day (every slot of the day and its claim);
+most of it is skipped while nothing at all has been written. The statement reads its own
+snapshot (`pg_current_snapshot()`: the newest completed transaction, and those still running),
+and a day last found unchanged at that very snapshot is not read again. Two equal snapshots
+see the same committed transactions, so the same rows: any commit (or rollback) of a
+transaction that wrote, in any database of the server, makes the next snapshot differ, and the
+days are read again. While customers only look, answers cost a snapshot; a booking anywhere
+puts every day back to its fingerprint.
+
 SQLite has no row versions to read, so there it always computes (the embedded default: one
 process, a database in the same process)."""
 
@@ -50,13 +59,18 @@ from garagebook.slots.service import Availability, by_local_day, list_slots, loc
 # list_slots reads them. Claims: whether each slot has an active one (its partial unique index).
 _FINGERPRINTS = text(
     """
-WITH service AS (
+WITH snap AS MATERIALIZED (
+    SELECT pg_current_snapshot()::text AS snapshot  -- this statement's own snapshot
+), service AS (
     SELECT duration_minutes, mode FROM services WHERE id = :service_id AND active
 ), day AS (
     SELECT r.i, r.starts, r.ends + make_interval(mins => (SELECT duration_minutes FROM service))
-           AS until
-    FROM unnest(CAST(:i AS int[]), CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]))
-         AS r(i, starts, ends)
+           AS until,
+        -- a day last found unchanged at this very snapshot is not read again (One-Time Filter)
+        r.known IS DISTINCT FROM (SELECT snapshot FROM snap) AS read
+    FROM unnest(CAST(:i AS int[]), CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]),
+                CAST(:known AS text[]))
+         AS r(i, starts, ends, known)
 ), setup AS (
     SELECT count(*) AS n, coalesce(sum(hashtextextended(xmin::text, 0)), 0) AS h FROM (
         SELECT xmin FROM services WHERE id = :service_id
@@ -65,7 +79,8 @@ WITH service AS (
 )
 SELECT d.i, bay.slots, bay.slots_n, bay.claims, bay.claims_n,
     staff.slots, staff.slots_n, staff.claims, staff.claims_n, staff_days.days, staff_days.days_n,
-    (SELECT h FROM setup) AS setup, (SELECT n FROM setup) AS setup_n,
+    (SELECT h FROM setup) AS setup, (SELECT n FROM setup) AS setup_n, d.read,
+    (SELECT snapshot FROM snap) AS snapshot,
     (SELECT duration_minutes FROM service) AS duration_minutes,
     (SELECT mode FROM service) AS mode,
     (SELECT min_notice_minutes FROM garage WHERE id = 1) AS notice_minutes
@@ -77,7 +92,7 @@ CROSS JOIN LATERAL (
     FROM (
         SELECT s.id, s.xmin, (SELECT 1 FROM booking_slots c
                               WHERE c.slot_id = s.id AND c.active) IS NOT NULL AS taken
-        FROM slots s WHERE s.starts_at >= d.starts AND s.starts_at < d.until
+        FROM slots s WHERE d.read AND s.starts_at >= d.starts AND s.starts_at < d.until
         OFFSET 0  -- kept whole: each slot's claim looked up once (by the index), not per
                   -- aggregate, nor by hashing every claim there is
     ) x
@@ -90,14 +105,15 @@ CROSS JOIN LATERAL (
         SELECT t.id, t.xmin, (SELECT 1 FROM technician_claims c
                               WHERE c.technician_slot_id = t.id AND c.active) IS NOT NULL
             AS taken
-        FROM technician_slots t WHERE t.starts_at >= d.starts AND t.starts_at < d.until
+        FROM technician_slots t
+        WHERE d.read AND t.starts_at >= d.starts AND t.starts_at < d.until
         OFFSET 0
     ) x
 ) staff
 CROSS JOIN LATERAL (
     SELECT sum(hashtextextended(t.xmin::text, 0)) AS days, count(*) AS days_n
     FROM technician_days t
-    WHERE t.technician_id IN (SELECT id FROM technicians)
+    WHERE d.read AND t.technician_id IN (SELECT id FROM technicians)
       AND t.day >= CAST(d.starts AT TIME ZONE :zone AS date)
       AND t.day <= CAST(d.until AT TIME ZONE :zone AS date)
 ) staff_days
@@ -110,16 +126,19 @@ Fingerprint = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class _Day:
-    fingerprint: Fingerprint
+    fingerprint: Fingerprint | None  # None: not read (the day was unchanged at `unchanged_at`)
     listed: list[Availability]  # computed with no clock: `available` before the notice
+    unchanged_at: str  # a snapshot at which the day was as `listed` says
 
 
 @dataclass(frozen=True)
 class _Read:
-    """One fingerprint read's answer: each day's fingerprint, the service's length and mode
+    """One fingerprint read's answer: its snapshot, each day's fingerprint (None: not read,
+    the day being cached as unchanged at that very snapshot), the service's length and mode
     (None: no such active service) and the garage's minimum notice."""
 
-    prints: dict[date, Fingerprint]
+    snapshot: str
+    prints: dict[date, Fingerprint | None]
     duration_minutes: int | None
     mode: str | None
     notice_minutes: int
@@ -280,16 +299,21 @@ class AvailabilityCache:
         found: dict[date, list[Availability]] = {}
         missing = []
         for day in wanted:
-            kept = self._days.get((service_id, day))
-            if kept is not None and kept.fingerprint == read.prints[day]:
-                self._days.move_to_end((service_id, day))
+            key, fingerprint = (service_id, day), read.prints[day]
+            kept = self._days.get(key)
+            if kept is not None and kept.unchanged_at == read.snapshot:
+                found[day] = kept.listed
+            elif kept is not None and fingerprint is not None and kept.fingerprint == fingerprint:
+                self._days[key] = _Day(fingerprint, kept.listed, read.snapshot)
                 found[day] = kept.listed
             else:
                 missing.append(day)
+                continue
+            self._days.move_to_end(key)
         if missing:
             computed = await self._compute(conn, service_id, missing)
             for day in missing:
-                self._days[(service_id, day)] = _Day(read.prints[day], computed[day])
+                self._days[(service_id, day)] = _Day(read.prints[day], computed[day], read.snapshot)
                 self._days.move_to_end((service_id, day))
             while len(self._days) > self._size:
                 self._days.popitem(last=False)
@@ -300,6 +324,7 @@ class AvailabilityCache:
         self, conn: AsyncConnection, service_id: int, days: list[date]
     ) -> _Read:
         bounds = [local_day_bounds(day, self._zone) for day in days]
+        kept = [self._days.get((service_id, day)) for day in days]
         result = await conn.execute(
             _FINGERPRINTS,
             {
@@ -307,6 +332,7 @@ class AvailabilityCache:
                 "i": list(range(len(days))),
                 "starts": [start for start, _ in bounds],
                 "ends": [end for _, end in bounds],
+                "known": [k.unchanged_at if k else None for k in kept],
                 "zone": self._zone.key,
             },
         )
@@ -314,7 +340,8 @@ class AvailabilityCache:
         # Each day's per-table counts and sums (the columns between the day's index and the
         # service's length).
         return _Read(
-            {days[row.i]: tuple(row)[1:13] for row in rows},
+            rows[0].snapshot,
+            {days[row.i]: tuple(row)[1:13] if row.read else None for row in rows},
             rows[0].duration_minutes,
             rows[0].mode,
             int(rows[0].notice_minutes or 0),
