@@ -178,18 +178,26 @@ def sql_on(stack: Stack) -> Callable[..., Awaitable[list[Any]]]:
     return query
 
 
+async def stale_steps_with(
+    pg: Stack, monkeypatch: pytest.MonkeyPatch, part: str, replacement: str
+) -> list[str]:
+    """The change-by-change steps run with `part` of the fingerprint statement replaced: the
+    steps at which process B's answer was not the truth."""
+    changed = cache_module._FINGERPRINTS.text.replace(part, replacement)
+    assert changed != cache_module._FINGERPRINTS.text
+    monkeypatch.setattr(cache_module, "_FINGERPRINTS", text(changed))
+    seen = await changes_seen_by_the_other_process(pg, sql_on(pg))
+    return [what for what, answer, expected in seen if answer != expected]
+
+
 async def test_control_a_fingerprint_blind_to_claims_serves_a_stale_day(
     pg: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The control: the same steps with the bay claims left out of the fingerprint. Process B
     then keeps offering the time A booked — what the test above would catch."""
-    blind = cache_module._FINGERPRINTS.text.replace(
-        "(SELECT 1 FROM booking_slots c", "(SELECT NULL FROM booking_slots c"
+    stale = await stale_steps_with(
+        pg, monkeypatch, "(SELECT 1 FROM booking_slots c", "(SELECT NULL FROM booking_slots c"
     )
-    assert blind != cache_module._FINGERPRINTS.text
-    monkeypatch.setattr(cache_module, "_FINGERPRINTS", text(blind))
-    seen = await changes_seen_by_the_other_process(pg, sql_on(pg))
-    stale = [what for what, answer, expected in seen if answer != expected]
     assert "a booking through A (service 1)" in stale
 
 
@@ -199,13 +207,12 @@ async def test_control_a_snapshot_that_never_changes_serves_a_stale_day(
     """The control of the snapshot gate: with every statement's snapshot taken for the same
     one, a day once computed counts as unchanged and is never read again — B keeps offering
     the time A booked."""
-    fixed = cache_module._FINGERPRINTS.text.replace(
-        "SELECT pg_current_snapshot()::text AS snapshot", "SELECT '1:1:'::text AS snapshot"
+    stale = await stale_steps_with(
+        pg,
+        monkeypatch,
+        "SELECT pg_current_snapshot()::text AS snapshot",
+        "SELECT '1:1:'::text AS snapshot",
     )
-    assert fixed != cache_module._FINGERPRINTS.text
-    monkeypatch.setattr(cache_module, "_FINGERPRINTS", text(fixed))
-    seen = await changes_seen_by_the_other_process(pg, sql_on(pg))
-    stale = [what for what, answer, expected in seen if answer != expected]
     assert "a booking through A (service 1)" in stale
 
 
