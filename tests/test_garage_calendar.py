@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -169,17 +169,20 @@ async def test_eight_applies_while_100_clients_book_one_slot(
         response = await api.put("/api/admin/garage", json=document, headers=AUTH)
         return response.status_code
 
-    async def book(i: int) -> int:
+    async def book(i: int) -> tuple[int, str]:
         body = booking_body(slot["id"])
         body["customer"] = {**body["customer"], "email": f"racer{i}@example.com"}
         body["vehicle"] = {**body["vehicle"], "registration": f"RC{i:02d} ABC"}
-        return (await api.post("/api/bookings", json=body)).status_code
+        response = await api.post("/api/bookings", json=body)
+        return response.status_code, response.text
 
     results = await asyncio.gather(*(apply(d) for d in documents), *(book(i) for i in range(100)))
-    applies, bookings = results[:8], results[8:]
+    applies, answers = results[:8], cast(list[tuple[int, str]], results[8:])
+    bookings = [status for status, _ in answers]
+    refusals = Counter(text for status, text in answers if status != 201)
     assert applies == [200] * 8
-    assert bookings.count(201) == 1
-    assert set(bookings) == {201, 409}
+    assert bookings.count(201) == 1, refusals
+    assert set(bookings) == {201, 409}, refusals
     engine = create_async_engine(stack.database_url)
     try:
         async with engine.connect() as conn:

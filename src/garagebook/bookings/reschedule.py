@@ -52,7 +52,7 @@ from garagebook.technicians.claims import (
     claim_first,
 )
 from garagebook.technicians.claims import release as release_technician
-from garagebook.technicians.drop_offs import plan_drop_off, refuse_unbookable
+from garagebook.technicians.drop_offs import plan_drop_off, refuse_unbookable, unplace
 from garagebook.timeutil import utcnow
 from garagebook.webhooks.events import BOOKING_RESCHEDULED as HOOK_RESCHEDULED
 from garagebook.webhooks.events import enqueue_event
@@ -266,6 +266,7 @@ async def move_drop_off(
             now=now,
             online=online,
         )
+        await unplace(conn, booking_id)  # its bay on the old day, if staff had placed it
         await release_technician(conn, booking_id, old_day, moving=True)
         keeps_theirs = sorted(plan.technician_ids, key=lambda tid: tid != current.technician_id)
         found = Technicians(

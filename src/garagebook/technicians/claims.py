@@ -124,7 +124,7 @@ async def claim(
     if skills is None or not can(skills, skill):
         raise TechnicianTaken()
     if starts:
-        await _claim_slots(conn, booking_id, technician_id, starts)
+        await claim_slots(conn, booking_id, technician_id, starts)
     counted = await conn.execute(
         update(technician_days)
         .where(
@@ -139,9 +139,11 @@ async def claim(
         raise TechnicianTaken()
 
 
-async def _claim_slots(
+async def claim_slots(
     conn: AsyncConnection, booking_id: str, technician_id: int, starts: Sequence[datetime]
 ) -> None:
+    """Claim `technician_id`'s open slots at `starts` for the booking (no minutes: the caller
+    counts them); TechnicianTaken if one is missing, closed or taken."""
     slot_rows = select(technician_slots.c.id).where(
         technician_slots.c.technician_id == technician_id,
         technician_slots.c.starts_at.in_(list(starts)),
@@ -194,9 +196,17 @@ async def release(
         if booking.technician_minutes is not None
         else int((booking.ends_at - booking.starts_at).total_seconds() // 60)
     )
-    if booking.slot_id is None:  # a drop-off: minutes of the day, no slots
+    keys = await release_slots(conn, booking_id, moving=moving)
+    # A timed booking with no claims left was released already; a drop-off's minutes are
+    # its claim (its slots, only while it is placed on a bay).
+    if keys or booking.slot_id is None:
         await _give_back(conn, booking.technician_id, day, minutes)
-        return []
+    return keys
+
+
+async def release_slots(conn: AsyncConnection, booking_id: str, *, moving: bool) -> list[Key]:
+    """The booking's active technician claims go (inactive, or deleted for a move); the
+    reservation keys of the times they held."""
     mine = and_(technician_claims.c.booking_id == booking_id, technician_claims.c.active)
     freed = (
         await conn.execute(
@@ -209,15 +219,14 @@ async def release(
     ).all()
     if not freed:
         return []
-    starts = (
-        await conn.scalars(
-            select(technician_slots.c.starts_at).where(
+    rows = (
+        await conn.execute(
+            select(technician_slots.c.technician_id, technician_slots.c.starts_at).where(
                 technician_slots.c.id.in_([row[0] for row in freed])
             )
         )
     ).all()
-    await _give_back(conn, booking.technician_id, day, minutes)
-    return [technician_key(booking.technician_id, start) for start in starts]
+    return [technician_key(row.technician_id, row.starts_at) for row in rows]
 
 
 async def _give_back(conn: AsyncConnection, technician_id: int, day: date, minutes: int) -> None:

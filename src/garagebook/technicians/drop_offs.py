@@ -1,5 +1,5 @@
 """Drop-offs (issue 15): a car left for the day takes `labour_minutes` of one qualified
-technician's day, and no bay time.
+technician's day, and no bay time until staff place it on a bay (below).
 
 A drop-off is booked through the same guarded write as a timed booking (bookings/service.py,
 bookings/sql.py), with no slots to claim: what the database decides is the technician's day,
@@ -16,20 +16,30 @@ notice); staff may book one until collection time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.errors import InvalidRequest, ServiceNotFound, SlotUnavailable
+from garagebook.db import insert_ignoring_conflicts
+from garagebook.errors import (
+    BayNotFound,
+    InvalidRequest,
+    ServiceNotFound,
+    SlotUnavailable,
+    TechnicianUnavailable,
+    WrongBay,
+)
 from garagebook.garage.apply import current_document
 from garagebook.garage.document import GarageDocument
+from garagebook.garage.rules import can
 from garagebook.reservations import Key
-from garagebook.schema import garage, services
-from garagebook.technicians.claims import able
+from garagebook.schema import bays, booking_slots, garage, services, slots
+from garagebook.technicians.claims import TechnicianTaken, able, claim_slots, release_slots
 from garagebook.technicians.free import minutes_left
 
 
@@ -172,3 +182,109 @@ def refuse_unbookable(plan: DropOffPlan, now: datetime, staff: bool) -> None:
         raise SlotUnavailable(
             "database", "No technician who can do it has that much time left that day."
         )
+
+
+# Placing a drop-off on a bay (the staff day view, POST /api/admin/bookings/{id}/reassign with
+# bay_id and starts_at): when the car is worked on, and where. The customer's times stay the
+# window and collection; the placement claims the bay's slots for the labour minutes from
+# `starts_at`, against uq_booking_slots_slot_id_active, and the technician's slots at those
+# times, against uq_technician_claims_technician_slot_id_active — the same two indexes that
+# keep a timed booking's bay and technician, so a placement racing a booking of that bay or
+# that technician's hour is decided by the database. Its minutes are not counted again: they
+# were taken from the technician's day when it was booked. The booking's own `slot_id` stays
+# NULL (that is what makes it a drop-off); its bay is the bay of its claimed slots.
+
+
+async def place(
+    conn: AsyncConnection,
+    booking: Any,
+    bay_id: int,
+    start: datetime,
+    needs: str,
+) -> None:
+    """Claim `bay_id`'s slots from `start` for the drop-off's labour minutes, and its
+    technician's slots at the same times, in the caller's transaction (the booking row locked,
+    any earlier placement `unplace`d); SlotUnavailable or TechnicianUnavailable if refused, and
+    the caller rolls back."""
+    minutes = int(booking.technician_minutes or 0)
+    end = start + timedelta(minutes=minutes)
+    if start < booking.starts_at or end > booking.ends_at:
+        raise InvalidRequest(
+            "A drop-off is worked on between its drop-off window and collection.",
+            fields=[{"field": "starts_at", "problem": "outside the drop-off's day"}],
+        )
+    capabilities = await conn.scalar(
+        select(bays.c.capabilities).where(bays.c.id == bay_id, bays.c.active)
+    )
+    if capabilities is None:
+        if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
+            raise BayNotFound(bay_id=bay_id)
+        raise WrongBay()
+    if not can(capabilities, needs):
+        raise WrongBay()
+    wanted = select(slots.c.id, slots.c.starts_at, slots.c.ends_at).where(
+        slots.c.bay_id == bay_id, slots.c.starts_at >= start, slots.c.starts_at < end, slots.c.open
+    )
+    if conn.dialect.name == "postgresql":
+        wanted = wanted.with_for_update(read=True)  # a regrid or close waits for us
+    run = (await conn.execute(wanted.order_by(slots.c.starts_at))).all()
+    if not _covers(run, start, end):
+        raise SlotUnavailable("database", "That bay has no open slots for the whole time.")
+    claimed = (
+        await conn.scalars(
+            insert_ignoring_conflicts(conn, booking_slots)
+            .values([{"booking_id": booking.id, "slot_id": s.id, "active": True} for s in run])
+            .returning(booking_slots.c.slot_id)
+        )
+    ).all()
+    if len(claimed) != len(run):
+        raise SlotUnavailable("database", "That bay is booked at some of that time.")
+    if booking.technician_id is not None:
+        try:
+            await claim_slots(conn, booking.id, booking.technician_id, [s.starts_at for s in run])
+        except TechnicianTaken:
+            raise TechnicianUnavailable(
+                "Its technician is not free for the whole time: booked, absent or not working."
+            ) from None
+
+
+def _covers(run: Sequence[Any], start: datetime, end: datetime) -> bool:
+    """The slots, in order, follow each other from `start` without a gap until `end`."""
+    reached = start
+    for s in run:
+        if s.starts_at != reached:
+            return False
+        reached = s.ends_at
+    return bool(run) and reached >= end
+
+
+async def unplace(conn: AsyncConnection, booking_id: str) -> list[Key]:
+    """Take a drop-off off its bay: its bay slots' and technician slots' claims go (deleted:
+    a placement is a plan, and may claim the same slots again); the reservation keys of
+    those times, to drop once committed. Its minutes stay on the technician's day."""
+    bay_slots = (
+        await conn.scalars(
+            delete(booking_slots)
+            .where(booking_slots.c.booking_id == booking_id)
+            .returning(booking_slots.c.slot_id)
+        )
+    ).all()
+    return [*bay_slots, *await release_slots(conn, booking_id, moving=True)]
+
+
+async def placement(
+    conn: AsyncConnection, booking_id: str
+) -> tuple[int, datetime, datetime] | None:
+    """A drop-off's bay and the time it is worked on there, if placed."""
+    row = (
+        await conn.execute(
+            select(
+                func.min(slots.c.bay_id).label("bay_id"),
+                func.min(slots.c.starts_at).label("starts_at"),
+                func.max(slots.c.ends_at).label("ends_at"),
+            )
+            .join(booking_slots, booking_slots.c.slot_id == slots.c.id)
+            .where(booking_slots.c.booking_id == booking_id, booking_slots.c.active)
+        )
+    ).one()
+    return None if row.bay_id is None else (row.bay_id, row.starts_at, row.ends_at)

@@ -1,6 +1,7 @@
 """Reassigning a booking to another technician or bay (issue 15): a move under the guarantee.
 
-Staff reassign the bookings an absence or a setup change flagged, and place drop-offs. The
+Staff reassign the bookings an absence or a setup change flagged, and place drop-offs on a
+technician, or on a bay for a time of their day (technicians/drop_offs.py `place`). The
 booking keeps its time (a drop-off, its day); what changes is who holds it. In one
 transaction the booking row is locked, its old claims go and the new ones are claimed the way
 a booking claims them: the new technician's open slots at the same times (a drop-off has none)
@@ -39,6 +40,7 @@ from garagebook.reservations import Key, ReservationStore
 from garagebook.schema import bays, booking_slots, bookings, services, slots, technicians
 from garagebook.slots.events import time_freed
 from garagebook.technicians.claims import TechnicianTaken, claim, release
+from garagebook.technicians.drop_offs import place, unplace
 from garagebook.timeutil import utcnow
 
 
@@ -50,9 +52,11 @@ async def reassign(
     *,
     technician_id: int | None = None,
     bay_id: int | None = None,
+    starts_at: datetime | None = None,
 ) -> dict[str, Any]:
     """Give the booking to `technician_id` and/or `bay_id` at the same time, all or nothing;
-    the booking as the API shows it. Then drop the reservation keys of what it left."""
+    the booking as the API shows it. A drop-off is placed on `bay_id` from `starts_at` (both
+    given) for its labour minutes. Then drop the reservation keys of what it left."""
     if technician_id is None and bay_id is None:
         raise InvalidRequest("Give technician_id, bay_id or both.")
     freed: list[Key] = []
@@ -65,8 +69,15 @@ async def reassign(
                 )
             )
         ).one()
-        if booking.slot_id is None and bay_id is not None:
-            raise InvalidRequest("A drop-off takes no bay: give technician_id only.")
+        drop_off = booking.slot_id is None
+        if drop_off and (bay_id is None) != (starts_at is None):
+            raise InvalidRequest("To place a drop-off on a bay, give bay_id and starts_at.")
+        if not drop_off and starts_at is not None:
+            raise InvalidRequest(
+                "A timed booking keeps its time here: reschedule it to move it to another."
+            )
+        if starts_at is not None:  # a drop-off to place: off its old bay and time first
+            freed += await unplace(conn, booking_id)
         held = (
             await conn.execute(
                 select(slots.c.id, slots.c.bay_id, slots.c.starts_at)
@@ -81,8 +92,12 @@ async def reassign(
             freed += await _to_technician(
                 conn, booking, technician_id, service.skill, starts, settings
             )
+            booking = await _lock_confirmed(conn, booking_id)
             moved = True
-        if bay_id is not None and bay_id != held[0].bay_id:
+        if starts_at is not None and bay_id is not None:
+            await place(conn, booking, bay_id, starts_at, service.needs)
+            moved = True
+        elif bay_id is not None and bay_id != held[0].bay_id:
             freed += await _to_bay(conn, booking_id, bay_id, service.needs, list(held))
             moved = True
         if moved:  # the old technician or bay is free then: the day's waitlist may have a time
@@ -98,7 +113,7 @@ async def reassign(
             )
         ).all()
     await reservations.forget(freed)
-    bay = now_slots[0].bay_id if now_slots else None  # a drop-off holds no bay
+    bay = now_slots[0].bay_id if now_slots else None  # a drop-off holds none until placed
     shown = booking_json(row._asdict(), bay, [r.id for r in now_slots], settings)
     shown["technician_id"] = row.technician_id
     return shown

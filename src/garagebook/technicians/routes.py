@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -47,6 +47,7 @@ class ReassignIn(BaseModel):
 
     technician_id: Id | None = None
     bay_id: Id | None = None
+    starts_at: AwareDatetime | None = None  # a drop-off placed on bay_id: when work starts
 
 
 def check_range(first_day: date, last_day: date, zone: ZoneInfo) -> None:
@@ -149,7 +150,9 @@ async def reassign_booking(
     settings: SettingsDep,
 ) -> Response:
     """Give the booking another technician and/or bay at the same time: 409
-    `slot_unavailable` when the database refuses either (nothing changes then)."""
+    `slot_unavailable` when the database refuses either (nothing changes then). A drop-off
+    is placed on a bay with `bay_id` and `starts_at` (when work on it starts that day): its
+    labour minutes of the bay and of its technician, from then."""
     body = await parse_json(request, ReassignIn)
     booking = await reassign(
         db,
@@ -158,5 +161,6 @@ async def reassign_booking(
         booking_id,
         technician_id=body.technician_id,
         bay_id=body.bay_id,
+        starts_at=body.starts_at,
     )
     return json_response(booking)
