@@ -17,7 +17,17 @@ from fastapi import FastAPI
 from garagebook.timeutil import utcnow
 from garagebook.web.auth import Role, set_password
 from tests.support.stack import ADMIN_TOKEN, Stack
-from tests.support.technicians import MOT, OIL, add_technician, book, needs_skill, times_on
+from tests.support.technicians import (
+    MOT,
+    OIL,
+    a_day,
+    add_drop_off_service,
+    add_technician,
+    book,
+    drop_off,
+    needs_skill,
+    times_on,
+)
 from tests.test_web_pages import PASSWORD, csrf_of
 
 SQL = Callable[..., Awaitable[list[Any]]]
@@ -212,3 +222,62 @@ async def test_flags_a_booking_without_technician_one_retired_and_one_lacking_th
     hours = section(page.text, "hours-left")
     assert 'data-skill="tyres"' in hours  # Alex's skills only: Sam is retired
     assert re.search(r'data-skill="general"><td>general</td><td>9 h</td>', hours)
+
+
+async def test_the_drop_offs_place_one_on_a_bay_and_the_grid_shows_it_there(
+    stack: Stack, app: FastAPI, api: httpx.AsyncClient, sql: SQL
+) -> None:
+    await add_technician(stack.database_url, "Sam")
+    service = await add_drop_off_service(stack.database_url)
+    day = a_day()
+    left = (await api.post("/api/bookings", json=drop_off(service, day))).json()
+    await signed_in(app, api, "staff")
+    page = await api.get("/staff", params={"date": day.isoformat()})
+    listed = section(page.text, "drop-off-list")
+    assert f'id="pb-{left["id"]}"' in listed
+    offered = re.findall(rf'<select id="pt-{left["id"]}".*?</select>', listed, re.S)[0]
+    # Its 4 hours fit from the window's opening (08:00) until collection (16:30).
+    assert re.findall(r">(\d\d:\d\d)</option>", offered) == [f"{h:02d}:00" for h in range(8, 13)]
+    ten = re.findall(r'<option value="([^"]+)">10:00</option>', offered)[0]
+
+    placed = await api.post(
+        f"/staff/bookings/{left['id']}/reassign",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "date": day.isoformat(),
+            "bay_id": "2",
+            "starts_at": ten,
+        },
+    )
+
+    assert placed.status_code == 303
+    assert placed.headers["location"] == f"/staff?date={day.isoformat()}&done=placed_on_bay"
+    claimed = await sql(
+        "SELECT count(*) FROM booking_slots WHERE booking_id = :b AND active", b=left["id"]
+    )
+    assert claimed == [(4,)]
+    after = (await api.get(placed.headers["location"])).text
+    assert "Bay 2, 10:00–14:00" in section(after, "drop-off-list")
+    cell = re.findall(
+        rf'<td class="booking"[^>]*data-booking="{left["reference"]}">.*?</td>', after, re.S
+    )
+    assert len(cell) == 1
+    assert 'rowspan="4"' in cell[0]
+    assert "10:00–14:00" in cell[0]
+    assert f'id="cancel-{left["reference"]}"' not in cell[0]  # its forms are under Drop-offs
+    assert after.count(f'id="cancel-{left["reference"]}"') == 1
+    # A time it does not fit (past collection): back with the page's words, nothing changed.
+    late = await api.post(
+        f"/staff/bookings/{left['id']}/reassign",
+        data={
+            "csrf_token": csrf_of(after),
+            "date": day.isoformat(),
+            "bay_id": "1",
+            "starts_at": ten.replace("T10:", "T14:"),
+        },
+    )
+    assert late.status_code == 303
+    assert "error=" in late.headers["location"]
+    assert await sql(
+        "SELECT count(*) FROM booking_slots WHERE booking_id = :b AND active", b=left["id"]
+    ) == [(4,)]

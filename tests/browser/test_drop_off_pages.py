@@ -1,7 +1,7 @@
 """A drop-off in a real browser (issue 15): a customer books a car left for the day through the
 booking page (a day with its drop-off window and collection time, no time, no hold), with and
 without JavaScript, staff see it in the day view's Drop-offs section and place it on
-another technician, and the customer changes its day on the booking's page."""
+another technician and on a bay, and the customer changes its day on the booking's page."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ TIMES = "drop off 08:00–09:30, collect from 16:30"
 
 
 @pytest.mark.parametrize("script", [True, False], ids=["script", "no-script"])
-async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technician(
+async def test_a_customer_books_a_drop_off_and_staff_place_it_on_a_technician_and_a_bay(
     browsing: Browsing, staff_user: str, stack: Stack, script: bool
 ) -> None:
     ids = await add_technicians(stack.database_url, ("Sam", "general"), ("Alex", "general"))
@@ -71,15 +71,27 @@ async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technic
     assert first in ids
     other = next(name for name in ids if name != first)
     await assert_accessible(staff)
-    if script:
-        await screenshot(staff, "day-drop-offs")
 
     await row.get_by_label("Technician").select_option(label=other)
     await row.get_by_role("button", name=re.compile("Place")).click()
 
-    await expect(staff.get_by_text("Drop-off placed")).to_be_visible()
+    await expect(staff.get_by_text("Drop-off placed on the technician")).to_be_visible()
     await expect(row.locator("td.technician")).to_have_text(other)
     await expect(row.get_by_label("Technician").locator("option")).to_have_text(["(pick)", first])
+
+    # On a bay for the time it is worked on: its 4 hours in Bay 2's column from 10:00.
+    await row.get_by_label("Bay").select_option(label="Bay 2")
+    await row.get_by_label("From").select_option(label="10:00")
+    await row.get_by_role("button", name=re.compile("Put it there")).click()
+    await expect(staff.get_by_text("Drop-off placed on the bay")).to_be_visible()
+    await expect(row.locator(".placed")).to_have_text("Bay 2, 10:00–14:00")
+    cell = staff.locator(f'table.day td.booking[data-booking="{reference}"]')
+    await expect(cell).to_have_attribute("rowspan", "4")
+    await expect(cell.locator(".what")).to_contain_text("10:00–14:00")
+    await expect(cell.locator(f"#cancel-{reference}")).to_have_count(0)  # under Drop-offs
+    await assert_accessible(staff)
+    if script:
+        await screenshot(staff, "day-drop-offs")
 
     # The customer changes the day on the booking's page; the technician who has it keeps it.
     new_day = await customer.locator("#move-form input[name=day]").first.get_attribute("value")
@@ -94,3 +106,6 @@ async def test_a_customer_books_a_drop_off_and_staff_place_it_on_another_technic
     await staff.goto(f"/staff?date={new_day}")
     moved = staff.locator(f'#drop-off-list tr[data-drop-off="{reference}"]')
     await expect(moved.locator("td.technician")).to_have_text(other)
+    await expect(moved.locator(".placed")).to_have_count(0)  # its bay was the old day's
+    await staff.goto(f"/staff?date={day.isoformat()}")
+    await expect(staff.locator(f'td.booking[data-booking="{reference}"]')).to_have_count(0)

@@ -40,6 +40,7 @@ class Item:
     # A slot it claims is no longer offered by the setup document (outside the hours, a closed
     # day, a retired bay): still confirmed, flagged for staff to keep or move.
     outside_hours: bool = False
+    drop_off: bool = False  # a car left for the day, placed here: its forms are under Drop-offs
 
 
 @dataclass
@@ -88,6 +89,9 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
                 bookings.c.status,
                 services.c.name.label("service"),
                 slots.c.open,
+                slots.c.starts_at.label("slot_starts_at"),
+                slots.c.ends_at.label("slot_ends_at"),
+                bookings.c.slot_id.is_(None).label("drop_off"),
             )
             .select_from(
                 booking_slots.join(bookings, bookings.c.id == booking_slots.c.booking_id)
@@ -108,19 +112,27 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
     claimed: set[int] = set()
     seen_bookings: set[str] = set()
     outside = {c.id for c in claim_rows if not c.open}
+    # A drop-off placed on a bay is shown for the time it is worked on there (its claimed
+    # slots), not for its day's window and collection.
+    worked: dict[str, tuple[datetime, datetime]] = {}
+    for c in claim_rows:
+        if c.drop_off:
+            first, last = worked.get(c.id, (c.slot_starts_at, c.slot_ends_at))
+            worked[c.id] = (min(first, c.slot_starts_at), max(last, c.slot_ends_at))
     for c in claim_rows:
         claimed.add(c.slot_id)
         if c.id in seen_bookings:
             continue
         seen_bookings.add(c.id)
+        starts_at, ends_at = worked.get(c.id, (c.starts_at, c.ends_at))
         items.append(
             Item(
                 kind="booking",
-                starts_at=c.starts_at,
-                ends_at=c.ends_at,
+                starts_at=starts_at,
+                ends_at=ends_at,
                 slot_id=c.slot_id,
                 bay_id=slot_bay[c.slot_id],
-                label=span(c.starts_at, c.ends_at),
+                label=span(starts_at, ends_at),
                 booking_id=c.id,
                 reference=c.reference,
                 service=c.service,
@@ -130,6 +142,7 @@ async def load_day(conn: AsyncConnection, day: date, zone: ZoneInfo, now: dateti
                 completed=c.status == "completed",
                 later_day=day > now.astimezone(zone).date(),
                 outside_hours=c.id in outside,
+                drop_off=bool(c.drop_off),
             )
         )
     closed = await closed_slots(conn, start, end)

@@ -71,6 +71,7 @@ _MESSAGES = {
     "uncompleted": "Done taken back: the booking is open again.",
     "reassigned": "Booking reassigned: same time, the technician or bay you picked.",
     "placed": "Drop-off placed on the technician you picked: same day.",
+    "placed_on_bay": "Drop-off placed on the bay and time you picked: it is in the bay's column.",
     "moved_day": "Drop-off moved to this day: the customer gets an email with the new day.",
     "walk_in_drop_off": "Car taken in for the day: it is under Drop-offs.",
 }

@@ -1,18 +1,19 @@
 """The technician side of the staff day (issue 15): each technician's bookings, the hours left
 per skill, the bookings flagged for reassignment (the technician is absent that day,
 retired or lacks the service's skill, or the booking has none while the garage lists
-technicians), and the day's drop-offs, which staff may place on another technician. Shown by
+technicians), and the day's drop-offs, which staff may place on another technician or on a bay
+for a time of the day. Shown by
 the day view (web/staff.py); the forms are in web/technicians.py."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.garage.rules import can
@@ -58,6 +59,11 @@ class DayDropOff:
     why: str = ""  # why it needs placing elsewhere, as for a flagged booking
     # The other technicians who may take it: active, qualified and not absent that day.
     others: list[tuple[int, str]] = field(default_factory=list)
+    placed: str = ""  # "Bay 2, 10:00–14:00" once staff placed it on a bay; "" before
+    # For the "On a bay" form: the bays that can do it, and the times its labour fits between
+    # the drop-off window and collection (ISO instant, "10:00").
+    bays: list[tuple[int, str]] = field(default_factory=list)
+    times: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -134,6 +140,7 @@ async def load_technician_day(
             .join(first_slot, first_slot.c.booking_id == bookings.c.id)
             .join(bays, bays.c.id == first_slot.c.bay_id)
             .where(
+                bookings.c.slot_id.is_not(None),  # a drop-off placed on a bay: under Drop-offs
                 bookings.c.status == "confirmed",
                 bookings.c.starts_at >= start,
                 bookings.c.starts_at < end,
@@ -213,6 +220,19 @@ async def load_technician_day(
         for b in flagged
     }
     drop_offs = []
+    placements = await _placements(conn, start, end)
+    starts = sorted(
+        set(
+            (
+                await conn.scalars(
+                    select(slots.c.starts_at).where(
+                        slots.c.starts_at >= start, slots.c.starts_at < end, slots.c.open
+                    )
+                )
+            ).all()
+        )
+    )
+    bay_names = {bay.id: bay.name for bay in bay_rows}
     for d in await conn.execute(
         select(
             bookings.c.id,
@@ -221,8 +241,11 @@ async def load_technician_day(
             bookings.c.customer_name,
             bookings.c.technician_id,
             bookings.c.technician_minutes,
+            bookings.c.starts_at,
+            bookings.c.ends_at,
             services.c.name.label("service"),
             services.c.skill,
+            services.c.needs,
         )
         .join(services, services.c.id == bookings.c.service_id)
         .where(
@@ -249,6 +272,14 @@ async def load_technician_day(
                     for p in active
                     if p.id != d.technician_id and can(p.skills, d.skill) and not absent(p.id)
                 ],
+                _placed(placements.get(d.id), bay_names, zone),
+                [(bay.id, bay.name) for bay in bay_rows if can(bay.capabilities, d.needs)],
+                [
+                    (moment.astimezone(zone).isoformat(), f"{moment.astimezone(zone):%H:%M}")
+                    for moment in starts
+                    if d.starts_at <= moment
+                    and moment + timedelta(minutes=int(d.technician_minutes or 0)) <= d.ends_at
+                ],
             )
         )
     return TechnicianDay(
@@ -257,6 +288,42 @@ async def load_technician_day(
         flagged,
         choices,
         drop_offs,
+    )
+
+
+async def _placements(
+    conn: AsyncConnection, start: datetime, end: datetime
+) -> dict[str, tuple[int, datetime, datetime]]:
+    """The day's drop-offs placed on a bay: booking id → (bay, work starts, work ends)."""
+    rows = await conn.execute(
+        select(
+            booking_slots.c.booking_id,
+            func.min(slots.c.bay_id).label("bay_id"),
+            func.min(slots.c.starts_at).label("starts_at"),
+            func.max(slots.c.ends_at).label("ends_at"),
+        )
+        .join(slots, slots.c.id == booking_slots.c.slot_id)
+        .join(bookings, bookings.c.id == booking_slots.c.booking_id)
+        .where(
+            booking_slots.c.active,
+            bookings.c.slot_id.is_(None),
+            slots.c.starts_at >= start,
+            slots.c.starts_at < end,
+        )
+        .group_by(booking_slots.c.booking_id)
+    )
+    return {r.booking_id: (r.bay_id, r.starts_at, r.ends_at) for r in rows}
+
+
+def _placed(
+    placement: tuple[int, datetime, datetime] | None, bay_names: dict[int, str], zone: ZoneInfo
+) -> str:
+    if placement is None:
+        return ""
+    bay_id, starts_at, ends_at = placement
+    return (
+        f"{bay_names.get(bay_id, f'Bay {bay_id}')}, "
+        f"{starts_at.astimezone(zone):%H:%M}–{ends_at.astimezone(zone):%H:%M}"
     )
 
 

@@ -10,7 +10,7 @@ on its day view.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -48,13 +48,14 @@ async def reassign_booking(
     settings: SettingsDep,
 ) -> Response:
     """The day view's reassign form: a technician and/or a bay, then back to the day; the
-    drop-offs' form (a technician only) is the same."""
+    drop-offs' forms are the same: a technician, or a bay and a time (`starts_at`)."""
     user, form, day = await staff_action(request, settings)
     if user is None:
         return refused(request, settings)
     try:
         technician_id = _optional_id(form_text(form, "technician_id"))
         bay_id = _optional_id(form_text(form, "bay_id"))
+        starts_at = _optional_time(form_text(form, "starts_at"))
         moved = await reassign(
             db,
             reservations,
@@ -62,9 +63,12 @@ async def reassign_booking(
             booking_id[:32],
             technician_id=technician_id,
             bay_id=bay_id,
+            starts_at=starts_at,
         )
     except DomainError as exc:
         return back_to_day(day, error=page_key(exc))
+    if starts_at is not None:
+        return back_to_day(day, done="placed_on_bay")
     return back_to_day(day, done="placed" if moved["slot_id"] is None else "reassigned")
 
 
@@ -213,6 +217,19 @@ def _optional_id(value: str) -> int | None:
     if not value.isdigit() or not 1 <= int(value) <= DB_INT_MAX:
         raise InvalidRequest()
     return int(value)
+
+
+def _optional_time(value: str) -> datetime | None:
+    """The drop-offs' "On a bay" time: an ISO instant with its offset, as the form lists them."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest("Give the time as the form lists it.") from None
+    if moment.tzinfo is None:
+        raise InvalidRequest("Give the time as the form lists it.")
+    return moment
 
 
 def _form_day(value: str) -> date:
