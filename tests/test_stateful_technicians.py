@@ -4,12 +4,13 @@ the only MOT tester (who also does general work), and Sam (general), each workin
 — against the real app on SQLite and on PostgreSQL + Redis, checked after every step against a
 model of issue 15's rules: a timed booking needs a free bay slot and a free qualified technician
 at its time with an hour of their day left; an oil change or a drop-off goes to Sam while he can
-(Priya is kept for MOTs); a drop-off takes 120 minutes of a day and no bay; a reassignment moves
-a booking to another technician only where they could have taken it; a drop-off moved to the
-other day stays with its technician while they have the minutes there, else goes to the first
-who has; no bay and no technician is ever in two live bookings at one time, and each
-technician's day counts exactly the minutes of their live bookings that day, never past their 4
-hours."""
+(Priya is kept for MOTs); a drop-off takes 120 minutes of a day and no bay until staff place it
+on a bay for two hours of its day, which then hold that bay and its technician; a reassignment
+moves a booking to another technician only where they could have taken it; a drop-off moved to
+the other day stays with its technician while they have the minutes there, else goes to the
+first who has, and leaves its bay; no bay and no technician is ever in two live bookings at one
+time, and each technician's day counts exactly the minutes of their live bookings that day,
+never past their 4 hours."""
 
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ MINUTES = {MOT: 60, OIL: 60, DROP: 120}
 T = TypeVar("T")
 
 
+def held_hours(hour: int, service: int) -> set[int]:
+    """The hours a booking holds its bay and technician: a timed one, its hour; a drop-off
+    placed on a bay, two from its hour; an unplaced drop-off (hour -1), none."""
+    if hour < 0:
+        return set()
+    return set(range(hour, hour + MINUTES[service] // 60))
+
+
 def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
     class Technicians(RuleBasedStateMachine):
         bookings = Bundle("bookings")
@@ -85,7 +94,9 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             days = sorted({s["starts_at"][:10] for s in listed})
             day = [s for s in listed if s["starts_at"][:10] == days[1]]  # tomorrow or later
             hours = sorted({s["starts_at"] for s in day})[:HOURS]
+            self.hours = hours
             bays = sorted({s["bay_id"] for s in day})[:BAYS]
+            self.bay_ids = bays
             self.slot = {
                 (hours.index(s["starts_at"]), bays.index(s["bay_id"])): s["id"]
                 for s in day
@@ -96,7 +107,8 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             self.days = [self.day, after + timedelta(days=after.weekday() == 6)]  # no Sunday
             self.run(working(stack.database_url, WORKING))
             # The model: live booking → (hour, bay, technician name, service, day index); a
-            # drop-off has hour and bay -1; timed bookings are all on day 0.
+            # drop-off has hour and bay -1 until placed on a bay (from that hour, for two);
+            # timed bookings and placements are all on day 0.
             self.live: dict[str, tuple[int, int, str, int, int]] = {}
             self.tokens: dict[str, str] = {}
             self.n = 0
@@ -122,8 +134,9 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             """Who the model says takes it (`first` tried before the server's order), or
             None when it must be refused."""
             others = {k: v for k, v in self.live.items() if k != moving}
-            if hour >= 0 and any(h == hour and b == bay for h, b, _, _, _ in others.values()):
-                return None  # the bay is taken (a drop-off takes none)
+            wanted = held_hours(hour, service)
+            if any(b == bay and held_hours(h, s) & wanted for h, b, _, s, _ in others.values()):
+                return None  # the bay is taken (an unplaced drop-off takes none)
             order = (*first, *(t for t in SKILLED[service] if t not in first))
             return next((t for t in order if self.can(t, hour, service, moving, day)), None)
 
@@ -133,7 +146,8 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
             """Whether `name` may take the booking (`moving` not counted): the skill, their
             time free (a timed booking) and the minutes left in their `day`."""
             others = [v for k, v in self.live.items() if k != moving]
-            busy = hour >= 0 and any(h == hour and t == name for h, _, t, _, _ in others)
+            wanted = held_hours(hour, service)
+            busy = any(t == name and held_hours(h, s) & wanted for h, _, t, s, _ in others)
             used = sum(MINUTES[s] for _, _, t, s, d in others if t == name and d == day)
             return name in SKILLED[service] and not busy and used + MINUTES[service] <= WORKING
 
@@ -261,7 +275,33 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                 return
             assert reply.status_code == 200, (reply.text, self.live)
             assert reply.json()["technician_id"] == self.ids[expected]
-            self.live[booking] = (-1, -1, expected, DROP, day)
+            self.live[booking] = (-1, -1, expected, DROP, day)  # off its bay
+
+        @rule(booking=bookings, hour=st.integers(0, HOURS - 2), bay=st.integers(0, BAYS - 1))
+        def place(self, booking: str, hour: int, bay: int) -> None:
+            if booking == "none":
+                return
+            reply = self.run(
+                self.api.post(
+                    f"/api/admin/bookings/{booking}/reassign",
+                    json={"bay_id": self.bay_ids[bay], "starts_at": self.hours[hour]},
+                    headers=ADMIN_AUTH,
+                )
+            )
+            if booking not in self.live:
+                assert reply.status_code == 409, reply.text
+                return
+            _, _, name, service, day = self.live[booking]
+            if service != DROP or day != 0:  # a timed booking; a time not of the drop-off's day
+                assert reply.status_code == 422, reply.text
+                return
+            if self.who(hour, bay, DROP, moving=booking, first=(name,)) != name:
+                assert reply.status_code == 409, (reply.text, self.live)
+                return
+            assert reply.status_code == 200, (reply.text, self.live)
+            assert reply.json()["bay_id"] == self.bay_ids[bay]
+            assert len(reply.json()["slot_ids"]) == 2
+            self.live[booking] = (hour, bay, name, DROP, day)
 
         @invariant()
         def database_agrees(self) -> None:
@@ -272,6 +312,8 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
                             "SELECT tc.booking_id, ts.technician_id FROM technician_claims tc"
                             " JOIN technician_slots ts ON ts.id = tc.technician_slot_id"
                             " WHERE tc.active"
+                            " UNION ALL SELECT bs.booking_id, -s.bay_id FROM booking_slots bs"
+                            " JOIN slots s ON s.id = bs.slot_id WHERE bs.active"
                         )
                     )
                     minutes = await conn.execute(
@@ -286,8 +328,13 @@ def make_machine(stack: Stack) -> type[RuleBasedStateMachine]:
 
             held, minutes = self.run(claims())
             names = {tid: name for name, tid in self.ids.items()}
-            assert sorted((b, names[t]) for b, t in held) == sorted(
-                (b, t) for b, (_, _, t, s, _) in self.live.items() if s != DROP
+            # Each hour a booking holds: one claim on its technician and one on its bay
+            # (negative: a bay's id).
+            assert sorted((b, names[t] if t > 0 else f"bay {-t}") for b, t in held) == sorted(
+                (b, holder)
+                for b, (h, bay, t, s, _) in self.live.items()
+                for _ in held_hours(h, s)
+                for holder in (t, f"bay {self.bay_ids[bay]}")
             )
             for name, tid in self.ids.items():
                 for index, day in enumerate(self.days):
