@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from garagebook.errors import (
+    DatabaseUnavailable,
     DomainError,
     InvalidRequest,
     PayloadTooLarge,
@@ -45,6 +46,14 @@ def json_response(
 
 
 def error_response(error: DomainError) -> Response:
+    if isinstance(error, DatabaseUnavailable):
+        # The answer says only "try again"; the operator needs to know why: the pool's turn
+        # timed out, the server refused or is shutting down, too many connections.
+        cause = error.__cause__
+        log.warning(
+            "database unavailable: %s",
+            f"{type(cause).__name__}: {cause}"[:500] if cause is not None else "no cause",
+        )
     return json_response(error.body(), http_status(error), error.headers())
 
 
