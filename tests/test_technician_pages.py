@@ -53,6 +53,14 @@ def section(html: str, element_id: str) -> str:
     return match.group(0)
 
 
+def column_of(html: str, name: str) -> str:
+    """A technician's column of the day view."""
+    columns = html.split('id="technician-columns"')[1].split('id="flagged-title"')[0]
+    match = re.search(rf'data-technician="{name}".*?(?=data-technician=|$)', columns, re.S)
+    assert match is not None, name
+    return match.group(0)
+
+
 async def test_the_day_view_of_a_garage_without_technicians_shows_none(
     app: FastAPI, api: httpx.AsyncClient
 ) -> None:
@@ -235,6 +243,7 @@ async def test_the_drop_offs_place_one_on_a_bay_and_the_grid_shows_it_there(
     page = await api.get("/staff", params={"date": day.isoformat()})
     listed = section(page.text, "drop-off-list")
     assert f'id="pb-{left["id"]}"' in listed
+    assert left["reference"] not in column_of(page.text, "Sam")  # not worked on at a time yet
     offered = re.findall(rf'<select id="pt-{left["id"]}".*?</select>', listed, re.S)[0]
     # Its 4 hours fit from the window's opening (08:00) until collection (16:30).
     assert re.findall(r">(\d\d:\d\d)</option>", offered) == [f"{h:02d}:00" for h in range(8, 13)]
@@ -258,6 +267,9 @@ async def test_the_drop_offs_place_one_on_a_bay_and_the_grid_shows_it_there(
     assert claimed == [(4,)]
     after = (await api.get(placed.headers["location"])).text
     assert "Bay 2, 10:00–14:00" in section(after, "drop-off-list")
+    assert re.search(
+        rf'data-booking="{left["reference"]}">10:00–14:00 [^<]*· Bay 2<', column_of(after, "Sam")
+    )
     cell = re.findall(
         rf'<td class="booking"[^>]*data-booking="{left["reference"]}">.*?</td>', after, re.S
     )

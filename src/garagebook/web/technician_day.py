@@ -282,6 +282,25 @@ async def load_technician_day(
                 ],
             )
         )
+        placed = placements.get(d.id)
+        if person is not None and placed is not None:  # worked on then: in their column too
+            bay_id, works_from, works_until = placed
+            columns[person.id].bookings.append(
+                DayBooking(
+                    d.id,
+                    d.reference,
+                    f"{works_from.astimezone(zone):%H:%M}–{works_until.astimezone(zone):%H:%M}",
+                    d.service,
+                    d.vehicle_registration,
+                    bay_names.get(bay_id, f"Bay {bay_id}"),
+                    bay_id,
+                    d.technician_id,
+                    d.skill,
+                    d.needs,
+                )
+            )
+    for column in columns.values():
+        column.bookings.sort(key=lambda b: b.label)  # "HH:MM–HH:MM": in the day's order
     return TechnicianDay(
         [columns[p.id] for p in people if p.active or columns[p.id].bookings],
         hours_left,
