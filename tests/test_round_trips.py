@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from garagebook.app import create_app
 from garagebook.config import Settings
@@ -33,7 +33,9 @@ def record_statements(app: FastAPI) -> list[str]:
     def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement.split(None, 1)[0].upper())
 
-    event.listen(app.state.db.engine.sync_engine, "before_cursor_execute", before)
+    for engine in (app.state.db.engine, app.state.db.generic_plans):
+        if engine is not None:  # the second: PostgreSQL's pool for the fingerprint reads
+            event.listen(engine.sync_engine, "before_cursor_execute", before)
     return statements
 
 
@@ -266,3 +268,34 @@ async def test_a_cached_days_availability_is_one_round_trip(
     assert again.json() == first.json()
     if stack.is_postgres:
         assert statements == ["WITH"]
+
+
+async def test_fingerprints_are_read_on_connections_that_plan_them_once(
+    app: FastAPI, api: httpx.AsyncClient, stack: Stack
+) -> None:
+    """PostgreSQL: the availability cache's fingerprint statement runs on the pool whose
+    connections keep one (generic) plan per statement, and nothing else does; the main pool
+    plans as PostgreSQL chooses. SQLite has neither (it always computes)."""
+    if not stack.is_postgres:
+        assert app.state.db.generic_plans is None
+        return
+    async with app.state.db.read_planned_once() as conn:
+        assert await conn.scalar(text("SHOW plan_cache_mode")) == "force_generic_plan"
+    async with app.state.db.read() as conn:
+        assert await conn.scalar(text("SHOW plan_cache_mode")) == "auto"
+    on_generic: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        on_generic.append(statement.split(None, 1)[0].upper())
+
+    event.listen(app.state.db.generic_plans.sync_engine, "before_cursor_execute", before)
+    timed = [s for s in (await api.get("/api/services")).json() if s["mode"] == "timed"]
+    day = (await free_slots_ahead(api))[0]["starts_at"][:10]
+    query = {"service_id": timed[0]["id"], "date": day}
+    assert (await api.get("/api/availability", params=query)).status_code == 200
+    assert on_generic == ["WITH"]
+    everything = record_statements(app)
+    booked = await api.post("/api/bookings", json=booking_body((await free_slots(api))[0]["id"]))
+    assert booked.status_code == 201
+    assert on_generic == ["WITH"]  # a booking's statements plan on the main pool
+    assert everything

@@ -97,10 +97,15 @@ def create_app(settings: Settings | None = None, *, served: bool = False) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.db = Database(create_engine(settings))
+        app.state.db = Database(
+            create_engine(settings),
+            None if settings.is_sqlite else create_engine(settings, generic_plans=True),
+        )
         app.state.reservations = create_reservations(settings)
         app.state.plans = PlanCache(settings.timezone)
-        app.state.availability = AvailabilityCache(settings.timezone)
+        app.state.availability = AvailabilityCache(
+            settings.timezone, read=app.state.db.read_planned_once
+        )
         app.state.rate_limiter = RateLimiter(settings, app.state.reservations)
         # The embedded default delivers its own mail; production runs `garagebook worker`.
         worker = (

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -234,9 +235,18 @@ class AvailabilityCache:
     Only what every customer sees is kept: staff views and a booking being moved (its own
     slots count as free) call `list_slots` themselves."""
 
-    def __init__(self, zone: ZoneInfo, size: int = 2_000) -> None:
+    def __init__(
+        self,
+        zone: ZoneInfo,
+        size: int = 2_000,
+        *,
+        read: Callable[[], AbstractAsyncContextManager[AsyncConnection]] | None = None,
+    ) -> None:
         self._zone = zone
         self._size = size
+        # Where the fingerprints are read: the answer's own connection, or `read()`'s (the
+        # app's: connections that plan the statement once, db.py).
+        self._read_on = read
         self._days: OrderedDict[tuple[int, date], _Day] = OrderedDict()
         self._reads: dict[int, _Reads] = {}
 
@@ -285,8 +295,15 @@ class AvailabilityCache:
     async def _read(self, conn: AsyncConnection, service_id: int, wanted: list[date]) -> _Read:
         """A fingerprint read for `wanted` that started after this call, shared with others."""
         reads = self._reads.setdefault(service_id, _Reads())
+
+        async def fetch(days: list[date]) -> _Read:
+            if self._read_on is None:
+                return await self._fingerprints(conn, service_id, days)
+            async with self._read_on() as own:
+                return await self._fingerprints(own, service_id, days)
+
         try:
-            read = await reads.read(wanted, lambda days: self._fingerprints(conn, service_id, days))
+            read = await reads.read(wanted, fetch)
         finally:
             if reads.idle:  # kept only while answers share it: any id a client sends is a key
                 self._reads.pop(service_id, None)
