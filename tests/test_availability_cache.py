@@ -457,3 +457,29 @@ async def test_service_ids_a_client_makes_up_leave_nothing_behind(pg: Stack) -> 
         ).status_code == 200
         cache = app.state.availability
         assert cache._reads == {}
+
+
+async def test_a_kept_days_availability_still_leaves_out_the_starts_inside_the_notice(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """`GET /api/availability` answers from JSON kept per day, with no clock in it: the
+    minimum notice (read with every answer) still takes out the starts it covers, in the very
+    next answer of the same day."""
+    day = (await free_slots(api))[0]["starts_at"][:10]
+    query = {"service_id": MOT, "date": day}
+    before = (await api.get("/api/availability", params=query)).json()
+    assert len(before) >= 3
+    third = datetime.fromisoformat(before[2]["starts_at"])
+    minutes = int((third - utcnow()).total_seconds() // 60) + 1  # past the first three starts
+    engine = create_async_engine(stack.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE garage SET min_notice_minutes = :m WHERE id = 1"), {"m": minutes}
+            )
+    finally:
+        await engine.dispose()
+
+    after = (await api.get("/api/availability", params=query)).json()
+
+    assert after == before[3:]
