@@ -14,7 +14,10 @@ from tests.browser.conftest import Browsing, assert_accessible, screenshot, sign
 from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.support.technicians import MOT, OIL, add_technician, book, needs_skill, times_on
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("stack", ["sqlite"], indirect=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.parametrize("stack", ["sqlite", "postgres"], indirect=True),
+]
 
 
 async def test_the_day_view_shows_technicians_and_reassigns_a_flagged_booking(
@@ -48,7 +51,8 @@ async def test_the_day_view_shows_technicians_and_reassigns_a_flagged_booking(
     row = staff.locator(f'#flagged tr[data-booking="{flagged["reference"]}"]')
     await expect(row).to_contain_text("Sam is absent that day.")
     await assert_accessible(staff)
-    await screenshot(staff, "day-technicians")
+    if not stack.is_postgres:  # the README's, once
+        await screenshot(staff, "day-technicians")
 
     await row.get_by_label("Technician").select_option(label="Priya")
     await row.get_by_role("button", name=re.compile("Reassign")).click()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from garagebook.errors import ServiceNotFound, SlotTooSoon, SlotUnavailable, WrongBay
+from garagebook.errors import BayNotFound, ServiceNotFound, SlotTooSoon, SlotUnavailable, WrongBay
 from garagebook.schema import bays, garage, services, slots
 
 
@@ -36,6 +36,20 @@ class Rules:
 
 def can(capabilities: str, needs: str) -> bool:
     return needs in capabilities.split(",")
+
+
+async def require_capable_bay(conn: AsyncConnection, bay_id: int, needs: str) -> None:
+    """BayNotFound for a bay that does not exist; WrongBay for one retired or that cannot do
+    what a service `needs` (a booking given to a bay, a drop-off placed on one)."""
+    capabilities = await conn.scalar(
+        select(bays.c.capabilities).where(bays.c.id == bay_id, bays.c.active)
+    )
+    if capabilities is None:
+        if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
+            raise BayNotFound(bay_id=bay_id)
+        raise WrongBay()
+    if not can(capabilities, needs):
+        raise WrongBay()
 
 
 async def notice_minutes(conn: AsyncConnection) -> int:

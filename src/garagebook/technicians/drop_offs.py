@@ -22,23 +22,21 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from garagebook.db import insert_ignoring_conflicts
 from garagebook.errors import (
-    BayNotFound,
     InvalidRequest,
     ServiceNotFound,
     SlotUnavailable,
     TechnicianUnavailable,
-    WrongBay,
 )
 from garagebook.garage.apply import current_document
 from garagebook.garage.document import GarageDocument
-from garagebook.garage.rules import can
+from garagebook.garage.rules import require_capable_bay
 from garagebook.reservations import Key
-from garagebook.schema import bays, booking_slots, garage, services, slots
+from garagebook.schema import booking_slots, garage, services, slots
 from garagebook.technicians.claims import TechnicianTaken, able, claim_slots, release_slots
 from garagebook.technicians.free import minutes_left
 
@@ -213,15 +211,7 @@ async def place(
             "A drop-off is worked on between its drop-off window and collection.",
             fields=[{"field": "starts_at", "problem": "outside the drop-off's day"}],
         )
-    capabilities = await conn.scalar(
-        select(bays.c.capabilities).where(bays.c.id == bay_id, bays.c.active)
-    )
-    if capabilities is None:
-        if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
-            raise BayNotFound(bay_id=bay_id)
-        raise WrongBay()
-    if not can(capabilities, needs):
-        raise WrongBay()
+    await require_capable_bay(conn, bay_id, needs)
     wanted = select(slots.c.id, slots.c.starts_at, slots.c.ends_at).where(
         slots.c.bay_id == bay_id, slots.c.starts_at >= start, slots.c.starts_at < end, slots.c.open
     )
@@ -270,21 +260,3 @@ async def unplace(conn: AsyncConnection, booking_id: str) -> list[Key]:
         )
     ).all()
     return [*bay_slots, *await release_slots(conn, booking_id, moving=True)]
-
-
-async def placement(
-    conn: AsyncConnection, booking_id: str
-) -> tuple[int, datetime, datetime] | None:
-    """A drop-off's bay and the time it is worked on there, if placed."""
-    row = (
-        await conn.execute(
-            select(
-                func.min(slots.c.bay_id).label("bay_id"),
-                func.min(slots.c.starts_at).label("starts_at"),
-                func.max(slots.c.ends_at).label("ends_at"),
-            )
-            .join(booking_slots, booking_slots.c.slot_id == slots.c.id)
-            .where(booking_slots.c.booking_id == booking_id, booking_slots.c.active)
-        )
-    ).one()
-    return None if row.bay_id is None else (row.bay_id, row.starts_at, row.ends_at)

@@ -26,18 +26,16 @@ from garagebook.bookings.service import booking_json
 from garagebook.config import Settings
 from garagebook.db import Database, insert_ignoring_conflicts
 from garagebook.errors import (
-    BayNotFound,
     BookingNotFound,
     InvalidRequest,
     SlotUnavailable,
     TechnicianNotFound,
     TechnicianUnavailable,
-    WrongBay,
     closed_because,
 )
-from garagebook.garage.rules import can
+from garagebook.garage.rules import can, require_capable_bay
 from garagebook.reservations import Key, ReservationStore
-from garagebook.schema import bays, booking_slots, bookings, services, slots, technicians
+from garagebook.schema import booking_slots, bookings, services, slots, technicians
 from garagebook.slots.events import time_freed
 from garagebook.technicians.claims import TechnicianTaken, claim, release
 from garagebook.technicians.drop_offs import place, unplace
@@ -196,15 +194,7 @@ async def _to_bay(
 ) -> list[Key]:
     """Move the booking's bay claims to `bay_id`'s open slots at the same times; the old bay
     slot ids, whose reservation keys go after the commit."""
-    capabilities = await conn.scalar(
-        select(bays.c.capabilities).where(bays.c.id == bay_id, bays.c.active)
-    )
-    if capabilities is None:
-        if await conn.scalar(select(bays.c.id).where(bays.c.id == bay_id)) is None:
-            raise BayNotFound(bay_id=bay_id)
-        raise WrongBay()
-    if not can(capabilities, needs):
-        raise WrongBay()
+    await require_capable_bay(conn, bay_id, needs)
     wanted = select(slots.c.id).where(
         slots.c.bay_id == bay_id,
         slots.c.starts_at.in_([r.starts_at for r in held]),
