@@ -17,13 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.app import create_app
 from garagebook.schema import booking_slots, bookings, technician_claims
-from tests.support.control import database_without
+from tests.support.control import app_without
 from tests.support.stack import ADMIN_TOKEN, Stack
 from tests.support.technicians import (
     LABOUR,
@@ -286,15 +284,10 @@ async def unguarded_api(
     stack: Stack, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
     """The app on its own database without uq_booking_slots_slot_id_active."""
-    url = await database_without(stack, request, tmp_path, "uq_booking_slots_slot_id_active")
-    app = create_app(stack.settings(database_url=url))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
-        ) as client,
-    ):
-        yield url, client
+    async with app_without(
+        stack, request, tmp_path, "uq_booking_slots_slot_id_active"
+    ) as unguarded:
+        yield unguarded
 
 
 @pytest.mark.slow

@@ -4,12 +4,17 @@ are what made it pass. Never the shared test database: the other tests need the 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from garagebook.app import create_app
 from garagebook.cli import migrate_database
 from tests.support.stack import Stack, in_thread, reset_database, run_sync
 
@@ -53,3 +58,19 @@ async def database_without(
             await conn.execute(text(f"DROP INDEX {index}"))
     await engine.dispose()
     return url
+
+
+@asynccontextmanager
+async def app_without(
+    stack: Stack, request: pytest.FixtureRequest, tmp_path: Path, *indexes: str
+) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    """The app, in-process, on a database of its own without `indexes`: its URL and a client."""
+    url = await database_without(stack, request, tmp_path, *indexes)
+    app = create_app(stack.settings(database_url=url))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
+        ) as client,
+    ):
+        yield url, client
