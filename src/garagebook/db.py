@@ -222,6 +222,13 @@ def _turn(queue: TurnQueue | None) -> AbstractAsyncContextManager[None]:
     return queue.turn() if queue is not None else nullcontext()
 
 
+@asynccontextmanager
+async def _reading(reader: AsyncEngine, queue: TurnQueue | None) -> AsyncIterator[AsyncConnection]:
+    """A read on `reader` (autocommit on PostgreSQL), in turn for its pool's connections."""
+    async with _unavailable_as_503(), _turn(queue), reader.begin() as connection:
+        yield connection
+
+
 class Database:
     def __init__(self, engine: AsyncEngine, generic_plans: AsyncEngine | None = None) -> None:
         self.engine = engine
@@ -253,25 +260,17 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """For reads that need no snapshot across statements."""
-        async with (
-            _unavailable_as_503(),
-            _turn(self._connections),
-            self._reader.begin() as connection,
-        ):
+        async with _reading(self._reader, self._connections) as connection:
             yield connection
 
     @asynccontextmanager
     async def read_planned_once(self) -> AsyncIterator[AsyncConnection]:
         """`read`, on a connection of the `generic_plans` pool where there is one."""
         if self.generic_plans is None:
-            async with self.read() as connection:
-                yield connection
-            return
-        async with (
-            _unavailable_as_503(),
-            _turn(_CONNECTIONS.get(self.generic_plans.sync_engine)),
-            self.generic_plans.connect() as connection,
-        ):
+            reading = _reading(self._reader, self._connections)
+        else:
+            reading = _reading(self.generic_plans, _CONNECTIONS.get(self.generic_plans.sync_engine))
+        async with reading as connection:
             yield connection
 
     async def ping(self) -> bool:

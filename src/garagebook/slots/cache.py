@@ -307,7 +307,9 @@ class AvailabilityCache:
         `drop_offs` false: a drop-off service's days are not worked out (none are listed), only
         its mode read — on PostgreSQL in the same one round trip as the fingerprints."""
         wanted = [first + timedelta(days=n) for n in range(count)]
-        mode, duration, notice, found = await self._found(conn, service_id, wanted, drop_offs)
+        mode, duration, notice, found = await self._found(
+            conn, service_id, wanted, drop_offs=drop_offs, starts=False
+        )
         not_before = now + timedelta(minutes=notice)
         return Offered(mode, duration, {day: _at(found[day].listed, not_before) for day in wanted})
 
@@ -316,14 +318,24 @@ class AvailabilityCache:
     ) -> OfferedStarts:
         """`day`'s starts of a timed service as GET /api/availability answers them at `now`
         (none for a drop-off service: only its mode is read). ServiceNotFound as `days`."""
-        mode, _, notice, found = await self._found(conn, service_id, [day], drop_offs=False)
+        mode, _, notice, found = await self._found(
+            conn, service_id, [day], drop_offs=False, starts=True
+        )
         not_before = now + timedelta(minutes=notice)
         return OfferedStarts(mode, [row for start, row in found[day].starts if start > not_before])
 
     async def _found(
-        self, conn: AsyncConnection, service_id: int, wanted: list[date], drop_offs: bool
+        self,
+        conn: AsyncConnection,
+        service_id: int,
+        wanted: list[date],
+        *,
+        drop_offs: bool,
+        starts: bool,
     ) -> tuple[str, timedelta, int, dict[date, _Day]]:
-        """The service's mode, length and the garage's notice, and the `wanted` days."""
+        """The service's mode, length and the garage's notice, and the `wanted` days. `starts`:
+        where the days are computed for this answer alone (SQLite), their `starts` are worked
+        out only if asked for; days kept in the cache always have them."""
         cached = conn.dialect.name == "postgresql"
         if cached:
             read = await self._read(conn, service_id, wanted)
@@ -348,7 +360,7 @@ class AvailabilityCache:
         else:
             computed = await self._compute(conn, service_id, wanted)
             found = {
-                day: _Day(None, listed, "", _starts(listed, duration, self._zone))
+                day: _Day(None, listed, "", _starts(listed, duration, self._zone) if starts else ())
                 for day, listed in computed.items()
             }
         return mode, duration, notice, found

@@ -176,7 +176,7 @@ async def load_technician_day(
         booking = DayBooking(
             r.id,
             r.reference,
-            f"{r.starts_at.astimezone(zone):%H:%M}–{r.ends_at.astimezone(zone):%H:%M}",
+            _span(r.starts_at, r.ends_at, zone),
             r.service,
             r.vehicle_registration,
             r.bay,
@@ -221,17 +221,14 @@ async def load_technician_day(
     }
     drop_offs = []
     placements = await _placements(conn, start, end)
-    starts = sorted(
-        set(
-            (
-                await conn.scalars(
-                    select(slots.c.starts_at).where(
-                        slots.c.starts_at >= start, slots.c.starts_at < end, slots.c.open
-                    )
-                )
-            ).all()
+    starts = (
+        await conn.scalars(
+            select(slots.c.starts_at)
+            .where(slots.c.starts_at >= start, slots.c.starts_at < end, slots.c.open)
+            .distinct()
+            .order_by(slots.c.starts_at)
         )
-    )
+    ).all()
     bay_names = {bay.id: bay.name for bay in bay_rows}
     for d in await conn.execute(
         select(
@@ -289,7 +286,7 @@ async def load_technician_day(
                 DayBooking(
                     d.id,
                     d.reference,
-                    f"{works_from.astimezone(zone):%H:%M}–{works_until.astimezone(zone):%H:%M}",
+                    _span(works_from, works_until, zone),
                     d.service,
                     d.vehicle_registration,
                     bay_names.get(bay_id, f"Bay {bay_id}"),
@@ -340,10 +337,12 @@ def _placed(
     if placement is None:
         return ""
     bay_id, starts_at, ends_at = placement
-    return (
-        f"{bay_names.get(bay_id, f'Bay {bay_id}')}, "
-        f"{starts_at.astimezone(zone):%H:%M}–{ends_at.astimezone(zone):%H:%M}"
-    )
+    return f"{bay_names.get(bay_id, f'Bay {bay_id}')}, {_span(starts_at, ends_at, zone)}"
+
+
+def _span(starts_at: datetime, ends_at: datetime, zone: ZoneInfo) -> str:
+    """ "10:00–14:00", in the garage's local time."""
+    return f"{starts_at.astimezone(zone):%H:%M}–{ends_at.astimezone(zone):%H:%M}"
 
 
 def _why(person: Any, skill: str, absent: Callable[[int], bool]) -> str:
