@@ -10,12 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from garagebook.app import create_app
 from garagebook.cli import migrate_database
+from tests.support.mail import running_app
 from tests.support.stack import Stack, in_thread, reset_database, run_sync
 
 
@@ -66,11 +65,5 @@ async def app_without(
 ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
     """The app, in-process, on a database of its own without `indexes`: its URL and a client."""
     url = await database_without(stack, request, tmp_path, *indexes)
-    app = create_app(stack.settings(database_url=url))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://garagebook.test"
-        ) as client,
-    ):
+    async with running_app(stack.settings(database_url=url)) as client:
         yield url, client
